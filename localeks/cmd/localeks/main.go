@@ -1,0 +1,343 @@
+// Command localeks runs the local EKS replica and invokes the function's
+// bootstrap against it through an emulated Lambda Runtime API.
+//
+//	localeks up        start the stack (no-op when it is healthy)
+//	localeks down      stop it
+//	localeks status    say what runs
+//	localeks env       print shell exports for the function and kubectl
+//	localeks invoke EVENT_FILE|-
+//	                   invoke ./bootstrap once; the response on stdout, or the
+//	                   error payload and exit status 1
+//
+// Progress goes to stderr, results to stdout. Configuration comes from flags
+// or the environment: LOCALEKS_PARTS (the parts bin dir, from
+// localeks/parts/build.sh), LOCALEKS_PERMISSIONS (the project's
+// permissions.yml), LOCALEKS_DIR (state dir, default
+// ${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks/stack).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
+	"github.com/lambda-eks/lambda-eks/localeks/shim"
+	"github.com/lambda-eks/lambda-eks/localeks/stack"
+)
+
+// functionVars are passed from the caller's environment to the function, so
+// that e.g. `IMAGE=nginx:1.28 ./local.sh` works.
+var functionVars = []string{"CLUSTER_NAME", "CLUSTER_REGION", "NAMESPACE", "NAME", "IMAGE", "REPLICAS",
+	"DEFAULT_ACTION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}
+
+func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		usage()
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "up":
+		err = up(ctx, args[1:])
+	case "down":
+		err = down(ctx, args[1:])
+	case "status":
+		return status(ctx, args[1:])
+	case "env":
+		err = env(ctx, args[1:])
+	case "invoke":
+		return invoke(ctx, args[1:])
+	case "shim":
+		err = runShim(ctx, args[1:])
+	case "-h", "-help", "--help", "help":
+		usage()
+		return 0
+	default:
+		usage()
+		return 2
+	}
+	if err != nil {
+		slog.Error(args[0]+" failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-   (see go doc ./cmd/localeks)`)
+}
+
+// stackFlags are shared by the commands that may start the stack.
+type stackFlags struct {
+	dir, parts, permissions string
+}
+
+func (sf *stackFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&sf.dir, "dir", envOr("LOCALEKS_DIR", stack.DefaultDir()), "state `directory`")
+	fs.StringVar(&sf.parts, "parts", os.Getenv("LOCALEKS_PARTS"), "`directory` of kube-apiserver, etcd, aws-iam-authenticator (localeks/parts/build.sh)")
+	fs.StringVar(&sf.permissions, "permissions", os.Getenv("LOCALEKS_PERMISSIONS"), "the project's permissions.yml")
+}
+
+func (sf *stackFlags) config() (stack.Config, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return stack.Config{}, err
+	}
+	return stack.Config{Dir: sf.dir, Parts: sf.parts, Self: self, Permissions: sf.permissions}, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func up(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return err
+	}
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Println(s.APIServerURL())
+	return nil
+}
+
+func down(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("down", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := stack.Down(ctx, cfg); err != nil {
+		return err
+	}
+	slog.Info("stack stopped", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// status prints one line per component; exit status 0 only when all are
+// healthy, 3 when no stack was ever started.
+func status(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		slog.Error("status", "err", err)
+		return 1
+	}
+	sts, err := stack.Status(ctx, cfg)
+	if err != nil {
+		fmt.Println("stopped:", err)
+		return 3
+	}
+	code := 0
+	for _, st := range sts {
+		state := "healthy"
+		switch {
+		case !st.Running:
+			state, code = "stopped", 1
+		case !st.Healthy:
+			state, code = "unhealthy: "+st.Detail, 1
+		}
+		fmt.Printf("%-22s pid %-7d %s\n", st.Name, st.PID, state)
+	}
+	if s, err := stack.Open(cfg); err == nil {
+		fmt.Printf("%-22s %s\n", "apiserver", s.APIServerURL())
+		fmt.Printf("%-22s %s\n", "admin kubeconfig", s.Paths.AdminKubeconfig())
+		fmt.Printf("%-22s %s\n", "logs", s.Paths.File("logs"))
+	}
+	return code
+}
+
+// env prints shell exports: KUBECONFIG for admin kubectl, and the function's
+// environment with fresh session credentials of the execution role.
+func env(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("env", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	role := fs.String("role", stack.ExecRole, "role to assume for the function's credentials")
+	session := fs.String("session", stack.SessionName, "role session name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return err
+	}
+	s, err := stack.Open(cfg)
+	if err != nil {
+		return err
+	}
+	creds, err := s.AssumeRole(ctx, *role, *session)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("export KUBECONFIG=%s\n", shellQuote(s.Paths.AdminKubeconfig()))
+	for _, kv := range s.FunctionEnv(creds) {
+		k, v, _ := strings.Cut(kv, "=")
+		fmt.Printf("export %s=%s\n", k, shellQuote(v))
+	}
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// invoke runs the bootstrap once against the replica, starting the stack if
+// needed. Exit status: 0 success, 1 function error, 2 usage, 4 harness failure.
+func invoke(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	bootstrap := fs.String("bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
+	timeout := fs.Duration("timeout", 30*time.Second, "invocation timeout (the function's Lambda Timeout)")
+	role := fs.String("role", stack.ExecRole, "execution role the function runs as")
+	session := fs.String("session", stack.SessionName, "role session name")
+	var extra multiFlag
+	fs.Var(&extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: localeks invoke [flags] EVENT_FILE|-")
+		return 2
+	}
+	fail := func(err error) int {
+		slog.Error("invoke failed", "err", err)
+		return 4
+	}
+	event, err := readEvent(fs.Arg(0))
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return fail(err)
+	}
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	creds, err := s.AssumeRole(ctx, *role, *session)
+	if err != nil {
+		return fail(err)
+	}
+	fnEnv := s.FunctionEnv(creds)
+	for _, k := range functionVars {
+		if v, ok := os.LookupEnv(k); ok {
+			fnEnv = append(fnEnv, k+"="+v)
+		}
+	}
+	fnEnv = append(fnEnv, extra...)
+	fn, err := lambdart.Start(ctx, *bootstrap, fnEnv, *timeout, lambdart.WithLogOutput(os.Stderr))
+	if err != nil {
+		return fail(err)
+	}
+	defer fn.Stop()
+	start := time.Now()
+	resp, fnErr, err := fn.Invoke(ctx, event)
+	took := time.Since(start)
+	if err != nil {
+		return fail(err)
+	}
+	if fnErr != nil {
+		slog.Info("invocation failed", "errorType", fnErr.Type, "took", took.Round(time.Microsecond))
+		b, _ := json.Marshal(fnErr)
+		fmt.Println(string(b))
+		return 1
+	}
+	slog.Info("invocation succeeded", "took", took.Round(time.Microsecond))
+	fmt.Println(strings.TrimSpace(string(resp)))
+	return 0
+}
+
+func readEvent(name string) ([]byte, error) {
+	var r io.Reader = os.Stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("read event: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, 6<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read event: %w", err)
+	}
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("event %s is not valid JSON", name)
+	}
+	return b, nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return errors.New("want KEY=VALUE")
+	}
+	*m = append(*m, v)
+	return nil
+}
+
+// runShim is the shim process the stack starts.
+func runShim(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
+	path := fs.String("config", "", "shim configuration (JSON)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*path)
+	if err != nil {
+		return err
+	}
+	var cfg shim.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("decode %s: %w", *path, err)
+	}
+	srv, err := shim.New(cfg)
+	if err != nil {
+		return err
+	}
+	slog.Info("shim listening", "addr", cfg.Listen, "upstream", cfg.Upstream)
+	return srv.Serve(ctx)
+}

@@ -1,0 +1,388 @@
+// Package shim is a loopback HTTPS-intercepting proxy that puts real AWS host
+// names in front of moto_server and covers the gaps between moto and what the
+// aws-iam-authenticator and the function expect from STS and EKS.
+//
+// Clients reach it through HTTPS_PROXY and trust its CA through SSL_CERT_FILE.
+// It accepts CONNECT only for *.amazonaws.com, terminates TLS with a per-host
+// leaf certificate from its own CA, and forwards each request to moto_server
+// keeping the Host header. On the way it
+//   - copies the signature of a presigned request into an Authorization
+//     header, because moto identifies the caller only from that header;
+//   - appends ContentType=JSON to query-protocol requests that accept JSON,
+//     because moto answers JSON only then;
+//   - rewrites the endpoint and CA of EKS DescribeCluster responses to the
+//     local kube-apiserver's, because moto invents random ones.
+//
+// It counts the requests it forwards per AWS service, so tests can prove that
+// a warm invocation made none: GET /__counts, POST /__counts/reset.
+package shim
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Cluster is what DescribeCluster answers for one cluster name.
+type Cluster struct {
+	Endpoint string `json:"endpoint"`
+	// CAData is the base64 of the PEM CA bundle, as EKS returns it.
+	CAData string `json:"caData"`
+}
+
+// Config is the shim's configuration, written by the stack as JSON.
+type Config struct {
+	// Listen is the loopback address of the proxy, e.g. 127.0.0.1:4566.
+	Listen string `json:"listen"`
+	// Upstream is moto_server's base URL, e.g. http://127.0.0.1:5000.
+	Upstream string `json:"upstream"`
+	// CACert and CAKey are PEM files of the CA that signs per-host leaves.
+	CACert string `json:"caCert"`
+	CAKey  string `json:"caKey"`
+	// Clusters maps a cluster name to its DescribeCluster rewrite; the entry
+	// "*" applies to every other name.
+	Clusters map[string]Cluster `json:"clusters"`
+}
+
+// Counts maps an AWS service to the number of requests forwarded for it.
+// Requests signed in an Authorization header (SDK clients such as the
+// function) count under the service name, e.g. "eks"; replayed presigned URLs
+// (the authenticator verifying a token) count under "<service>:presigned".
+type Counts map[string]int
+
+// Server is a running shim.
+type Server struct {
+	cfg      Config
+	upstream *url.URL
+	certs    *leafCache
+	client   *http.Client
+	tunnels  *connListener
+	inner    *http.Server
+	outer    *http.Server
+
+	mu     sync.Mutex
+	counts Counts
+}
+
+// New builds a shim from cfg. It does not listen yet.
+func New(cfg Config) (*Server, error) {
+	up, err := url.Parse(cfg.Upstream)
+	if err != nil || up.Scheme != "http" || !isLoopback(up.Hostname()) {
+		return nil, fmt.Errorf("upstream %q: want an http URL on loopback", cfg.Upstream)
+	}
+	certs, err := newLeafCache(cfg.CACert, cfg.CAKey)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		upstream: up,
+		certs:    certs,
+		client: &http.Client{
+			// Never follow redirects or use a proxy: moto is on loopback.
+			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Timeout:       30 * time.Second,
+		},
+		tunnels: newConnListener(),
+		counts:  Counts{},
+	}
+	s.inner = &http.Server{Handler: http.HandlerFunc(s.forward), ReadHeaderTimeout: 10 * time.Second}
+	s.outer = &http.Server{Handler: http.HandlerFunc(s.front), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// Serve listens on cfg.Listen and serves until ctx is done.
+func (s *Server) Serve(ctx context.Context) error {
+	if host, _, err := net.SplitHostPort(s.cfg.Listen); err != nil || !isLoopback(host) {
+		return fmt.Errorf("listen address %q: want loopback", s.cfg.Listen)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln until ctx is done.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	go func() { _ = s.inner.Serve(s.tunnels) }()
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.outer.Shutdown(shut)
+		_ = s.inner.Shutdown(shut)
+	}()
+	if err := s.outer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Counts returns a copy of the request counts.
+func (s *Server) Counts() Counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := make(Counts, len(s.counts))
+	for k, v := range s.counts {
+		c[k] = v
+	}
+	return c
+}
+
+// front handles what arrives on the proxy port: CONNECT tunnels for AWS
+// hosts, and the shim's own small API.
+func (s *Server) front(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodConnect:
+		s.connect(w, r)
+	case r.URL.IsAbs():
+		http.Error(w, "localeks shim: only HTTPS via CONNECT to *.amazonaws.com is proxied", http.StatusForbidden)
+	case r.URL.Path == "/__health":
+		_, _ = io.WriteString(w, "ok\n")
+	case r.URL.Path == "/__counts" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Counts())
+	case r.URL.Path == "/__counts/reset" && r.Method == http.MethodPost:
+		s.mu.Lock()
+		s.counts = Counts{}
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil || port != "443" || !strings.HasSuffix(host, ".amazonaws.com") {
+		slog.Warn("refused connect", "host", r.Host)
+		http.Error(w, "localeks shim: CONNECT only to *.amazonaws.com:443", http.StatusForbidden)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "hijack unsupported", http.StatusInternalServerError)
+		return
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		slog.Error("hijack", "err", err)
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		_ = conn.Close()
+		return
+	}
+	var raw net.Conn = conn
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client may have pipelined its ClientHello after CONNECT.
+		buf, _ := rw.Reader.Peek(n)
+		raw = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(buf)), conn)}
+	}
+	tlsConn := tls.Server(raw, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			name := hello.ServerName
+			if name == "" {
+				name = host
+			}
+			if !strings.HasSuffix(name, ".amazonaws.com") {
+				return nil, fmt.Errorf("server name %q is not an AWS host", name)
+			}
+			return s.certs.get(name)
+		},
+	})
+	s.tunnels.push(tlsConn)
+}
+
+// forward handles one request that arrived inside a CONNECT tunnel.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	service := serviceOf(r.Host)
+	q := r.URL.Query()
+	presigned := q.Get("X-Amz-Signature") != ""
+	if presigned && r.Header.Get("Authorization") == "" {
+		// moto reads the caller's access key only from this header.
+		r.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s",
+			q.Get("X-Amz-Credential"), q.Get("X-Amz-SignedHeaders"), q.Get("X-Amz-Signature")))
+		if tok := q.Get("X-Amz-Security-Token"); tok != "" && r.Header.Get("X-Amz-Security-Token") == "" {
+			r.Header.Set("X-Amz-Security-Token", tok)
+		}
+	}
+	rawQuery := r.URL.RawQuery
+	if q.Get("Action") != "" && q.Get("ContentType") == "" && strings.Contains(r.Header.Get("Accept"), "application/json") {
+		// A query-protocol API (STS): moto answers JSON only when asked this way.
+		rawQuery += "&ContentType=JSON"
+	}
+	s.count(service, presigned)
+
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, s.upstream.String()+r.URL.Path, r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	out.URL.RawQuery = rawQuery
+	out.Host = r.Host
+	out.ContentLength = r.ContentLength
+	for k, vs := range r.Header {
+		if hopByHop(k) || strings.EqualFold(k, "Accept-Encoding") {
+			continue
+		}
+		out.Header[k] = vs
+	}
+	resp, err := s.client.Do(out)
+	if err != nil {
+		slog.Error("forward to moto", "service", service, "path", r.URL.Path, "err", err)
+		http.Error(w, "localeks shim: moto unreachable", http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		http.Error(w, "localeks shim: read moto response", http.StatusBadGateway)
+		return
+	}
+	if service == "eks" && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK && strings.HasPrefix(r.URL.Path, "/clusters/") {
+		if b, err := s.rewriteCluster(body); err != nil {
+			slog.Error("rewrite describe cluster", "err", err)
+		} else {
+			body = b
+		}
+	}
+	for k, vs := range resp.Header {
+		if hopByHop(k) || strings.EqualFold(k, "Content-Length") {
+			continue
+		}
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+	slog.Info("forwarded", "service", service, "method", r.Method, "path", r.URL.Path, "presigned", presigned, "status", resp.StatusCode)
+}
+
+// rewriteCluster points a DescribeCluster answer at the local apiserver. It
+// keeps every other field as moto wrote it.
+func (s *Server) rewriteCluster(body []byte) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	raw, ok := doc["cluster"]
+	if !ok {
+		return body, nil
+	}
+	var cluster map[string]any
+	if err := json.Unmarshal(raw, &cluster); err != nil {
+		return nil, fmt.Errorf("decode cluster: %w", err)
+	}
+	name, _ := cluster["name"].(string)
+	c, ok := s.cfg.Clusters[name]
+	if !ok {
+		c, ok = s.cfg.Clusters["*"]
+	}
+	if !ok {
+		return body, nil
+	}
+	cluster["endpoint"] = c.Endpoint
+	cluster["certificateAuthority"] = map[string]any{"data": c.CAData}
+	b, err := json.Marshal(cluster)
+	if err != nil {
+		return nil, err
+	}
+	doc["cluster"] = b
+	return json.Marshal(doc)
+}
+
+func (s *Server) count(service string, presigned bool) {
+	key := service
+	if presigned {
+		key += ":presigned"
+	}
+	s.mu.Lock()
+	s.counts[key]++
+	s.mu.Unlock()
+}
+
+// serviceOf returns the service part of an AWS host name:
+// sts.us-east-1.amazonaws.com -> sts.
+func serviceOf(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	service, _, _ := strings.Cut(host, ".")
+	return service
+}
+
+func hopByHop(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// prefixConn replays bytes already buffered by the CONNECT reader.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connListener hands tunnelled TLS connections to an http.Server.
+type connListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

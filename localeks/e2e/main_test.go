@@ -1,0 +1,154 @@
+// Package e2e proves the function's claims end to end: the real bootstrap,
+// built by ../../build-handler.sh for this machine, runs under the Lambda
+// Runtime API emulator against the local EKS replica (kube-apiserver with
+// RBAC, aws-iam-authenticator, moto behind the shim).
+//
+// TestMain builds what is missing and starts the stack, or reuses a healthy
+// one. A stack that cannot start fails the run; only -short skips it.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/lambda-eks/lambda-eks/localeks/stack"
+)
+
+// h is the harness shared by all tests; nil under -short.
+var h *harness
+
+type harness struct {
+	root      string // repository root
+	stack     *stack.Stack
+	bootstrap string
+	admin     kubernetes.Interface
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // every test skips itself, visibly
+	}
+	// This process talks to moto and the apiserver: guard it like the stack.
+	os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", stack.IMDSGuard)
+	os.Setenv("AWS_REGION", stack.Region)
+	var err error
+	h, err = setup(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot set up the local EKS replica: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func setup(ctx context.Context) (*harness, error) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return nil, err
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
+	cache := os.Getenv("LAMBDA_EKS_CACHE")
+	if cache == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		cache = filepath.Join(base, "lambda-eks")
+	}
+
+	start := time.Now()
+	parts, err := output(root, nil, filepath.Join(root, "localeks", "parts", "build.sh"))
+	if err != nil {
+		return nil, fmt.Errorf("build parts: %w", err)
+	}
+	logf("parts in %s (%s)", parts, time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	self := filepath.Join(cache, "bin", "localeks")
+	if err := os.MkdirAll(filepath.Dir(self), 0o755); err != nil {
+		return nil, err
+	}
+	// Build next to it and rename: the running shim may execute the old one.
+	if _, err := output(filepath.Join(root, "localeks"), []string{"GOWORK=off", "CGO_ENABLED=0"},
+		"go", "build", "-trimpath", "-o", self+".tmp", "./cmd/localeks"); err != nil {
+		return nil, fmt.Errorf("build localeks: %w", err)
+	}
+	if err := os.Rename(self+".tmp", self); err != nil {
+		return nil, err
+	}
+	logf("built localeks (%s)", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	if _, err := output(root, []string{"GOARCH=" + runtime.GOARCH}, filepath.Join(root, "build-handler.sh")); err != nil {
+		return nil, fmt.Errorf("build the function with build-handler.sh: %w", err)
+	}
+	// Keep our own copy: ./local.sh may rebuild ./bootstrap meanwhile.
+	bin, err := os.ReadFile(filepath.Join(root, "bootstrap"))
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "lambda-eks-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	bootstrap := filepath.Join(dir, "bootstrap")
+	if err := os.WriteFile(bootstrap, bin, 0o755); err != nil {
+		return nil, err
+	}
+	logf("built bootstrap for %s (%s)", runtime.GOARCH, time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	s, err := stack.Up(ctx, stack.Config{
+		Parts:       parts,
+		Self:        self,
+		Permissions: filepath.Join(root, "permissions.yml"),
+		Log:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	logf("stack up (%s)", time.Since(start).Round(time.Millisecond))
+	admin, err := kubernetes.NewForConfig(s.AdminConfig())
+	if err != nil {
+		return nil, err
+	}
+	return &harness{root: root, stack: s, bootstrap: bootstrap, admin: admin}, nil
+}
+
+// output runs a command, passing its stderr through, and returns its stdout.
+func output(dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// mustHarness returns the shared harness, or skips the test under -short.
+func mustHarness(tb testing.TB) *harness {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("end-to-end test: skipped with -short")
+	}
+	if h == nil {
+		tb.Fatal("no harness: TestMain did not set up the stack")
+	}
+	return h
+}

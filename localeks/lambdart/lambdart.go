@@ -241,7 +241,8 @@ func (f *Function) Invoke(ctx context.Context, event []byte) (response []byte, f
 	}
 }
 
-// Logs returns what the function wrote to stdout and stderr so far.
+// Logs returns what the function wrote to stdout and stderr so far; after
+// Stop, everything it wrote.
 func (f *Function) Logs() []byte { return f.logs.Bytes() }
 
 // PID is the function process's id.
@@ -264,6 +265,12 @@ func (f *Function) kill() {
 }
 
 func (f *Function) exitError() *FunctionError {
+	select {
+	case e := <-f.initErr: // the runtime said why before it exited
+		f.initErr <- e
+		return e
+	default:
+	}
 	msg := "runtime exited"
 	if f.exitErr != nil {
 		msg = "runtime exited: " + f.exitErr.Error()

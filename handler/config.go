@@ -1,0 +1,64 @@
+package handler
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Config holds the deployment facts from the function's environment, parsed
+// once at cold start. An event may override any of them for one call.
+type Config struct {
+	DefaultAction string // DEFAULT_ACTION, default ensure-nginx
+	Cluster       string // CLUSTER_NAME
+	Region        string // CLUSTER_REGION, falling back to AWS_REGION
+	Namespace     string // NAMESPACE, default "default"
+	Name          string // NAME, default "nginx"
+	Image         string // IMAGE, default nginx:1.27
+	Replicas      int32  // REPLICAS, default 2
+	RoleARN       string // ROLE_ARN: a role to assume for the cluster
+	ExternalID    string // EXTERNAL_ID for ROLE_ARN
+	SessionName   string // ROLE_SESSION_NAME for ROLE_ARN, default lambda-eks
+}
+
+// Defaults for what the environment leaves unset.
+const (
+	DefaultImage       = "nginx:1.27"
+	DefaultReplicas    = 2
+	DefaultSessionName = "lambda-eks"
+)
+
+// ConfigFromEnv reads the configuration with getenv (os.Getenv in main).
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	cfg := Config{
+		DefaultAction: or(getenv("DEFAULT_ACTION"), ActionEnsureNginx),
+		Cluster:       getenv("CLUSTER_NAME"),
+		Region:        or(getenv("CLUSTER_REGION"), getenv("AWS_REGION")),
+		Namespace:     or(getenv("NAMESPACE"), "default"),
+		Name:          or(getenv("NAME"), "nginx"),
+		Image:         or(getenv("IMAGE"), DefaultImage),
+		Replicas:      DefaultReplicas,
+		RoleARN:       getenv("ROLE_ARN"),
+		ExternalID:    getenv("EXTERNAL_ID"),
+		SessionName:   or(getenv("ROLE_SESSION_NAME"), DefaultSessionName),
+	}
+	if v := getenv("REPLICAS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 || n > maxReplicas {
+			return Config{}, fmt.Errorf("REPLICAS=%q: want an integer in 0..%d", v, maxReplicas)
+		}
+		cfg.Replicas = int32(n)
+	}
+	// The environment is checked like an event, so that a bad deployment
+	// fails at cold start instead of on every call.
+	if _, err := Resolve(Event{}, cfg); err != nil {
+		var e *Error
+		if cfg.Cluster == "" {
+			return cfg, nil // the cluster may come from each event
+		}
+		if asError(err, &e) {
+			return Config{}, fmt.Errorf("environment: %s", e.Message)
+		}
+		return Config{}, fmt.Errorf("environment: %w", err)
+	}
+	return cfg, nil
+}

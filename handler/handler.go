@@ -1,0 +1,137 @@
+// Package handler is lambda-eks's invocation boundary: it decodes and checks
+// the event, connects to the cluster (once per process and target), runs the
+// action, and maps every failure to one Error whose code is Lambda's
+// errorType.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/kube"
+)
+
+// Response is what a successful invocation returns.
+type Response struct {
+	Cluster string              `json:"cluster"`
+	Action  string              `json:"action"`
+	Objects []kube.ObjectResult `json:"objects"`
+}
+
+// Conn is a connection to one cluster, reused by warm invocations.
+type Conn struct {
+	Kube *kube.Client
+	// Prepare is called at the start of each invocation with its context,
+	// so credential refreshes are bounded by the deadline. May be nil.
+	Prepare func(context.Context) error
+	// CallerARN names the identity the cluster sees, to word a 401. May be nil.
+	CallerARN func(context.Context) (string, error)
+}
+
+// Connector opens a Conn to a target.
+type Connector func(ctx context.Context, t auth.Target) (*Conn, error)
+
+// deadlineMargin is kept between the handler's own deadline and Lambda's, so
+// that a slow request ends in a Timeout error, not a killed invocation.
+const deadlineMargin = 500 * time.Millisecond
+
+// Handler serves invocations. Build it once per process.
+type Handler struct {
+	cfg     Config
+	connect Connector
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	conns map[auth.Target]*Conn
+}
+
+// New returns a Handler.
+func New(cfg Config, connect Connector, log *slog.Logger) *Handler {
+	return &Handler{cfg: cfg, connect: connect, log: log, conns: make(map[auth.Target]*Conn)}
+}
+
+// Invoke is the Lambda handler: it returns a Response, or an error Lambda
+// reports with the error's code as errorType.
+func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (*Response, error) {
+	start := time.Now()
+	resp, err := h.invoke(ctx, raw)
+	if err != nil {
+		var e *Error
+		if !asError(err, &e) {
+			e = &Error{Code: Internal, Message: redact(err.Error()), Err: err}
+		}
+		h.log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
+			"duration_ms", time.Since(start).Milliseconds())
+		return nil, LambdaError(e)
+	}
+	h.log.InfoContext(ctx, "invocation done", "cluster", resp.Cluster, "action", resp.Action,
+		"objects", len(resp.Objects), "duration_ms", time.Since(start).Milliseconds())
+	return resp, nil
+}
+
+func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, error) {
+	ev, err := DecodeEvent(raw)
+	if err != nil {
+		return nil, err
+	}
+	req, err := Resolve(ev, h.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
+		defer cancel()
+	}
+	h.log.InfoContext(ctx, "invocation", "action", req.Action, "cluster", req.Cluster, "region", req.Region,
+		"namespace", req.Namespace, "name", req.Name)
+
+	t := auth.Target{Cluster: req.Cluster, Region: req.Region, RoleARN: req.RoleARN,
+		ExternalID: req.ExternalID, SessionName: h.cfg.SessionName}
+	diag := diagnosis{req: req}
+	conn, err := h.conn(ctx, t)
+	if err != nil {
+		return nil, classify(ctx, err, diag)
+	}
+	diag.callerARN = conn.CallerARN
+
+	resp := &Response{Cluster: req.Cluster, Action: req.Action, Objects: []kube.ObjectResult{}}
+	switch req.Action {
+	case ActionEnsureNginx:
+		res, err := conn.Kube.EnsureDeployment(ctx, kube.Deployment{
+			Namespace: req.Namespace, Name: req.Name, Image: req.Image, Replicas: req.Replicas,
+		})
+		if err != nil {
+			return nil, classify(ctx, err, diag)
+		}
+		resp.Objects = append(resp.Objects, res)
+	}
+	return resp, nil
+}
+
+// conn returns the cached connection to t, opening it on first use. A
+// failed attempt is not cached: the next invocation tries again.
+func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
+	h.mu.Lock()
+	c, ok := h.conns[t]
+	h.mu.Unlock()
+	if !ok {
+		var err error
+		if c, err = h.connect(ctx, t); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		h.conns[t] = c
+		h.mu.Unlock()
+	}
+	if c.Prepare != nil {
+		if err := c.Prepare(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,118 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// Result says what a request did to one object.
+type Result string
+
+// Results of writes.
+const (
+	Created    Result = "created"
+	Configured Result = "configured"
+	Unchanged  Result = "unchanged"
+)
+
+// ObjectResult is one line of an invocation's response.
+type ObjectResult struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	Result     Result `json:"result"`
+}
+
+// Client performs lambda-eks's operations on one cluster. It is built once
+// per process and cluster and is safe for concurrent use.
+type Client struct {
+	cs kubernetes.Interface
+
+	mu sync.Mutex
+	// seen holds each object as this process last wrote or read it. A warm
+	// apply sends its resourceVersion as a precondition, so that one request
+	// both writes and tells whether anything changed.
+	seen map[objectKey]seenObject
+}
+
+// seenObject is an object's state as last seen: absent, or present with a
+// resourceVersion and a fingerprint of its content (for servers, such as
+// client-go's fake clientset, that keep no resourceVersions).
+type seenObject struct {
+	exists          bool
+	resourceVersion string
+	fingerprint     string
+}
+
+func seenOf(obj metav1.Object) (seenObject, error) {
+	fp, err := fingerprint(obj)
+	if err != nil {
+		return seenObject{}, err
+	}
+	return seenObject{exists: true, resourceVersion: obj.GetResourceVersion(), fingerprint: fp}, nil
+}
+
+// changedSince says whether now differs from before.
+func (now seenObject) changedSince(before seenObject) bool {
+	if now.resourceVersion != "" && before.resourceVersion != "" {
+		return now.resourceVersion != before.resourceVersion
+	}
+	return now.fingerprint != before.fingerprint
+}
+
+// fingerprint hashes an object's content without the fields every write
+// touches (resourceVersion, managedFields timestamps).
+func fingerprint(obj metav1.Object) (string, error) {
+	ro, ok := obj.(runtime.Object)
+	if !ok {
+		return "", fmt.Errorf("fingerprint: %T is not a runtime.Object", obj)
+	}
+	cp, ok := ro.DeepCopyObject().(metav1.Object)
+	if !ok {
+		return "", fmt.Errorf("fingerprint: copy of %T is not a metav1.Object", obj)
+	}
+	cp.SetResourceVersion("")
+	cp.SetManagedFields(nil)
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:]), nil
+}
+
+type objectKey struct {
+	resource, namespace, name string
+}
+
+// New returns a Client using cs.
+func New(cs kubernetes.Interface) *Client {
+	return &Client{cs: cs, seen: make(map[objectKey]seenObject)}
+}
+
+func (c *Client) lastSeen(k objectKey) (seenObject, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.seen[k]
+	return s, ok
+}
+
+func (c *Client) remember(k objectKey, s seenObject) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen[k] = s
+}
+
+func (c *Client) forget(k objectKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.seen, k)
+}

@@ -50,7 +50,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: cannot set up the local EKS replica: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	_ = os.RemoveAll(filepath.Dir(h.bootstrap))
+	os.Exit(code)
 }
 
 func setup(ctx context.Context) (*harness, error) {
@@ -91,21 +93,14 @@ func setup(ctx context.Context) (*harness, error) {
 	logf("built localeks (%s)", time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	if _, err := output(root, []string{"GOARCH=" + runtime.GOARCH}, filepath.Join(root, "build-handler.sh")); err != nil {
-		return nil, fmt.Errorf("build the function with build-handler.sh: %w", err)
-	}
-	// Keep our own copy: ./local.sh may rebuild ./bootstrap meanwhile.
-	bin, err := os.ReadFile(filepath.Join(root, "bootstrap"))
-	if err != nil {
-		return nil, err
-	}
+	// Our own copy, not ./bootstrap: ./local.sh may rebuild that meanwhile.
 	dir, err := os.MkdirTemp("", "lambda-eks-e2e-")
 	if err != nil {
 		return nil, err
 	}
 	bootstrap := filepath.Join(dir, "bootstrap")
-	if err := os.WriteFile(bootstrap, bin, 0o755); err != nil {
-		return nil, err
+	if _, err := output(root, []string{"GOARCH=" + runtime.GOARCH}, filepath.Join(root, "build-handler.sh"), bootstrap); err != nil {
+		return nil, fmt.Errorf("build the function with build-handler.sh: %w", err)
 	}
 	logf("built bootstrap for %s (%s)", runtime.GOARCH, time.Since(start).Round(time.Millisecond))
 

@@ -246,7 +246,7 @@ func (s *Stack) syncPermissions(ctx context.Context) error {
 	default:
 		applied, _ := os.ReadFile(s.Paths.File("permissions.sha256"))
 		if string(applied) != sum {
-			cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", s.Paths.AdminKubeconfig(), "apply", "-f", path)
+			cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", s.Paths.AdminKubeconfig(), "apply", "-n", "default", "-f", path)
 			cmd.Env = baseEnv()
 			out, err := cmd.CombinedOutput()
 			if err != nil {

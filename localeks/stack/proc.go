@@ -87,16 +87,16 @@ func (pr proc) alive() bool {
 	return err == nil && st == pr.Start && !zombie(pr.PID)
 }
 
-// stop ends the process: SIGTERM, a second SIGTERM (the authenticator ignores
-// the first), then SIGKILL.
-func (pr proc) stop() error {
+// stop ends the process: SIGTERM, after grace a second SIGTERM (the
+// authenticator ignores the first), then SIGKILL.
+func (pr proc) stop(grace time.Duration) error {
 	if !pr.alive() {
 		return nil
 	}
 	for _, step := range []struct {
 		sig  syscall.Signal
 		wait time.Duration
-	}{{syscall.SIGTERM, 1500 * time.Millisecond}, {syscall.SIGTERM, 1500 * time.Millisecond}, {syscall.SIGKILL, 2 * time.Second}} {
+	}{{syscall.SIGTERM, grace}, {syscall.SIGTERM, 1500 * time.Millisecond}, {syscall.SIGKILL, 2 * time.Second}} {
 		if err := syscall.Kill(pr.PID, step.sig); err != nil {
 			if errors.Is(err, syscall.ESRCH) {
 				return nil

@@ -380,7 +380,11 @@ func (s *Stack) stopAll() error {
 					return
 				}
 				s.log.Info("stopping", "component", name, "pid", pr.PID)
-				done <- pr.stop()
+				grace := 1500 * time.Millisecond
+				if name == authenticatorName {
+					grace = 200 * time.Millisecond // it ignores the first SIGTERM
+				}
+				done <- pr.stop(grace)
 			}()
 		}
 		for range names {
@@ -390,13 +394,32 @@ func (s *Stack) stopAll() error {
 	stop(apiserverName)
 	stop(authenticatorName, shimName, motoName)
 	stop(etcdName)
+	// Leftovers whose pidfiles were lost: the same order, told apart by
+	// their command line.
+	leftovers := map[int][]proc{}
 	for _, pid := range ownedProcesses(s.Paths.Dir) {
 		st, err := startTime(pid)
 		if err != nil {
 			continue
 		}
-		s.log.Info("stopping leftover", "process", processName(pid))
-		errs = append(errs, proc{Name: "leftover", PID: pid, Start: st}.stop())
+		rank := 1
+		switch cmd := processName(pid); {
+		case strings.Contains(cmd, apiserverName):
+			rank = 0
+		case strings.Contains(cmd, "/"+etcdName+" "):
+			rank = 2
+		}
+		leftovers[rank] = append(leftovers[rank], proc{Name: "leftover", PID: pid, Start: st})
+	}
+	for rank := range 3 {
+		done := make(chan error, len(leftovers[rank]))
+		for _, pr := range leftovers[rank] {
+			s.log.Info("stopping leftover", "process", processName(pr.PID))
+			go func() { done <- pr.stop(500 * time.Millisecond) }()
+		}
+		for range leftovers[rank] {
+			errs = append(errs, <-done)
+		}
 	}
 	for _, name := range components {
 		_ = os.Remove(s.Paths.PID(name))

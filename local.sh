@@ -93,9 +93,7 @@ env)
 	build_parts
 	build_cli
 	build_function
-	log "starting the local EKS replica (no-op if it runs)"
-	"$localeks" up >/dev/null
-	log "invoking bootstrap with $event"
+	log "invoking bootstrap with $event (starting the local EKS replica unless it runs)"
 	exec "$localeks" invoke --bootstrap "$root/bootstrap" "$event"
 	;;
 esac

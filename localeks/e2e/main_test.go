@@ -44,6 +44,8 @@ func TestMain(m *testing.M) {
 	// This process talks to moto and the apiserver: guard it like the stack.
 	os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", stack.IMDSGuard)
 	os.Setenv("AWS_REGION", stack.Region)
+	os.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	os.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	var err error
 	h, err = setup(context.Background())
 	if err != nil {

@@ -81,6 +81,8 @@ func describeJSONError(err error) string {
 		return fmt.Sprintf("field %q must be a JSON %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
 	case errors.As(err, &syntaxErr):
 		return fmt.Sprintf("event is not valid JSON at byte %d: %s", syntaxErr.Offset, syntaxErr.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "event is not valid JSON: it ends too early"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return fmt.Sprintf("unknown field %s; known fields: action, cluster, region, namespace, name, image, replicas, roleArn, externalId",
 			strings.TrimPrefix(err.Error(), "json: unknown field "))
@@ -115,7 +117,7 @@ var (
 	clusterNameRE = regexp.MustCompile(`^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$`)
 	regionRE      = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 	roleARNRE     = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	externalIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 // maxReplicas bounds a replica count from an event: a typo should not ask a
@@ -176,7 +178,7 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 	if r.RoleARN != "" && !roleARNRE.MatchString(r.RoleARN) {
 		return Request{}, invalid("roleArn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.RoleARN)
 	}
-	if r.ExternalID != "" && !externalIDRE.MatchString(r.ExternalID) {
+	if r.ExternalID != "" && (len(r.ExternalID) < 2 || len(r.ExternalID) > 1224 || !externalIDRE.MatchString(r.ExternalID)) {
 		return Request{}, invalid("externalId must be 2 to 1224 characters of letters, digits and +=,.@:/-")
 	}
 	if r.ExternalID != "" && r.RoleARN == "" {

@@ -57,7 +57,7 @@ func IsTransient(err error) bool {
 // has already dropped the cached token, and with bounded backoff while the
 // server cannot be reached. Backoff sleeps end when ctx does.
 func do(ctx context.Context, op OpError, fn func(context.Context) error) error {
-	var err error
+	err := ctx.Err() // stays if ctx is done before the first attempt
 	reminted := false
 	_ = wait.ExponentialBackoffWithContext(ctx, transientBackoff, func(ctx context.Context) (bool, error) {
 		err = fn(ctx)

@@ -1,0 +1,151 @@
+package handler
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var testConfig = Config{
+	DefaultAction: ActionEnsureNginx,
+	Cluster:       "demo",
+	Region:        "us-east-1",
+	Namespace:     "default",
+	Name:          "nginx",
+	Image:         "nginx:1.27",
+	Replicas:      2,
+	SessionName:   "lambda-eks",
+}
+
+var defaultRequest = Request{Action: ActionEnsureNginx, Cluster: "demo", Region: "us-east-1",
+	Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2}
+
+func TestDecodeAndResolve(t *testing.T) {
+	tests := []struct {
+		name    string
+		event   string
+		want    Request
+		wantErr string // substring of the InvalidEvent message; "" for success
+	}{
+		{"empty", ``, defaultRequest, ""},
+		{"null", `null`, defaultRequest, ""},
+		{"empty object", `{}`, defaultRequest, ""},
+		{"scheduled event", `{"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.events",
+			"account":"123456789012","time":"2026-11-22T12:00:00Z","region":"us-east-1","resources":[],"detail":{}}`, defaultRequest, ""},
+		{"full event", `{"action":"ensure-nginx","cluster":"prod_1","region":"eu-west-1","namespace":"web","name":"front",
+			"image":"nginx:1.27-alpine","replicas":0,"roleArn":"arn:aws:iam::210987654321:role/ops/eks-admin","externalId":"ext-42"}`,
+			Request{Action: ActionEnsureNginx, Cluster: "prod_1", Region: "eu-west-1", Namespace: "web", Name: "front",
+				Image: "nginx:1.27-alpine", Replicas: 0, RoleARN: "arn:aws:iam::210987654321:role/ops/eks-admin", ExternalID: "ext-42"}, ""},
+		{"replicas at the limit", `{"replicas":1000}`, func() Request { r := defaultRequest; r.Replicas = 1000; return r }(), ""},
+
+		{"unknown field", `{"replica":3}`, Request{}, `unknown field "replica"`},
+		{"other EventBridge event", `{"source":"aws.ec2","detail-type":"EC2 Instance State-change Notification"}`, Request{}, "unknown field"},
+		{"wrong type", `{"replicas":"3"}`, Request{}, `field "replicas" must be a JSON integer`},
+		{"fraction", `{"replicas":1.5}`, Request{}, `replicas`},
+		{"not an object", `[1]`, Request{}, "must be a JSON object"},
+		{"broken JSON", `{"action":`, Request{}, "not valid JSON"},
+		{"trailing data", `{} {}`, Request{}, "data after"},
+		{"unknown action", `{"action":"explode"}`, Request{}, `unknown action "explode"`},
+		{"bad namespace", `{"namespace":"Team_A"}`, Request{}, "namespace"},
+		{"bad name", `{"name":"-nginx"}`, Request{}, "name"},
+		{"long name", `{"name":"` + strings.Repeat("a", 64) + `"}`, Request{}, "name"},
+		{"negative replicas", `{"replicas":-1}`, Request{}, "out of range"},
+		{"too many replicas", `{"replicas":1001}`, Request{}, "out of range"},
+		{"huge replicas", `{"replicas":99999999999}`, Request{}, "replicas"},
+		{"bad cluster", `{"cluster":"my cluster"}`, Request{}, "cluster"},
+		{"bad region", `{"region":"mars"}`, Request{}, "region"},
+		{"bad image", `{"image":"nginx latest"}`, Request{}, "image"},
+		{"bad role", `{"roleArn":"arn:aws:iam::123:user/bob"}`, Request{}, "roleArn"},
+		{"external id without role", `{"externalId":"abc"}`, Request{}, "only used with roleArn"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := DecodeEvent([]byte(tt.event))
+			var got Request
+			if err == nil {
+				got, err = Resolve(ev, testConfig)
+			}
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("request (-want +got):\n%s", diff)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != InvalidEvent {
+				t.Fatalf("err = %v, want InvalidEvent", err)
+			}
+			if !strings.Contains(e.Message, tt.wantErr) {
+				t.Errorf("message %q lacks %q", e.Message, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDecodeEventTooLarge(t *testing.T) {
+	_, err := DecodeEvent([]byte(`{"name":"` + strings.Repeat("a", maxEventBytes) + `"}`))
+	var e *Error
+	if !errors.As(err, &e) || e.Code != InvalidEvent {
+		t.Fatalf("err = %v, want InvalidEvent", err)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	got, err := ConfigFromEnv(env(map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "REPLICAS": "3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{DefaultAction: "ensure-nginx", Cluster: "demo", Region: "us-east-1", Namespace: "default",
+		Name: "nginx", Image: DefaultImage, Replicas: 3, SessionName: "lambda-eks"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+	got, err = ConfigFromEnv(env(map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "CLUSTER_REGION": "eu-west-1"}))
+	if err != nil || got.Region != "eu-west-1" {
+		t.Errorf("CLUSTER_REGION must win over AWS_REGION: %v %v", got.Region, err)
+	}
+	for _, bad := range []map[string]string{
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "REPLICAS": "many"},
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "REPLICAS": "5000"},
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "NAMESPACE": "Bad_NS"},
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "DEFAULT_ACTION": "nope"},
+	} {
+		if _, err := ConfigFromEnv(env(bad)); err == nil {
+			t.Errorf("ConfigFromEnv(%v): want an error", bad)
+		}
+	}
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	for _, seed := range []string{``, `null`, `{}`, `{"replicas":3}`, `{"source":"aws.events","detail-type":"Scheduled Event"}`,
+		`{"action":"ensure-nginx","namespace":"a","name":"b","image":"c","replicas":0}`, `{"x":1}`, `[]`, `{"replicas":"a"}`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, err := DecodeEvent(data)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != InvalidEvent {
+				t.Fatalf("decode error %v is not InvalidEvent", err)
+			}
+			return
+		}
+		r, err := Resolve(ev, testConfig)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != InvalidEvent {
+				t.Fatalf("resolve error %v is not InvalidEvent", err)
+			}
+			return
+		}
+		if r.Replicas < 0 || r.Replicas > maxReplicas || r.Namespace == "" || r.Name == "" || r.Cluster == "" {
+			t.Fatalf("accepted an invalid request %+v", r)
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go"
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/kube"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// fakeConnector connects every target to one fake clientset and counts connects.
+func fakeConnector(cs *fake.Clientset, connects *int) Connector {
+	return func(context.Context, auth.Target) (*Conn, error) {
+		*connects++
+		return &Conn{Kube: kube.New(cs)}, nil
+	}
+}
+
+func lambdaErr(tb testing.TB, err error) messages.InvokeResponse_Error {
+	tb.Helper()
+	var le messages.InvokeResponse_Error
+	if !errors.As(err, &le) {
+		tb.Fatalf("error %v (%T) is not a Lambda error response", err, err)
+	}
+	return le
+}
+
+func TestHandlerEnsureNginx(t *testing.T) {
+	cs := fake.NewClientset()
+	connects := 0
+	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
+	ctx := context.Background()
+
+	steps := []struct {
+		event, want string
+	}{
+		{`{}`, "created"},
+		{`{"source":"aws.events","detail-type":"Scheduled Event","detail":{}}`, "unchanged"},
+		{`{"action":"ensure-nginx","replicas":5}`, "configured"},
+	}
+	for _, s := range steps {
+		resp, err := h.Invoke(ctx, json.RawMessage(s.event))
+		if err != nil {
+			t.Fatalf("%s: %v", s.event, err)
+		}
+		got, err := json.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"cluster":"demo","action":"ensure-nginx","objects":[{"apiVersion":"apps/v1","kind":"Deployment",` +
+			`"namespace":"default","name":"nginx","result":"` + s.want + `"}]}`
+		if diff := cmp.Diff(want, string(got)); diff != "" {
+			t.Errorf("%s: response (-want +got):\n%s", s.event, diff)
+		}
+	}
+	if connects != 1 {
+		t.Errorf("connected %d times, want once per process and target", connects)
+	}
+}
+
+func TestHandlerInvalidEventWritesNothing(t *testing.T) {
+	cs := fake.NewClientset()
+	connects := 0
+	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
+	for _, ev := range []string{`{"replicas":-4}`, `{"nmae":"x"}`, `{"namespace":"UPPER"}`} {
+		_, err := h.Invoke(context.Background(), json.RawMessage(ev))
+		if le := lambdaErr(t, err); le.Type != "InvalidEvent" {
+			t.Errorf("%s: errorType %s, want InvalidEvent", ev, le.Type)
+		}
+	}
+	if connects != 0 || len(cs.Actions()) != 0 {
+		t.Errorf("invalid events connected %d times and made %d requests, want none", connects, len(cs.Actions()))
+	}
+}
+
+// apiError is a minimal smithy.APIError.
+type apiError struct{ code string }
+
+func (e apiError) Error() string                 { return e.code }
+func (e apiError) ErrorCode() string             { return e.code }
+func (e apiError) ErrorMessage() string          { return e.code }
+func (e apiError) ErrorFault() smithy.ErrorFault { return smithy.FaultClient }
+
+func TestClassify(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	forbidden := &kube.OpError{Verb: "patch", Resource: "deployments.apps", Namespace: "other", Name: "nginx",
+		Err: apierrors.NewForbidden(gr, "nginx", errors.New("denied"))}
+	unauthorized := &kube.OpError{Verb: "get", Resource: "deployments.apps", Namespace: "default",
+		Err: apierrors.NewUnauthorized("Unauthorized")}
+	caller := func(context.Context) (string, error) { return "arn:aws:iam::123456789012:role/fn-role", nil }
+	noCaller := func(context.Context) (string, error) { return "", errors.New("sts down") }
+
+	tests := []struct {
+		name      string
+		err       error
+		callerARN func(context.Context) (string, error)
+		roleARN   string
+		wantCode  Code
+		wantInMsg []string
+	}{
+		{"cluster not found", &auth.ClusterNotFoundError{Name: "nope", Region: "us-east-1"}, nil, "", ClusterNotFound,
+			[]string{"nope", "us-east-1", "CLUSTER_NAME"}},
+		{"cluster creating", &auth.ClusterNotActiveError{Name: "demo", Status: "CREATING"}, nil, "", Unavailable, []string{"CREATING"}},
+		{"deadline", &kube.OpError{Verb: "patch", Resource: "deployments.apps", Err: context.DeadlineExceeded}, nil, "", Timeout,
+			[]string{"deadline", "Timeout"}},
+		{"401 names the caller", unauthorized, caller, "", Unauthorized,
+			[]string{"arn:aws:iam::123456789012:role/fn-role", "access entry", "aws-auth"}},
+		{"401 falls back to the target role without path", unauthorized, noCaller, "arn:aws:iam::210987654321:role/ops/admin", Unauthorized,
+			[]string{"arn:aws:iam::210987654321:role/admin"}},
+		{"403 names verb, resource, namespace", forbidden, nil, "", Forbidden,
+			[]string{`"patch"`, `"deployments.apps"`, `"other"`, "permissions.yml"}},
+		{"AssumeRole denied names the target", apiError{"AccessDenied"}, nil, "arn:aws:iam::210987654321:role/t", Forbidden,
+			[]string{"sts:AssumeRole", "arn:aws:iam::210987654321:role/t"}},
+		{"DescribeCluster denied", apiError{"AccessDeniedException"}, nil, "", Forbidden, []string{"eks:DescribeCluster"}},
+		{"unreachable", &kube.OpError{Verb: "get", Resource: "deployments.apps",
+			Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused")}, nil, "", Unavailable, []string{"connection refused"}},
+		{"already classified", invalid("bad"), nil, "", InvalidEvent, []string{"bad"}},
+		{"a secret in an error is redacted", errors.New("Get https://sts.amazonaws.com/?X-Amz-Signature=abc123&X-Amz-Credential=AKIA: Bearer k8s-aws-v1.aHR0cHM6Ly9zdHM"),
+			nil, "", Unavailable, []string{"X-Amz-Signature=REDACTED", "k8s-aws-v1.REDACTED"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := defaultRequest
+			req.RoleARN = tt.roleARN
+			got := classify(context.Background(), tt.err, diagnosis{req: req, callerARN: tt.callerARN})
+			if got.Code != tt.wantCode {
+				t.Errorf("code = %s, want %s (message %q)", got.Code, tt.wantCode, got.Message)
+			}
+			for _, s := range tt.wantInMsg {
+				if !strings.Contains(got.Message, s) {
+					t.Errorf("message %q lacks %q", got.Message, s)
+				}
+			}
+			if strings.Contains(got.Message, "abc123") || strings.Contains(got.Message, "aHR0cHM6Ly9zdHM") {
+				t.Errorf("message leaks a secret: %q", got.Message)
+			}
+		})
+	}
+}
+
+// fakeCluster is a loopback stand-in for AWS (EKS DescribeCluster and STS
+// GetCallerIdentity) and a TLS API server, for a handler run through the
+// real connector: real credentials provider, real token minting, real
+// client-go transport.
+type fakeCluster struct {
+	aws, api     *httptest.Server
+	unauthorized bool
+
+	mu          sync.Mutex
+	bearers     []string
+	deployments map[string]bool
+}
+
+func newFakeCluster(tb testing.TB) *fakeCluster {
+	tb.Helper()
+	fc := &fakeCluster{deployments: map[string]bool{}}
+	fc.api = httptest.NewTLSServer(http.HandlerFunc(fc.serveAPI))
+	tb.Cleanup(fc.api.Close)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.api.Certificate().Raw})
+	fc.aws = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/clusters/") {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"cluster": map[string]any{
+				"name": "demo", "status": "ACTIVE", "endpoint": fc.api.URL,
+				"certificateAuthority": map[string]string{"data": base64.StdEncoding.EncodeToString(caPEM)},
+			}})
+			return
+		}
+		// STS GetCallerIdentity (query protocol, XML).
+		w.Header().Set("Content-Type", "text/xml")
+		_, _ = io.WriteString(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>`+
+			`<Arn>arn:aws:sts::123456789012:assumed-role/fn-role/fn-session</Arn><UserId>AROA:fn-session</UserId>`+
+			`<Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>`)
+	}))
+	tb.Cleanup(fc.aws.Close)
+	return fc
+}
+
+func (fc *fakeCluster) serveAPI(w http.ResponseWriter, r *http.Request) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.bearers = append(fc.bearers, r.Header.Get("Authorization"))
+	w.Header().Set("Content-Type", "application/json")
+	status := func(code int, reason string) {
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"`+reason+`","code":`+
+			map[int]string{401: "401", 404: "404"}[code]+`}`)
+	}
+	if fc.unauthorized {
+		status(http.StatusUnauthorized, "Unauthorized")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		if !fc.deployments[r.URL.Path] {
+			status(http.StatusNotFound, "NotFound")
+			return
+		}
+	case http.MethodPatch:
+		fc.deployments[r.URL.Path] = true
+		w.WriteHeader(http.StatusCreated)
+	}
+	_, _ = io.WriteString(w, `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"nginx","namespace":"default","resourceVersion":"7"}}`)
+}
+
+func TestFullRunLogsNoSecrets(t *testing.T) {
+	fc := newFakeCluster(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	awsCfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
+		BaseEndpoint: aws.String(fc.aws.URL),
+	}
+	h := New(testConfig, NewConnector(awsCfg), log)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	resp, err := h.Invoke(ctx, json.RawMessage(`{}`))
+	if err != nil {
+		t.Fatalf("first invocation: %v", err)
+	}
+	if resp.Objects[0].Result != kube.Created {
+		t.Errorf("result %s, want created", resp.Objects[0].Result)
+	}
+	fc.mu.Lock()
+	fc.unauthorized = true
+	fc.mu.Unlock()
+	_, err = h.Invoke(ctx, json.RawMessage(`{}`))
+	le := lambdaErr(t, err)
+	if le.Type != "Unauthorized" || !strings.Contains(le.Message, "arn:aws:iam::123456789012:role/fn-role") {
+		t.Errorf("401: got %s %q, want Unauthorized naming the role", le.Type, le.Message)
+	}
+
+	fc.mu.Lock()
+	bearers := fc.bearers
+	fc.mu.Unlock()
+	if len(bearers) == 0 || !strings.HasPrefix(bearers[0], "Bearer k8s-aws-v1.") {
+		t.Fatal("the API server saw no EKS bearer token; the test proves nothing")
+	}
+	out := logs.String() + le.Message
+	for _, secret := range []string{"k8s-aws-v1.", "X-Amz-Signature", "secret", "ASIAEXAMPLEEXAMPLE01"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs or error contain %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(logs.String(), `"invocation failed"`) || !strings.Contains(logs.String(), `"invocation done"`) {
+		t.Errorf("logs lack the invocation records:\n%s", logs.String())
+	}
+}

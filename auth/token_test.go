@@ -225,7 +225,7 @@ func TestTokenReMintedAfter401(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		// Tokens minted in the same second are identical; a 401 must still
 		// cause a new mint.
 		time.Sleep(time.Millisecond)

@@ -316,20 +316,24 @@ func (s *Stack) start(ctx context.Context) error {
 		authenticatorName: append(append([]string{}, env...),
 			"HTTPS_PROXY="+loop(ports.Shim), "https_proxy="+loop(ports.Shim), "SSL_CERT_FILE="+p.PKI("shim-ca.pem")),
 	}
-	for _, name := range components {
-		e := procEnv[name]
-		if e == nil {
-			e = env
-		}
-		if _, err := startProcess(p, name, argv[name], e); err != nil {
-			return err
-		}
-	}
 	deadline, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	for _, name := range components {
-		if err := s.waitHealthy(deadline, name); err != nil {
-			return err
+	// The authenticator starts once the apiserver serves: started earlier,
+	// its first aws-auth watch fails and it waits 5 s before retrying.
+	for _, phase := range [][]string{{etcdName, motoName, shimName, apiserverName}, {authenticatorName}} {
+		for _, name := range phase {
+			e := procEnv[name]
+			if e == nil {
+				e = env
+			}
+			if _, err := startProcess(p, name, argv[name], e); err != nil {
+				return err
+			}
+		}
+		for _, name := range phase {
+			if err := s.waitHealthy(deadline, name); err != nil {
+				return err
+			}
 		}
 	}
 	if err := s.setupMoto(deadline); err != nil {
@@ -529,6 +533,9 @@ func baseEnv() []string {
 	}
 	return append(env,
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT="+IMDSGuard,
+		// Also disabled where the SDK honours it: the authenticator asks IMDS
+		// for its region at start-up and would otherwise retry for seconds.
+		"AWS_EC2_METADATA_DISABLED=true",
 		"AWS_REGION="+Region,
 		"AWS_DEFAULT_REGION="+Region,
 		"AWS_CONFIG_FILE=/dev/null",

@@ -1,0 +1,72 @@
+# lambda-eks: `make test` runs every check and test (what .ci/run runs);
+# ./local.sh runs the function against the local EKS replica.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+# No AWS client started from here may reach instance metadata.
+export AWS_EC2_METADATA_SERVICE_ENDPOINT := http://127.0.0.1:1
+export AWS_REGION ?= us-east-1
+export GOWORK := off
+
+CACHE ?= $(or $(LAMBDA_EKS_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lambda-eks)
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+MAX_BOOTSTRAP_BYTES := 33554432
+
+.PHONY: test unit lint vet fmt cfn-lint check-binary e2e bench fuzz tools clean
+
+## test: everything CI runs, in order of speed
+test: fmt vet lint unit check-binary cfn-lint e2e
+
+## unit: the function module's unit tests (no network but loopback fakes)
+unit:
+	go test -count=1 ./...
+
+fmt:
+	@out="$$(gofmt -l . )"; if [[ -n "$$out" ]]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
+
+vet:
+	go vet ./...
+	cd localeks && go vet ./...
+
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
+	cd localeks && $(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	@echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(dir $@) (about 3 min, once)" >&2
+	GOBIN="$(dir $@)" GOFLAGS= go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+tools: $(GOLANGCI_LINT)
+
+## check-binary: the deployable bootstrap is static linux/arm64, at most 32 MB,
+## and the function's own packages never run a binary
+check-binary:
+	./build-handler.sh
+	@size=$$(stat -c %s bootstrap); echo "bootstrap: $$size bytes" >&2; \
+	  if (( size > $(MAX_BOOTSTRAP_BYTES) )); then echo "bootstrap is larger than 32 MB" >&2; exit 1; fi
+	@info="$$(go version -m bootstrap)"; for want in 'CGO_ENABLED=0' 'GOARCH=arm64' 'GOOS=linux' '-tags=lambda.norpc'; do \
+	  grep -qF -- "$$want" <<<"$$info" || { echo "bootstrap lacks build setting $$want" >&2; exit 1; }; done
+	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler | grep -w 'os/exec'; then \
+	  echo "the function's packages must not import os/exec" >&2; exit 1; fi
+
+cfn-lint:
+	cfn-lint template.yml
+
+## e2e: end-to-end tests through the built bootstrap on the local EKS replica
+e2e:
+	cd localeks && go test -count=1 -timeout 30m ./...
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./auth ./handler
+
+fuzz:
+	go test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./handler
+
+## build-LambdaEksFunction: what `sam build` runs (BuildMethod: makefile)
+build-LambdaEksFunction:
+	GOARCH=arm64 ./build-handler.sh "$(ARTIFACTS_DIR)/bootstrap"
+
+clean:
+	rm -rf bootstrap bootstrap.zip .aws-sam

@@ -30,6 +30,7 @@ log() { printf 'local.sh: %s\n' "$*" >&2; }
 
 build_cli() {
 	log "building the localeks CLI"
+	mkdir -p "$(dirname "$localeks")"
 	(cd "$root/localeks" && GOWORK=off CGO_ENABLED=0 go build -trimpath -o "$localeks.tmp" ./cmd/localeks)
 	mv "$localeks.tmp" "$localeks"
 }
@@ -40,9 +41,14 @@ build_parts() {
 	export LOCALEKS_PERMISSIONS="$root/permissions.yml"
 }
 
+# The function is built for this machine into the cache, so that ./bootstrap
+# (the arm64 artifact for deployment) is left alone.
 build_function() {
-	log "building the function for $(go env GOARCH)"
-	(cd "$root" && GOARCH="$(go env GOARCH)" ./build-handler.sh >&2)
+	local arch
+	arch="$(go env GOARCH)"
+	bootstrap="$cache/bin/bootstrap-$arch"
+	log "building the function for $arch"
+	(cd "$root" && GOARCH="$arch" ./build-handler.sh "$bootstrap" >&2)
 }
 
 sam_invoke() {
@@ -94,6 +100,6 @@ env)
 	build_cli
 	build_function
 	log "invoking bootstrap with $event (starting the local EKS replica unless it runs)"
-	exec "$localeks" invoke --bootstrap "$root/bootstrap" "$event"
+	exec "$localeks" invoke --bootstrap "$bootstrap" "$event"
 	;;
 esac

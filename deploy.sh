@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Deploys lambda-eks to AWS with SAM and gives its role access to the cluster.
+#
+#   ./deploy.sh --cluster NAME [options]         deploy
+#   ./deploy.sh --cluster NAME --dry-run         print what would be done, change nothing
+#
+# Options (or the environment variable in brackets):
+#   --cluster NAME            EKS cluster to manage                      [CLUSTER_NAME]
+#   --region REGION           region of the stack and cluster            [AWS_REGION]
+#   --stack-name NAME         CloudFormation stack (default lambda-eks)  [STACK_NAME]
+#   --access-mode MODE        access-entry (default) | aws-auth | none   [ACCESS_MODE]
+#   --namespace NS            namespace the function manages (default)   [NAMESPACE]
+#   --role-arn ARN            role to assume for a cross-account cluster [TARGET_ROLE_ARN]
+#   --external-id ID          external ID for --role-arn                 [EXTERNAL_ID]
+#   --schedule EXPR           EventBridge schedule, e.g. "rate(1 hour)"  [SCHEDULE]
+#   --schedule-input JSON     event the schedule sends                   [SCHEDULE_INPUT]
+#   --subnets a,b --security-groups sg   VPC placement for a private endpoint
+#   --timeout SECONDS         function timeout (default 30)
+#   --kube-context CTX        kubectl context for aws-auth and RBAC (default: current)
+#   --dry-run                 print the plan and the commands, run nothing
+#
+# With access-entry, the template creates an EKS access entry mapping the
+# function's role to the Kubernetes group lambda-eks. With aws-auth, this
+# script merges that one mapping into kube-system/aws-auth (every other entry
+# is kept). Either way it applies permissions.yml (RBAC for the group) into
+# the namespace with kubectl, which must already reach the cluster as an
+# admin (aws eks update-kubeconfig --name CLUSTER).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+cluster="${CLUSTER_NAME:-}"
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+stack="${STACK_NAME:-lambda-eks}"
+access_mode="${ACCESS_MODE:-access-entry}"
+namespace="${NAMESPACE:-default}"
+role_arn="${TARGET_ROLE_ARN:-}"
+external_id="${EXTERNAL_ID:-}"
+schedule="${SCHEDULE:-}"
+schedule_input="${SCHEDULE_INPUT:-}"
+subnets=""
+security_groups=""
+timeout=30
+kube_context=""
+dry_run=false
+
+die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 2; }
+log() { printf 'deploy.sh: %s\n' "$*" >&2; }
+
+while (($#)); do
+	case "$1" in
+	--cluster) cluster="$2"; shift 2 ;;
+	--region) region="$2"; shift 2 ;;
+	--stack-name) stack="$2"; shift 2 ;;
+	--access-mode) access_mode="$2"; shift 2 ;;
+	--namespace) namespace="$2"; shift 2 ;;
+	--role-arn) role_arn="$2"; shift 2 ;;
+	--external-id) external_id="$2"; shift 2 ;;
+	--schedule) schedule="$2"; shift 2 ;;
+	--schedule-input) schedule_input="$2"; shift 2 ;;
+	--subnets) subnets="$2"; shift 2 ;;
+	--security-groups) security_groups="$2"; shift 2 ;;
+	--timeout) timeout="$2"; shift 2 ;;
+	--kube-context) kube_context="$2"; shift 2 ;;
+	--dry-run) dry_run=true; shift ;;
+	-h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown option $1 (see --help)" ;;
+	esac
+done
+
+[[ -n "$cluster" ]] || die "--cluster (or CLUSTER_NAME) is required"
+[[ -n "$region" ]] || die "--region (or AWS_REGION) is required"
+case "$access_mode" in access-entry | aws-auth | none) ;; *) die "--access-mode must be access-entry, aws-auth or none" ;; esac
+[[ "$namespace" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--namespace $namespace is not a DNS-1123 label"
+if [[ -n "$role_arn" && "$access_mode" == access-entry ]]; then
+	log "with --role-arn the cluster is in another account: map $role_arn there (access entry or aws-auth) yourself"
+fi
+
+# run prints a command; it also runs it unless this is a dry run.
+run() {
+	printf '+ %s\n' "$*" >&2
+	if ! $dry_run; then "$@"; fi
+}
+
+kubectl_args=()
+[[ -n "$kube_context" ]] && kubectl_args=(--context "$kube_context")
+
+params=(
+	"ClusterName=$cluster"
+	"AccessMode=$access_mode"
+	"Namespace=$namespace"
+	"TargetRoleArn=$role_arn"
+	"ExternalId=$external_id"
+	"TimeoutSeconds=$timeout"
+	"SubnetIds=$subnets"
+	"SecurityGroupIds=$security_groups"
+)
+if [[ -n "$schedule" ]]; then
+	params+=("ScheduleExpression=$schedule" "ScheduleEnabled=true" "ScheduleInput=$schedule_input")
+fi
+
+log "plan: stack $stack in $region for cluster $cluster, access mode $access_mode, namespace $namespace$($dry_run && echo ' (dry run: nothing is changed)')"
+
+run sam build
+run sam deploy --stack-name "$stack" --region "$region" --capabilities CAPABILITY_IAM --resolve-s3 \
+	--no-confirm-changeset --no-fail-on-empty-changeset --parameter-overrides "${params[@]}"
+
+if $dry_run; then
+	fn_role="<FunctionRoleArn output of stack $stack>"
+	printf '+ %s\n' "aws cloudformation describe-stacks --stack-name $stack --region $region (FunctionRoleArn)" >&2
+else
+	fn_role="$(aws cloudformation describe-stacks --stack-name "$stack" --region "$region" \
+		--query "Stacks[0].Outputs[?OutputKey=='FunctionRoleArn'].OutputValue" --output text)"
+	log "function role: $fn_role"
+fi
+
+if [[ "$access_mode" == aws-auth && -z "$role_arn" ]]; then
+	# Merge one entry; never replace the map (other roles, nodes, users stay).
+	run go run ./cmd/awsauth -role-arn "$fn_role" ${kube_context:+-context "$kube_context"}
+fi
+if [[ -z "$role_arn" ]]; then
+	run kubectl "${kubectl_args[@]}" apply --server-side --field-manager lambda-eks-deploy -n "$namespace" -f permissions.yml
+else
+	log "apply permissions.yml in the target cluster (kubectl apply -n $namespace -f permissions.yml) with that account's credentials"
+fi
+log "done$($dry_run && echo ' (dry run)'): invoke with  aws lambda invoke --function-name <FunctionArn> --payload '{}' out.json"

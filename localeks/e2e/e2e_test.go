@@ -209,7 +209,7 @@ func TestInvalidEvent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mark := h.auditMark(t)
-			mustFail(t, fn, tc.event, "InvalidEvent")
+			_ = mustFail(t, fn, tc.event, "InvalidEvent")
 			if events := h.auditSince(t, mark, functionUser); len(events) != 0 {
 				t.Errorf("function made %d requests to the apiserver for an invalid event:%s", len(events), describe(events))
 			}

@@ -42,10 +42,17 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run()) // every test skips itself, visibly
 	}
 	// This process talks to moto and the apiserver: guard it like the stack.
-	os.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", stack.IMDSGuard)
-	os.Setenv("AWS_REGION", stack.Region)
-	os.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	os.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	for k, v := range map[string]string{
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT": stack.IMDSGuard,
+		"AWS_REGION":                        stack.Region,
+		"AWS_CONFIG_FILE":                   os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE":       os.DevNull,
+	} {
+		if err := os.Setenv(k, v); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	var err error
 	h, err = setup(context.Background())
 	if err != nil {

@@ -152,7 +152,7 @@ func (s *Stack) ResetShimCounts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusNoContent {
 		return fmt.Errorf("reset shim counts: %s", resp.Status)
 	}

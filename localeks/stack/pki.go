@@ -76,7 +76,7 @@ func writePKI(p Paths) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(p.PKI("sa.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+	if err := os.WriteFile(p.PKI("sa.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
 		return err
 	}
 	shimCA, err := newCA("localeks shim CA")
@@ -86,7 +86,7 @@ func writePKI(p Paths) error {
 	if err := shimCA.write(p.PKI("shim-ca.pem"), p.PKI("shim-ca-key.pem")); err != nil {
 		return err
 	}
-	return os.WriteFile(p.PKI("done"), nil, 0o644)
+	return os.WriteFile(p.PKI("done"), nil, 0o600)
 }
 
 func newCA(name string) (*ca, error) {
@@ -172,7 +172,7 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 }
 
 func writeCert(path string, der []byte) error {
-	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 }
 
 // writeFile writes atomically, so a crash never leaves half a key behind.

@@ -32,13 +32,13 @@ type proc struct {
 // startProcess starts argv detached (own session, output to its log file) and
 // records it in its pidfile.
 func startProcess(p Paths, name string, argv, env []string) (proc, error) {
-	logf, err := os.OpenFile(p.Log(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(p.Log(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return proc{}, err
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "---- %s localeks: starting %s\n", time.Now().Format(time.RFC3339), strings.Join(argv, " "))
-	cmd := exec.Command(argv[0], argv[1:]...)
+	defer func() { _ = logf.Close() }()
+	_, _ = fmt.Fprintf(logf, "---- %s localeks: starting %s\n", time.Now().Format(time.RFC3339), strings.Join(argv, " "))
+	cmd := exec.Command(argv[0], argv[1:]...) //nolint:gosec // G204: the stack's own components
 	cmd.Env = append(env, ownerVar+"="+p.Dir)
 	cmd.Dir = p.Dir
 	cmd.Stdout = logf
@@ -60,7 +60,7 @@ func startProcess(p Paths, name string, argv, env []string) (proc, error) {
 	if err != nil {
 		return proc{}, err
 	}
-	if err := writeFile(p.PID(name), b, 0o644); err != nil {
+	if err := writeFile(p.PID(name), b, 0o600); err != nil {
 		_ = cmd.Process.Kill()
 		return proc{}, err
 	}
@@ -161,7 +161,7 @@ func ownedBy(pid int, dir string) bool {
 func listeners(port int) []int {
 	inodes := map[string]bool{}
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		fh, err := os.Open(f)
+		fh, err := os.Open(f) //nolint:gosec // G304: fixed /proc paths
 		if err != nil {
 			continue
 		}

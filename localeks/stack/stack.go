@@ -345,7 +345,7 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.probe(deadline); err != nil {
 		return fmt.Errorf("authentication chain not working: %w (logs in %s)", err, p.File("logs"))
 	}
-	return writeFile(s.Paths.File("ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644)
+	return writeFile(s.Paths.File("ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o600)
 }
 
 // binaries resolves the executables of every component.
@@ -476,7 +476,7 @@ func (s *Stack) choosePorts() error {
 	if err != nil {
 		return err
 	}
-	return writeFile(s.Paths.File("ports.json"), b, 0o644)
+	return writeFile(s.Paths.File("ports.json"), b, 0o600)
 }
 
 func portFree(port int) bool {
@@ -493,7 +493,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -544,7 +544,7 @@ func baseEnv() []string {
 }
 
 func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) //nolint:gosec // G304: a log file of the stack
 	if err != nil {
 		return ""
 	}
@@ -556,11 +556,11 @@ func tail(path string, n int) string {
 }
 
 func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // G304: the configured permissions.yml
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

@@ -129,7 +129,7 @@ func TestListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	port := ln.Addr().(*net.TCPAddr).Port
 	if diff := cmp.Diff([]int{os.Getpid()}, listeners(port)); diff != "" {
 		t.Errorf("listeners(%d) (-want +got):\n%s", port, diff)

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string) int {
 		return 2
 	}
 	if err != nil {
-		slog.Error(args[0]+" failed", "err", err)
+		slog.Error("localeks failed", "command", args[0], "err", err)
 		return 1
 	}
 	return 0
@@ -295,7 +295,7 @@ func readEvent(name string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read event: %w", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		r = f
 	}
 	b, err := io.ReadAll(io.LimitReader(r, 6<<20))

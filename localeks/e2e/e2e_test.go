@@ -276,3 +276,34 @@ func TestWarmInvocation(t *testing.T) {
 		}
 	}
 }
+
+// Claim 5c: the API server of a warm function goes away: Unavailable, before
+// the deadline; when it is back, the same process recovers.
+func TestAPIServerStopped(t *testing.T) {
+	h := mustHarness(t)
+	const timeout = 20 * time.Second
+	fn := h.startFunction(t, fnOptions{timeout: timeout})
+	mustSucceed(t, fn, `{"action":"ensure-nginx"}`)
+
+	err := h.stack.WithAPIServerStopped(context.Background(), func() error {
+		start := time.Now()
+		fnErr := mustFail(t, fn, `{"action":"ensure-nginx"}`, "Unavailable")
+		took := time.Since(start)
+		t.Logf("Unavailable after %s: %s", took.Round(time.Millisecond), fnErr.Message)
+		if took >= timeout {
+			t.Errorf("answered after %s, not before the %s deadline", took, timeout)
+		}
+		if !strings.Contains(fnErr.Message, h.stack.APIServerURL()) && !strings.Contains(fnErr.Message, strings.TrimPrefix(h.stack.APIServerURL(), "https://")) {
+			t.Errorf("message %q does not say which endpoint did not answer (%s)", fnErr.Message, h.stack.APIServerURL())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("stop and restart the apiserver: %v", err)
+	}
+	got := mustSucceed(t, fn, `{"action":"ensure-nginx"}`)
+	want := Response{Cluster: stack.ClusterName, Action: "ensure-nginx", Objects: []Object{deployment("default", "nginx", "unchanged")}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after the apiserver is back (-want +got):\n%s", diff)
+	}
+}

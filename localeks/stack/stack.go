@@ -591,3 +591,39 @@ func (p Paths) AuditLog() string { return filepath.Join(p.Dir, "logs", "audit.lo
 
 // ShimCA is the CA file that clients of the shim must trust (SSL_CERT_FILE).
 func (p Paths) ShimCA() string { return p.PKI("shim-ca.pem") }
+
+// WithAPIServerStopped stops the kube-apiserver, runs fn, and starts the
+// apiserver again with the same flags (etcd keeps the objects), holding the
+// stack's lock throughout so that no concurrent Up replaces the stack. The
+// restart also happens when fn exits through runtime.Goexit (t.Fatal).
+func (s *Stack) WithAPIServerStopped(ctx context.Context, fn func() error) (err error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	pr, ok := readProc(s.Paths, apiserverName)
+	if !ok || !pr.alive() {
+		return errors.New("kube-apiserver is not running")
+	}
+	if err := pr.stop(1500 * time.Millisecond); err != nil {
+		return err
+	}
+	s.log.Info("stopped kube-apiserver", "pid", pr.PID)
+	defer func() {
+		restart := func() error {
+			if _, err := startProcess(s.Paths, apiserverName, pr.Args, baseEnv()); err != nil {
+				return err
+			}
+			deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+			defer cancel()
+			return s.waitHealthy(deadline, apiserverName)
+		}
+		if rerr := restart(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restart kube-apiserver: %w", rerr))
+			return
+		}
+		s.log.Info("restarted kube-apiserver")
+	}()
+	return fn()
+}

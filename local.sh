@@ -9,7 +9,8 @@
 #   ./local.sh kubectl ARGS...    kubectl as cluster admin against the replica
 #   ./local.sh status | down      what runs | stop everything it started
 #   ./local.sh env                shell exports for the function's environment and kubectl
-#   ./local.sh --sam [EVENT]      sam local invoke LambdaEksFunction
+#   ./local.sh --sam [EVENT]      sam local invoke LambdaEksFunction, in AWS_REGION
+#                                 (default: AWS_DEFAULT_REGION, else us-east-1)
 #
 # Progress goes to stderr, results to stdout. The first run builds
 # kube-apiserver, etcd and aws-iam-authenticator (about 15 min on 2 cores,
@@ -19,7 +20,7 @@ set -euo pipefail
 
 # No AWS client started from here may reach instance metadata.
 export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:1
-export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${LAMBDA_EKS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks}"

@@ -266,6 +266,10 @@ func (s *Stack) start(ctx context.Context) error {
 	_ = os.Remove(s.Paths.File("ready"))
 	_ = os.Remove(s.Paths.File("permissions.sha256"))
 	_ = os.Remove(s.Paths.AuditLog())
+	// Keep one generation of logs: the previous run's explain a crash.
+	for _, name := range components {
+		_ = os.Rename(s.Paths.Log(name), s.Paths.Log(name)+".prev")
+	}
 	for _, d := range []string{s.Paths.File("run"), s.Paths.File("logs"), s.Paths.File("authenticator")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err

@@ -292,6 +292,9 @@ func (s *Server) rewriteCluster(body []byte) ([]byte, error) {
 	if err := json.Unmarshal(raw, &cluster); err != nil {
 		return nil, fmt.Errorf("decode cluster: %w", err)
 	}
+	if cluster == nil {
+		return body, nil
+	}
 	name, _ := cluster["name"].(string)
 	c, ok := s.cfg.Clusters[name]
 	if !ok {

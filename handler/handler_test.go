@@ -35,7 +35,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func fakeConnector(cs *fake.Clientset, connects *int) Connector {
 	return func(context.Context, auth.Target) (*Conn, error) {
 		*connects++
-		return &Conn{Kube: kube.New(cs)}, nil
+		return &Conn{Kube: kube.New(cs, nil, nil)}, nil
 	}
 }
 

@@ -5,36 +5,59 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
 
 // Result says what a request did to one object.
 type Result string
 
-// Results of writes.
+// Results of writes and reads.
 const (
 	Created    Result = "created"
 	Configured Result = "configured"
 	Unchanged  Result = "unchanged"
+	Deleted    Result = "deleted"
+	Absent     Result = "absent" // delete or status of an object that does not exist
+	Scaled     Result = "scaled"
+	Restarted  Result = "restarted"
+	Ready      Result = "ready"
+	// Progressing is a rollout not complete yet.
+	Progressing Result = "progressing"
+	// Failed is a rollout past its progress deadline, or a failed Job.
+	Failed Result = "failed"
 )
 
-// ObjectResult is one line of an invocation's response.
+// ObjectResult is one line of an invocation's response. The optional fields
+// are set only by the actions they belong to, so ensure-nginx's line keeps
+// its five fields.
 type ObjectResult struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Namespace  string `json:"namespace,omitempty"`
 	Name       string `json:"name"`
 	Result     Result `json:"result"`
+	// From and To are the replicas before and after a scale.
+	From *int32 `json:"from,omitempty"`
+	To   *int32 `json:"to,omitempty"`
+	// Readiness is set by status, and by a wait.
+	Readiness *Readiness `json:"readiness,omitempty"`
 }
 
 // Client performs lambda-eks's operations on one cluster. It is built once
 // per process and cluster and is safe for concurrent use.
 type Client struct {
 	cs kubernetes.Interface
+	// dyn and mapper serve manifests of any kind. The mapper reads discovery
+	// on first use only, so ensure-nginx never pays for it.
+	dyn    dynamic.Interface
+	mapper meta.ResettableRESTMapperWithContext
+	now    func() time.Time
 
 	mu sync.Mutex
 	// seen holds each object as this process last wrote or read it. A warm
@@ -93,9 +116,11 @@ type objectKey struct {
 	resource, namespace, name string
 }
 
-// New returns a Client using cs.
-func New(cs kubernetes.Interface) *Client {
-	return &Client{cs: cs, seen: make(map[objectKey]seenObject)}
+// New returns a Client using cs for typed requests, dyn for objects of any
+// kind, and mapper to find a kind's resource. dyn and mapper may be nil for
+// a client that only ensures Deployments.
+func New(cs kubernetes.Interface, dyn dynamic.Interface, mapper meta.ResettableRESTMapperWithContext) *Client {
+	return &Client{cs: cs, dyn: dyn, mapper: mapper, now: time.Now, seen: make(map[objectKey]seenObject)}
 }
 
 func (c *Client) lastSeen(k objectKey) (seenObject, bool) {

@@ -44,7 +44,7 @@ func TestNewDeployment(t *testing.T) {
 
 func TestEnsureDeploymentResults(t *testing.T) {
 	cs := fake.NewClientset()
-	c := New(cs)
+	c := New(cs, nil, nil)
 	ctx := context.Background()
 	d := Deployment{Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2}
 	scaled := d
@@ -59,8 +59,8 @@ func TestEnsureDeploymentResults(t *testing.T) {
 		{"first call creates", c, d, Created},
 		{"same again is unchanged", c, d, Unchanged},
 		{"other replicas configure", c, scaled, Configured},
-		{"a new process (cold) sees the change", New(cs), d, Configured},
-		{"a new process (cold) sees no change", New(cs), d, Unchanged},
+		{"a new process (cold) sees the change", New(cs, nil, nil), d, Configured},
+		{"a new process (cold) sees no change", New(cs, nil, nil), d, Unchanged},
 	}
 	for _, s := range steps {
 		res, err := s.c.EnsureDeployment(ctx, s.d)
@@ -91,7 +91,7 @@ func TestEnsureDeploymentResults(t *testing.T) {
 
 func TestEnsureDeploymentWarmIsOneRequest(t *testing.T) {
 	cs := fake.NewClientset()
-	c := New(cs)
+	c := New(cs, nil, nil)
 	ctx := context.Background()
 	d := Deployment{Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2}
 	if _, err := c.EnsureDeployment(ctx, d); err != nil {
@@ -144,7 +144,7 @@ func TestEnsureDeploymentErrors(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			_, err := New(cs).EnsureDeployment(context.Background(),
+			_, err := New(cs, nil, nil).EnsureDeployment(context.Background(),
 				Deployment{Namespace: "team", Name: "nginx", Image: "nginx:1.27", Replicas: 1})
 			if tt.wantOK {
 				if err != nil {
@@ -171,7 +171,7 @@ func TestEnsureDeploymentStopsAtDeadline(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := New(cs).EnsureDeployment(ctx, Deployment{Namespace: "default", Name: "nginx", Image: "nginx", Replicas: 1})
+	_, err := New(cs, nil, nil).EnsureDeployment(ctx, Deployment{Namespace: "default", Name: "nginx", Image: "nginx", Replicas: 1})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want it to wrap context.Canceled", err)
 	}

@@ -1,0 +1,108 @@
+package kube
+
+import (
+	"context"
+	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DeleteOptions are a delete's settings.
+type DeleteOptions struct {
+	// Namespace is the namespace of namespaced objects that name none.
+	Namespace string
+	// Propagation is Background (the default) or Foreground.
+	Propagation metav1.DeletionPropagation
+	// DryRun asks the API server to check and not persist.
+	DryRun bool
+}
+
+// DeleteManifest deletes the objects of m, in the reverse of apply's order
+// (Namespaces and CRDs last), and reports each as deleted or absent. A kind
+// that only a CRD of the manifest defines, and that the cluster no longer
+// knows, is absent without a request.
+func (c *Client) DeleteManifest(ctx context.Context, m Manifest, o DeleteOptions) ([]ObjectResult, error) {
+	ts, err := c.resolveManifest(ctx, m, o.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return c.deleteTargets(ctx, ts, o)
+}
+
+// Delete deletes the objects refs name.
+func (c *Client) Delete(ctx context.Context, refs []Ref, o DeleteOptions) ([]ObjectResult, error) {
+	mp := &mapper{c: c}
+	ts := make([]target, 0, len(refs))
+	for _, r := range refs {
+		if r.Namespace == "" {
+			r.Namespace = o.Namespace
+		}
+		t, err := c.resolveRef(ctx, mp, r)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return c.deleteTargets(ctx, ts, o)
+}
+
+func (c *Client) deleteTargets(ctx context.Context, ts []target, o DeleteOptions) ([]ObjectResult, error) {
+	results := make([]ObjectResult, len(ts))
+	first, rest := phases(ts)
+	del := func(ctx context.Context, i int) error {
+		var err error
+		results[i], err = c.deleteObject(ctx, ts[i], o)
+		return err
+	}
+	if err := each(ctx, rest, del); err != nil {
+		return nil, err
+	}
+	// Namespaces and CRDs last, and the CRDs before the Namespaces.
+	slices.SortStableFunc(first, func(a, b int) int {
+		return boolCmp(ts[a].mapping.GroupVersionKind.GroupKind() == namespaceGK, ts[b].mapping.GroupVersionKind.GroupKind() == namespaceGK)
+	})
+	for _, i := range first {
+		if err := del(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+func (c *Client) deleteObject(ctx context.Context, t target, o DeleteOptions) (ObjectResult, error) {
+	if t.definedBy != "" {
+		return t.result(Absent), nil // its CRD does not exist, so neither does it
+	}
+	opts := metav1.DeleteOptions{}
+	if o.Propagation != "" {
+		opts.PropagationPolicy = &o.Propagation
+	}
+	if o.DryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	err := do(ctx, t.op("delete"), func(ctx context.Context) error {
+		return c.resource(t).Delete(ctx, t.name, opts)
+	})
+	switch {
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		return t.result(Absent), nil
+	case err != nil:
+		return t.result(""), err
+	}
+	if !o.DryRun {
+		c.forget(t.key())
+	}
+	return t.result(Deleted), nil
+}

@@ -1,0 +1,169 @@
+package kube
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// MaxDocuments is the default bound on the objects of one manifest.
+const MaxDocuments = 500
+
+// ManifestError is a manifest document that cannot be applied as written.
+// Index is the document's position (1-based, counting `---` separated
+// documents); Item is the position inside a List document, or 0.
+type ManifestError struct {
+	Index   int
+	Item    int
+	Kind    string
+	Name    string
+	Problem string
+}
+
+func (e *ManifestError) Error() string {
+	where := fmt.Sprintf("manifest document %d", e.Index)
+	if e.Item > 0 {
+		where += fmt.Sprintf(" (List item %d)", e.Item)
+	}
+	if e.Kind != "" || e.Name != "" {
+		where += fmt.Sprintf(" (%s %q)", e.Kind, e.Name)
+	}
+	return where + ": " + e.Problem
+}
+
+// Manifest is a decoded manifest: its objects in document order, each with
+// where it came from.
+type Manifest []ManifestObject
+
+// ManifestObject is one object of a manifest.
+type ManifestObject struct {
+	Index, Item int
+	Object      *unstructured.Unstructured
+}
+
+func (o ManifestObject) errorf(format string, args ...any) *ManifestError {
+	return &ManifestError{Index: o.Index, Item: o.Item, Kind: o.Object.GetKind(), Name: o.Object.GetName(),
+		Problem: fmt.Sprintf(format, args...)}
+}
+
+// DecodeManifest decodes one or more YAML or JSON documents, expanding List
+// documents, and checks what can be checked without a cluster: apiVersion,
+// kind, a valid name and namespace. At most maxDocs objects are accepted.
+// It does not touch the network, so a manifest is refused before anything
+// is written.
+func DecodeManifest(data []byte, maxDocs int) (Manifest, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var m Manifest
+	for index := 1; ; index++ {
+		var raw runtime.RawExtension
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &ManifestError{Index: index, Problem: "not valid YAML or JSON: " + err.Error()}
+		}
+		doc := bytes.TrimSpace(raw.Raw)
+		if len(doc) == 0 || bytes.Equal(doc, []byte("null")) {
+			continue // an empty document, e.g. after a trailing ---
+		}
+		var obj map[string]any
+		// util/json keeps integers as int64, as unstructured expects.
+		if err := utiljson.Unmarshal(doc, &obj); err != nil {
+			return nil, &ManifestError{Index: index, Problem: "not an object: " + err.Error()}
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		items, isList, err := listItems(u)
+		if err != nil {
+			return nil, &ManifestError{Index: index, Kind: u.GetKind(), Problem: err.Error()}
+		}
+		if !isList {
+			items = []map[string]any{obj}
+		}
+		for i, item := range items {
+			mo := ManifestObject{Index: index, Object: &unstructured.Unstructured{Object: item}}
+			if isList {
+				mo.Item = i + 1
+			}
+			if len(m) == maxDocs {
+				return nil, &ManifestError{Index: index, Item: mo.Item,
+					Problem: fmt.Sprintf("the manifest has more than %d objects; split it over several events", maxDocs)}
+			}
+			if err := checkObject(mo); err != nil {
+				return nil, err
+			}
+			m = append(m, mo)
+		}
+	}
+	if len(m) == 0 {
+		return nil, &ManifestError{Index: 1, Problem: "the manifest holds no objects"}
+	}
+	return m, nil
+}
+
+// listItems returns the items of a List document (kind List, or any kind
+// ending in List with an items array, as kubectl accepts).
+func listItems(u *unstructured.Unstructured) ([]map[string]any, bool, error) {
+	raw, hasItems := u.Object["items"]
+	if !strings.HasSuffix(u.GetKind(), "List") || !hasItems {
+		return nil, false, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, false, fmt.Errorf("items must be a list")
+	}
+	items := make([]map[string]any, 0, len(list))
+	for i, it := range list {
+		obj, ok := it.(map[string]any)
+		if !ok {
+			return nil, false, fmt.Errorf("List item %d is not an object", i+1)
+		}
+		items = append(items, obj)
+	}
+	return items, true, nil
+}
+
+// checkObject checks what every object needs, whatever its kind.
+func checkObject(o ManifestObject) error {
+	u := o.Object
+	for _, f := range []string{"apiVersion", "kind"} {
+		v, ok := u.Object[f]
+		if s, isString := v.(string); !ok || !isString || s == "" {
+			return o.errorf("%s is missing or not a string", f)
+		}
+	}
+	if _, ok := u.Object["metadata"].(map[string]any); !ok {
+		return o.errorf("metadata is missing or not an object")
+	}
+	if _, err := schema.ParseGroupVersion(u.GetAPIVersion()); err != nil {
+		return o.errorf("apiVersion %q: %v", u.GetAPIVersion(), err)
+	}
+	name := u.GetName()
+	switch {
+	case name == "" && u.GetGenerateName() != "":
+		return o.errorf("metadata.generateName is not supported: apply needs a metadata.name")
+	case name == "":
+		return o.errorf("metadata.name is missing")
+	case len(name) > validation.DNS1123SubdomainMaxLength:
+		return o.errorf("metadata.name is longer than %d characters", validation.DNS1123SubdomainMaxLength)
+	}
+	if errs := path.IsValidPathSegmentName(name); len(errs) > 0 {
+		return o.errorf("metadata.name %q: %s", name, strings.Join(errs, "; "))
+	}
+	if ns := u.GetNamespace(); ns != "" {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return o.errorf("metadata.namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}

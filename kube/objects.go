@@ -1,0 +1,274 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+)
+
+// concurrency bounds the requests one invocation has in flight: enough to
+// hide the round trip, few enough to stay a polite client of the API server.
+const concurrency = 8
+
+var (
+	namespaceGK = schema.GroupKind{Kind: "Namespace"}
+	crdGK       = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+	crdGVR      = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+)
+
+// Ref names one object by kind and name, for delete and status without a
+// manifest. Kind is "Deployment", or qualified with its group
+// ("Deployment.apps"); APIVersion, when set, pins the group and version.
+type Ref struct {
+	APIVersion string
+	Kind       string
+	Namespace  string
+	Name       string
+}
+
+// target is an object resolved against the cluster: its resource, scope
+// and namespace are known.
+type target struct {
+	index, item int // position in the manifest; 0 for a Ref
+	obj         *unstructured.Unstructured
+	mapping     *meta.RESTMapping
+	namespace   string
+	name        string
+	// definedBy is the manifest's CRD that defines this kind, when the
+	// cluster did not know the kind yet.
+	definedBy string
+}
+
+func (t target) gr() string { return t.mapping.Resource.GroupResource().String() }
+
+func (t target) key() objectKey { return objectKey{resource: t.gr(), namespace: t.namespace, name: t.name} }
+
+func (t target) op(verb string) OpError {
+	return OpError{Verb: verb, Resource: t.gr(), Namespace: t.namespace, Name: t.name}
+}
+
+func (t target) result(r Result) ObjectResult {
+	gvk := t.mapping.GroupVersionKind
+	return ObjectResult{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Namespace: t.namespace, Name: t.name, Result: r}
+}
+
+// first reports whether t goes before the rest: Namespaces and CRDs, which
+// other objects of a manifest may need.
+func (t target) first() bool {
+	gk := t.mapping.GroupVersionKind.GroupKind()
+	return gk == namespaceGK || gk == crdGK
+}
+
+func (c *Client) resource(t target) dynamic.ResourceInterface {
+	r := c.dyn.Resource(t.mapping.Resource)
+	if t.mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		return r.Namespace(t.namespace)
+	}
+	return r
+}
+
+// mapper wraps the REST mapper for one invocation: a kind the cached
+// discovery does not know makes it read discovery again, once.
+type mapper struct {
+	c     *Client
+	reset bool
+}
+
+func (m *mapper) mapping(ctx context.Context, gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	if m.c.mapper == nil {
+		return nil, fmt.Errorf("map %s: this client has no REST mapper", gk)
+	}
+	var mp *meta.RESTMapping
+	call := func(ctx context.Context) error {
+		var err error
+		mp, err = m.c.mapper.RESTMappingWithContext(ctx, gk, versions...)
+		return err
+	}
+	op := OpError{Verb: "get", Resource: "discovery (/api, /apis)"}
+	err := do(ctx, op, call)
+	if meta.IsNoMatchError(err) && !m.reset {
+		m.reset = true
+		m.c.mapper.ResetWithContext(ctx)
+		err = do(ctx, op, call)
+	}
+	return mp, err
+}
+
+// kindFor resolves a bare kind ("Deployment") the way kubectl resolves a
+// resource name: its lowercase singular, across all groups.
+func (m *mapper) kindFor(ctx context.Context, kind string) (schema.GroupVersionKind, error) {
+	var gvk schema.GroupVersionKind
+	call := func(ctx context.Context) error {
+		var err error
+		gvk, err = m.c.mapper.KindForWithContext(ctx, schema.GroupVersionResource{Resource: strings.ToLower(kind)})
+		return err
+	}
+	op := OpError{Verb: "get", Resource: "discovery (/api, /apis)"}
+	err := do(ctx, op, call)
+	if meta.IsNoMatchError(err) && !m.reset {
+		m.reset = true
+		m.c.mapper.ResetWithContext(ctx)
+		err = do(ctx, op, call)
+	}
+	return gvk, err
+}
+
+// crdKinds lists the kinds the manifest's CRDs define, so that their custom
+// resources validate before the CRDs exist.
+func crdKinds(m Manifest) map[schema.GroupKind]*unstructured.Unstructured {
+	out := map[schema.GroupKind]*unstructured.Unstructured{}
+	for _, o := range m {
+		if o.Object.GroupVersionKind().GroupKind() != crdGK {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(o.Object.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(o.Object.Object, "spec", "names", "kind")
+		if group != "" && kind != "" {
+			out[schema.GroupKind{Group: group, Kind: kind}] = o.Object
+		}
+	}
+	return out
+}
+
+// crdMapping is the mapping a CRD will serve for gvk, or why it will not.
+func crdMapping(crd *unstructured.Unstructured, gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	scope, _, _ := unstructured.NestedString(crd.Object, "spec", "scope")
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	served := false
+	for _, v := range versions {
+		vm, _ := v.(map[string]any)
+		if vm["name"] == gvk.Version && vm["served"] == true {
+			served = true
+		}
+	}
+	if !served || plural == "" {
+		return nil, fmt.Errorf("CustomResourceDefinition %s in this manifest does not serve version %s", crd.GetName(), gvk.Version)
+	}
+	m := &meta.RESTMapping{Resource: gvk.GroupVersion().WithResource(plural), GroupVersionKind: gvk, Scope: meta.RESTScopeRoot}
+	if scope == "Namespaced" {
+		m.Scope = meta.RESTScopeNamespace
+	}
+	return m, nil
+}
+
+// resolveManifest maps every object of m to its resource and namespace and
+// refuses the manifest if any object cannot be applied as written. Nothing
+// is written here; errors are *ManifestError, or the discovery request's.
+func (c *Client) resolveManifest(ctx context.Context, m Manifest, defaultNS string) ([]target, error) {
+	defined := crdKinds(m)
+	mp := &mapper{c: c}
+	ts := make([]target, 0, len(m))
+	seen := map[objectKey]ManifestObject{}
+	for _, o := range m {
+		gvk := o.Object.GroupVersionKind()
+		t := target{index: o.Index, item: o.Item, name: o.Object.GetName()}
+		mapping, err := mp.mapping(ctx, gvk.GroupKind(), gvk.Version)
+		switch {
+		case meta.IsNoMatchError(err):
+			crd, ok := defined[gvk.GroupKind()]
+			if !ok {
+				return nil, o.errorf("kind %s of apiVersion %s is not known to the cluster, and no CustomResourceDefinition in this manifest defines it",
+					gvk.Kind, gvk.GroupVersion())
+			}
+			if mapping, err = crdMapping(crd, gvk); err != nil {
+				return nil, o.errorf("%v", err)
+			}
+			t.definedBy = crd.GetName()
+		case err != nil:
+			return nil, err
+		}
+		t.mapping = mapping
+		ns := o.Object.GetNamespace()
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if ns == "" {
+				ns = defaultNS
+			}
+		} else if ns != "" {
+			return nil, o.errorf("%s is cluster-scoped: remove metadata.namespace %q", gvk.Kind, ns)
+		}
+		t.namespace = ns
+		t.obj = o.Object.DeepCopy()
+		t.obj.SetNamespace(ns)
+		if prev, dup := seen[t.key()]; dup {
+			return nil, o.errorf("the same object as document %d", prev.Index)
+		}
+		seen[t.key()] = o
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
+// resolveRef maps a Ref to its resource.
+func (c *Client) resolveRef(ctx context.Context, mp *mapper, r Ref) (target, error) {
+	var gk schema.GroupKind
+	var versions []string
+	switch {
+	case r.APIVersion != "":
+		gv, err := schema.ParseGroupVersion(r.APIVersion)
+		if err != nil {
+			return target{}, &RefError{Ref: r, Problem: err.Error()}
+		}
+		gk, versions = gv.WithKind(r.Kind).GroupKind(), []string{gv.Version}
+	case strings.Contains(r.Kind, "."):
+		gk = schema.ParseGroupKind(r.Kind)
+	default:
+		gvk, err := mp.kindFor(ctx, r.Kind)
+		if meta.IsNoMatchError(err) {
+			return target{}, &RefError{Ref: r, Problem: "kind " + r.Kind + " is not known to the cluster"}
+		}
+		if err != nil {
+			return target{}, err
+		}
+		gk, versions = gvk.GroupKind(), []string{gvk.Version}
+	}
+	mapping, err := mp.mapping(ctx, gk, versions...)
+	if meta.IsNoMatchError(err) {
+		return target{}, &RefError{Ref: r, Problem: "kind " + gk.String() + " is not known to the cluster"}
+	}
+	if err != nil {
+		return target{}, err
+	}
+	t := target{mapping: mapping, name: r.Name}
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		t.namespace = r.Namespace
+	}
+	return t, nil
+}
+
+// RefError is a Ref that names no kind the cluster knows.
+type RefError struct {
+	Ref     Ref
+	Problem string
+}
+
+func (e *RefError) Error() string { return fmt.Sprintf("%s %q: %s", e.Ref.Kind, e.Ref.Name, e.Problem) }
+
+// each runs fn for every index in idx, at most concurrency at a time; the
+// first error cancels the rest.
+func each(ctx context.Context, idx []int, fn func(ctx context.Context, i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(concurrency)
+	for _, i := range idx {
+		g.Go(func() error { return fn(ctx, i) })
+	}
+	return g.Wait()
+}
+
+// phases splits ts into Namespaces and CRDs, and the rest.
+func phases(ts []target) (first, rest []int) {
+	for i, t := range ts {
+		if t.first() {
+			first = append(first, i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	return first, rest
+}

@@ -3,6 +3,8 @@ package handler
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // Config holds the deployment facts from the function's environment, parsed
@@ -18,6 +20,7 @@ type Config struct {
 	RoleARN       string // ROLE_ARN: a role to assume for the cluster
 	ExternalID    string // EXTERNAL_ID for ROLE_ARN
 	SessionName   string // ROLE_SESSION_NAME for ROLE_ARN, default lambda-eks
+	MaxDocuments  int    // MAX_DOCUMENTS: objects of one manifest, default 500
 }
 
 // Defaults for what the environment leaves unset.
@@ -47,6 +50,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("REPLICAS=%q: want an integer in 0..%d", v, maxReplicas)
 		}
 		cfg.Replicas = int32(n)
+	}
+	cfg.MaxDocuments = kube.MaxDocuments
+	if v := getenv("MAX_DOCUMENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return Config{}, fmt.Errorf("MAX_DOCUMENTS=%q: want an integer in 1..10000", v)
+		}
+		cfg.MaxDocuments = n
 	}
 	// The environment is checked like an event, so that a bad deployment
 	// fails at cold start instead of on every call.

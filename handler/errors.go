@@ -93,8 +93,22 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 		notActive *auth.ClusterNotActiveError
 		op        *kube.OpError
 		apiErr    smithy.APIError
+		manifest  *kube.ManifestError
+		ref       *kube.RefError
+		waited    *kube.WaitTimeoutError
 	)
 	switch {
+	case errors.As(err, &manifest):
+		return &Error{Code: InvalidEvent, Err: err, Message: manifest.Error() + "; nothing was changed"}
+	case errors.As(err, &ref):
+		return &Error{Code: InvalidEvent, Err: err, Message: ref.Error() + "; nothing was changed"}
+	case errors.As(err, &waited):
+		return &Error{Code: Timeout, Err: err, Message: redact(waited.Error()) +
+			"; the changes were made. Wait longer (at most the function's Timeout), or look at the pods' events"}
+	case kube.IsFieldConflict(err):
+		return &Error{Code: Conflict, Err: err, Message: fmt.Sprintf(
+			"%s: fields owned by another field manager: %s; set \"force\": true to take them over, or leave them out of the manifest",
+			opName(err), strings.Join(kube.FieldConflicts(err), ", "))}
 	case errors.As(err, &notFound):
 		return &Error{Code: ClusterNotFound, Err: err, Message: fmt.Sprintf(
 			"%s: check the cluster name and region (CLUSTER_NAME, CLUSTER_REGION or the event's cluster and region)", notFound.Error())}
@@ -120,9 +134,19 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 				"(./deploy.sh with AccessMode=aws-auth)", d.req.Cluster, who)}
 	case apierrors.IsForbidden(err):
 		if errors.As(err, &op) {
+			verb := op.Verb
+			// The server names the verb it checked: server-side apply of a
+			// new object is authorized as create, not patch.
+			if m := refusedVerbRE.FindStringSubmatch(msg); m != nil {
+				verb = m[1]
+			}
+			where := fmt.Sprintf("in namespace %q", op.Namespace)
+			if op.Namespace == "" {
+				where = "cluster-wide (a ClusterRole: see permissions-cluster.yml)"
+			}
 			return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
-				"RBAC does not allow verb %q on resource %q in namespace %q (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
-				op.Verb, op.Resource, op.Namespace)}
+				"RBAC does not allow verb %q on resource %q %s (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
+				verb, op.Resource, where)}
 		}
 		return &Error{Code: Forbidden, Err: err, Message: msg + ": grant it to the group lambda-eks in permissions.yml"}
 	case apierrors.IsNotFound(err):
@@ -136,6 +160,23 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 	}
 	return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf("%s: could not reach %s after retries; check network access (VpcConfig, security groups, endpoint access) and try again",
 		msg, endpointOf(err))}
+}
+
+// refusedVerbRE finds the verb in an API server's 403 message:
+// `User "x" cannot create resource "configmaps" ...`.
+var refusedVerbRE = regexp.MustCompile(`cannot ([a-z]+) resource`)
+
+// opName names the request err is about, or says nothing useful.
+func opName(err error) string {
+	var op *kube.OpError
+	if errors.As(err, &op) {
+		s := op.Resource + " " + op.Name
+		if op.Namespace != "" {
+			s += " in namespace " + op.Namespace
+		}
+		return "apply " + s
+	}
+	return "apply"
 }
 
 func isAccessDenied(code string) bool {

@@ -7,19 +7,37 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // Actions the function performs.
 const (
 	ActionEnsureNginx = "ensure-nginx"
+	ActionApply       = "apply"
+	ActionDelete      = "delete"
+	ActionScale       = "scale"
+	ActionRestart     = "restart"
+	ActionStatus      = "status"
 )
 
-// maxEventBytes bounds what is decoded at all; Lambda caps synchronous
-// payloads at 6 MB, and nothing lambda-eks does needs more than this.
-const maxEventBytes = 1 << 20
+var actions = []string{ActionEnsureNginx, ActionApply, ActionDelete, ActionScale, ActionRestart, ActionStatus}
+
+// maxEventBytes bounds what is decoded at all: Lambda's own cap on a
+// synchronous payload, so a manifest Lambda accepts is never refused here.
+const maxEventBytes = 6 << 20
+
+// maxWait is Lambda's 15-minute cap; a wait is further bounded by the
+// function's own timeout.
+const maxWait = 15 * time.Minute
 
 // Event is one invocation's intent. Every field is optional: what is missing
 // comes from the function's environment (Config).
@@ -30,9 +48,70 @@ type Event struct {
 	Namespace  string `json:"namespace,omitempty"`
 	Name       string `json:"name,omitempty"`
 	Image      string `json:"image,omitempty"`
-	Replicas   *int32 `json:"replicas,omitempty"`
-	RoleARN    string `json:"roleArn,omitempty"`
-	ExternalID string `json:"externalId,omitempty"`
+	Replicas   *Replicas `json:"replicas,omitempty"`
+	RoleARN    string    `json:"roleArn,omitempty"`
+	ExternalID string    `json:"externalId,omitempty"`
+
+	// Manifest is one or more YAML or JSON documents (apply, delete, status).
+	Manifest string `json:"manifest,omitempty"`
+	// Kind names the object of delete, scale, restart and status.
+	Kind string `json:"kind,omitempty"`
+	// Selector is a label selector: scale every matching workload.
+	Selector string `json:"selector,omitempty"`
+	// Force takes ownership of conflicting fields (apply).
+	Force bool `json:"force,omitempty"`
+	// DryRun asks the API server to check, not persist (apply, delete,
+	// scale, restart).
+	DryRun bool `json:"dryRun,omitempty"`
+	// Propagation is Background (default) or Foreground (delete).
+	Propagation string `json:"propagation,omitempty"`
+	// Wait is how long to wait for rollouts, e.g. "2m" (apply, scale,
+	// restart).
+	Wait string `json:"wait,omitempty"`
+}
+
+// Replicas is a replica count, or "restore": the count a scale to 0
+// remembered.
+type Replicas struct {
+	Count   int32
+	Restore bool
+}
+
+// replicasRestore is the string form of Replicas{Restore: true}.
+const replicasRestore = "restore"
+
+// replicasError is a replicas value that is neither a count nor "restore".
+type replicasError struct{ value string }
+
+func (e *replicasError) Error() string {
+	return fmt.Sprintf(`field "replicas" must be a JSON integer or "restore", not %s`, e.value)
+}
+
+// UnmarshalJSON accepts an integer or the string "restore".
+func (r *Replicas) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil || s != replicasRestore {
+			return &replicasError{value: string(b)}
+		}
+		*r = Replicas{Restore: true}
+		return nil
+	}
+	n, err := strconv.ParseInt(string(b), 10, 32)
+	if err != nil {
+		return &replicasError{value: string(b)}
+	}
+	*r = Replicas{Count: int32(n)}
+	return nil
+}
+
+// MarshalJSON writes the form UnmarshalJSON reads.
+func (r Replicas) MarshalJSON() ([]byte, error) {
+	if r.Restore {
+		return json.Marshal(replicasRestore)
+	}
+	return json.Marshal(r.Count)
 }
 
 // scheduledEvent holds the fields that tell an EventBridge scheduled event
@@ -76,7 +155,10 @@ func DecodeEvent(raw []byte) (Event, error) {
 func describeJSONError(err error) string {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
+	var replicasErr *replicasError
 	switch {
+	case errors.As(err, &replicasErr):
+		return replicasErr.Error()
 	case errors.As(err, &typeErr):
 		return fmt.Sprintf("field %q must be a JSON %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
 	case errors.As(err, &syntaxErr):
@@ -84,7 +166,8 @@ func describeJSONError(err error) string {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "event is not valid JSON: it ends too early"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Sprintf("unknown field %s; known fields: action, cluster, region, namespace, name, image, replicas, roleArn, externalId",
+		return fmt.Sprintf("unknown field %s; known fields: action, cluster, region, namespace, name, image, replicas, roleArn, externalId, "+
+			"manifest, kind, selector, force, dryRun, propagation, wait",
 			strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
 	return "event: " + err.Error()
@@ -111,6 +194,18 @@ type Request struct {
 	Replicas   int32
 	RoleARN    string
 	ExternalID string
+
+	// Restore scales back to the remembered replicas instead of Replicas.
+	Restore bool
+	// Objects is the decoded manifest (apply, and delete or status by
+	// manifest); nil otherwise.
+	Objects     kube.Manifest
+	Kind        string
+	Selector    string
+	Force       bool
+	DryRun      bool
+	Propagation metav1.DeletionPropagation
+	Wait        time.Duration
 }
 
 var (
@@ -139,17 +234,18 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 		ExternalID: or(ev.ExternalID, cfg.ExternalID),
 	}
 	if ev.Replicas != nil {
-		r.Replicas = *ev.Replicas
+		r.Replicas, r.Restore = ev.Replicas.Count, ev.Replicas.Restore
 	}
 	// An event's role comes with its own external ID, never the default's.
 	if ev.RoleARN != "" {
 		r.ExternalID = ev.ExternalID
 	}
 
-	switch r.Action {
-	case ActionEnsureNginx:
-	default:
-		return Request{}, invalid("unknown action %q; known actions: %s", r.Action, ActionEnsureNginx)
+	if !slices.Contains(actions, r.Action) {
+		return Request{}, invalid("unknown action %q; known actions: %s", r.Action, strings.Join(actions, ", "))
+	}
+	if err := checkFields(ev, r.Action); err != nil {
+		return Request{}, err
 	}
 	if r.Cluster == "" {
 		return Request{}, invalid("no cluster: set CLUSTER_NAME or the event's cluster")
@@ -184,7 +280,140 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 	if r.ExternalID != "" && r.RoleARN == "" {
 		return Request{}, invalid("externalId is only used with roleArn")
 	}
+	if err := resolveAction(ev, cfg, &r); err != nil {
+		return Request{}, err
+	}
 	return r, nil
+}
+
+// fieldsOf lists the event fields an action reads, beyond those every
+// action reads (action, cluster, region, namespace, roleArn, externalId).
+var fieldsOf = map[string][]string{
+	ActionEnsureNginx: {"name", "image", "replicas"},
+	ActionApply:       {"manifest", "force", "dryRun", "wait"},
+	ActionDelete:      {"manifest", "kind", "name", "propagation", "dryRun"},
+	ActionScale:       {"kind", "name", "selector", "replicas", "dryRun", "wait"},
+	ActionRestart:     {"kind", "name", "dryRun", "wait"},
+	ActionStatus:      {"manifest", "kind", "name"},
+}
+
+// checkFields refuses a field the action does not read: a field that would
+// be silently ignored is most likely a mistake.
+func checkFields(ev Event, action string) error {
+	set := map[string]bool{
+		"name": ev.Name != "", "image": ev.Image != "", "replicas": ev.Replicas != nil,
+		"manifest": ev.Manifest != "", "kind": ev.Kind != "", "selector": ev.Selector != "",
+		"force": ev.Force, "dryRun": ev.DryRun, "propagation": ev.Propagation != "", "wait": ev.Wait != "",
+	}
+	var extra []string
+	for f, isSet := range set {
+		if isSet && !slices.Contains(fieldsOf[action], f) {
+			extra = append(extra, f)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		return invalid("action %s does not use %s; it reads: %s", action, strings.Join(extra, ", "), strings.Join(fieldsOf[action], ", "))
+	}
+	return nil
+}
+
+var kindRE = regexp.MustCompile(`^[A-Z][A-Za-z0-9]{0,62}(\.[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)?$`)
+
+// resolveAction checks and fills the fields of the actions beyond
+// ensure-nginx. The manifest is decoded here, so that a bad document is
+// refused before the function connects to anything.
+func resolveAction(ev Event, cfg Config, r *Request) error {
+	r.Kind, r.Selector, r.Force, r.DryRun = ev.Kind, ev.Selector, ev.Force, ev.DryRun
+	if r.Restore && r.Action != ActionScale {
+		return invalid(`replicas "restore" is only for action scale`)
+	}
+	if ev.Wait != "" {
+		d, err := time.ParseDuration(ev.Wait)
+		if err != nil || d <= 0 {
+			return invalid("wait %q is not a positive duration such as 90s or 2m", ev.Wait)
+		}
+		if d > maxWait {
+			return invalid("wait %s is longer than Lambda's 15-minute limit", d)
+		}
+		if ev.DryRun {
+			return invalid("wait and dryRun do not go together: a dry run starts no rollout")
+		}
+		r.Wait = d
+	}
+	if ev.Manifest != "" {
+		maxDocs := cfg.MaxDocuments
+		if maxDocs <= 0 {
+			maxDocs = kube.MaxDocuments
+		}
+		m, err := kube.DecodeManifest([]byte(ev.Manifest), maxDocs)
+		if err != nil {
+			return invalid("%s; nothing was changed", err.Error())
+		}
+		r.Objects = m
+	}
+	if ev.Kind != "" && !kindRE.MatchString(ev.Kind) {
+		return invalid("kind %q is not a kind such as Deployment or Widget.example.com", ev.Kind)
+	}
+	if ev.Selector != "" {
+		if _, err := labels.Parse(ev.Selector); err != nil {
+			return invalid("selector %q is not a label selector: %s", ev.Selector, err.Error())
+		}
+	}
+	switch r.Action {
+	case ActionApply:
+		if ev.Manifest == "" {
+			return invalid("action apply needs a manifest")
+		}
+	case ActionDelete:
+		switch {
+		case ev.Manifest != "" && (ev.Kind != "" || ev.Name != ""):
+			return invalid("action delete takes a manifest, or kind and name, not both")
+		case ev.Manifest == "" && (ev.Kind == "" || ev.Name == ""):
+			// No default name here: a delete names what it deletes.
+			return invalid("action delete needs a manifest, or kind and name")
+		}
+		switch ev.Propagation {
+		case "", string(metav1.DeletePropagationBackground):
+			r.Propagation = metav1.DeletePropagationBackground
+		case string(metav1.DeletePropagationForeground):
+			r.Propagation = metav1.DeletePropagationForeground
+		default:
+			return invalid("propagation %q: want Background or Foreground", ev.Propagation)
+		}
+	case ActionScale:
+		if ev.Replicas == nil {
+			return invalid(`action scale needs replicas: a count, or "restore"`)
+		}
+		if ev.Selector != "" && ev.Name != "" {
+			return invalid("action scale takes a name or a selector, not both")
+		}
+		if ev.Selector != "" {
+			r.Name = ""
+		}
+		if ev.Kind != "" && ev.Kind != kube.KindDeployment && ev.Kind != kube.KindStatefulSet {
+			return invalid("action scale scales kind Deployment or StatefulSet, not %s", ev.Kind)
+		}
+		if ev.Kind == "" && ev.Selector == "" {
+			r.Kind = kube.KindDeployment
+		}
+	case ActionRestart:
+		switch ev.Kind {
+		case "":
+			r.Kind = kube.KindDeployment
+		case kube.KindDeployment, kube.KindStatefulSet, kube.KindDaemonSet:
+		default:
+			return invalid("action restart restarts kind Deployment, StatefulSet or DaemonSet, not %s", ev.Kind)
+		}
+	case ActionStatus:
+		if ev.Manifest != "" && (ev.Kind != "" || ev.Name != "") {
+			return invalid("action status takes a manifest, or kind and name, not both")
+		}
+		if ev.Manifest == "" && ev.Kind == "" {
+			r.Kind = kube.KindDeployment
+		}
+	}
+	return nil
 }
 
 func or(v, fallback string) string {

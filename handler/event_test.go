@@ -102,7 +102,7 @@ func TestConfigFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{DefaultAction: "ensure-nginx", Cluster: "demo", Region: "us-east-1", Namespace: "default",
-		Name: "nginx", Image: DefaultImage, Replicas: 3, SessionName: "lambda-eks"}
+		Name: "nginx", Image: DefaultImage, Replicas: 3, SessionName: "lambda-eks", MaxDocuments: 500}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}

@@ -17,8 +17,10 @@ import (
 
 // Response is what a successful invocation returns.
 type Response struct {
-	Cluster string              `json:"cluster"`
-	Action  string              `json:"action"`
+	Cluster string `json:"cluster"`
+	Action  string `json:"action"`
+	// DryRun says that the API server checked the changes and kept none.
+	DryRun  bool                `json:"dryRun,omitempty"`
 	Objects []kube.ObjectResult `json:"objects"`
 }
 
@@ -38,6 +40,11 @@ type Connector func(ctx context.Context, t auth.Target) (*Conn, error)
 // deadlineMargin is kept between the handler's own deadline and Lambda's, so
 // that a slow request ends in a Timeout error, not a killed invocation.
 const deadlineMargin = 500 * time.Millisecond
+
+// waitMargin is kept between the end of a wait and the handler's deadline,
+// for the response: a wait past its bound is a Timeout error that still
+// says how far the rollout got.
+const waitMargin = 500 * time.Millisecond
 
 // Handler serves invocations. Build it once per process.
 type Handler struct {
@@ -82,13 +89,16 @@ func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkWait(ctx, req.Wait); err != nil {
+		return nil, err
+	}
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
 		defer cancel()
 	}
 	h.log.InfoContext(ctx, "invocation", "action", req.Action, "cluster", req.Cluster, "region", req.Region,
-		"namespace", req.Namespace, "name", req.Name)
+		"namespace", req.Namespace, "name", req.Name, "objects", len(req.Objects), "dry_run", req.DryRun)
 
 	t := auth.Target{Cluster: req.Cluster, Region: req.Region, RoleARN: req.RoleARN,
 		ExternalID: req.ExternalID, SessionName: h.cfg.SessionName}
@@ -99,18 +109,70 @@ func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 	}
 	diag.callerARN = conn.CallerARN
 
-	resp := &Response{Cluster: req.Cluster, Action: req.Action, Objects: []kube.ObjectResult{}}
-	switch req.Action {
-	case ActionEnsureNginx:
-		res, err := conn.Kube.EnsureDeployment(ctx, kube.Deployment{
-			Namespace: req.Namespace, Name: req.Name, Image: req.Image, Replicas: req.Replicas,
-		})
-		if err != nil {
+	objects, err := h.run(ctx, conn.Kube, req)
+	if err != nil {
+		return nil, classify(ctx, err, diag)
+	}
+	if req.Wait > 0 {
+		bound := req.Wait
+		if deadline, ok := ctx.Deadline(); ok {
+			bound = min(bound, time.Until(deadline)-waitMargin)
+		}
+		if objects, err = conn.Kube.Wait(ctx, objects, max(bound, 0), h.log); err != nil {
 			return nil, classify(ctx, err, diag)
 		}
-		resp.Objects = append(resp.Objects, res)
 	}
-	return resp, nil
+	if objects == nil {
+		objects = []kube.ObjectResult{}
+	}
+	return &Response{Cluster: req.Cluster, Action: req.Action, DryRun: req.DryRun, Objects: objects}, nil
+}
+
+// run performs req's action.
+func (h *Handler) run(ctx context.Context, k *kube.Client, req Request) ([]kube.ObjectResult, error) {
+	ref := []kube.Ref{{Kind: req.Kind, Namespace: req.Namespace, Name: req.Name}}
+	switch req.Action {
+	case ActionEnsureNginx:
+		res, err := k.EnsureDeployment(ctx, kube.Deployment{
+			Namespace: req.Namespace, Name: req.Name, Image: req.Image, Replicas: req.Replicas,
+		})
+		return []kube.ObjectResult{res}, err
+	case ActionApply:
+		return k.Apply(ctx, req.Objects, kube.ApplyOptions{Namespace: req.Namespace, Force: req.Force, DryRun: req.DryRun})
+	case ActionDelete:
+		o := kube.DeleteOptions{Namespace: req.Namespace, Propagation: req.Propagation, DryRun: req.DryRun}
+		if req.Objects != nil {
+			return k.DeleteManifest(ctx, req.Objects, o)
+		}
+		return k.Delete(ctx, ref, o)
+	case ActionScale:
+		return k.Scale(ctx, kube.ScaleRequest{Namespace: req.Namespace, Kind: req.Kind, Name: req.Name, Selector: req.Selector,
+			Replicas: req.Replicas, Restore: req.Restore, DryRun: req.DryRun})
+	case ActionRestart:
+		res, err := k.Restart(ctx, kube.RestartRequest{Namespace: req.Namespace, Kind: req.Kind, Name: req.Name, DryRun: req.DryRun})
+		return []kube.ObjectResult{res}, err
+	case ActionStatus:
+		if req.Objects != nil {
+			return k.StatusManifest(ctx, req.Objects, req.Namespace)
+		}
+		return k.Status(ctx, ref, req.Namespace)
+	}
+	return nil, invalid("unknown action %q", req.Action)
+}
+
+// checkWait refuses a wait longer than the function's timeout. Lambda does
+// not tell a function its timeout; the invocation's deadline, taken before
+// any work, is the closest measure of it (rounded up to the second).
+func checkWait(ctx context.Context, wait time.Duration) error {
+	deadline, ok := ctx.Deadline()
+	if wait == 0 || !ok {
+		return nil
+	}
+	timeout := time.Until(deadline).Truncate(time.Second) + time.Second
+	if wait > timeout {
+		return invalid("wait %s is longer than the function's timeout (about %s); wait less, or raise the function's Timeout", wait, timeout)
+	}
+	return nil
 }
 
 // conn returns the cached connection to t, opening it on first use. A

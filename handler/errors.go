@@ -140,13 +140,14 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 			if m := refusedVerbRE.FindStringSubmatch(msg); m != nil {
 				verb = m[1]
 			}
-			where := fmt.Sprintf("in namespace %q", op.Namespace)
 			if op.Namespace == "" {
-				where = "cluster-wide (a ClusterRole: see permissions-cluster.yml)"
+				return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
+					"RBAC does not allow verb %q on cluster-scoped resource %q (403): grant it to the group lambda-eks with a ClusterRole, as permissions-cluster.yml does (kubectl apply -f permissions-cluster.yml)",
+					verb, op.Resource)}
 			}
 			return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
-				"RBAC does not allow verb %q on resource %q %s (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
-				verb, op.Resource, where)}
+				"RBAC does not allow verb %q on resource %q in namespace %q (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
+				verb, op.Resource, op.Namespace)}
 		}
 		return &Error{Code: Forbidden, Err: err, Message: msg + ": grant it to the group lambda-eks in permissions.yml"}
 	case apierrors.IsNotFound(err):

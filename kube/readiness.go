@@ -313,7 +313,9 @@ func (c *Client) Wait(ctx context.Context, objs []ObjectResult, bound time.Durat
 	start := c.now()
 	last := ""
 	var seen []ObjectResult // the readiness of the last poll
-	poll := func(ctx context.Context) (bool, error) {
+	// The reads run under ctx, not under the poll's bound: a read begun
+	// just before the bound must not fail as if the server were down.
+	poll := func(context.Context) (bool, error) {
 		rs, err := c.statusTargets(ctx, ts)
 		if err != nil {
 			return false, err

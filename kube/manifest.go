@@ -20,8 +20,8 @@ import (
 const MaxDocuments = 500
 
 // ManifestError is a manifest document that cannot be applied as written.
-// Index is the document's position (1-based, counting `---` separated
-// documents); Item is the position inside a List document, or 0.
+// Index is the document's position (1-based, counting the documents that
+// are not empty); Item is the position inside a List document, or 0.
 type ManifestError struct {
 	Index   int
 	Item    int

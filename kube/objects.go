@@ -47,7 +47,9 @@ type target struct {
 
 func (t target) gr() string { return t.mapping.Resource.GroupResource().String() }
 
-func (t target) key() objectKey { return objectKey{resource: t.gr(), namespace: t.namespace, name: t.name} }
+func (t target) key() objectKey {
+	return objectKey{resource: t.gr(), namespace: t.namespace, name: t.name}
+}
 
 func (t target) op(verb string) OpError {
 	return OpError{Verb: verb, Resource: t.gr(), Namespace: t.namespace, Name: t.name}

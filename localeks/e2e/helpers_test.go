@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strconv"
@@ -47,15 +49,34 @@ type fnOptions struct {
 }
 
 // startFunction starts the real bootstrap as a fresh (cold) execution
-// environment running as a session of the given role. It is stopped at the
-// end of the test, after checking that its logs leak no token or signature.
+// environment; see startFunctionAs.
 func (h *harness) startFunction(tb testing.TB, o fnOptions) *lambdart.Function {
+	tb.Helper()
+	fn, _ := h.startFunctionAs(tb, o)
+	return fn
+}
+
+// identity is who a started function is, to the apiserver and to AWS.
+type identity struct {
+	User        string // the apiserver's username, lambda:<session>
+	AccessKeyID string // of the session credentials it signs with
+}
+
+// startFunctionAs starts the real bootstrap as a fresh (cold) execution
+// environment running as a session of the given role, and returns who it is
+// to the apiserver and to AWS. Without a session name it gets a unique
+// one, so that the audit log tells its requests from anyone else's on the
+// shared replica. It is stopped at the end of the test, after checking that
+// its logs leak no token, signature or credential.
+func (h *harness) startFunctionAs(tb testing.TB, o fnOptions) (*lambdart.Function, identity) {
 	tb.Helper()
 	if o.role == "" {
 		o.role = stack.ExecRole
 	}
 	if o.session == "" {
-		o.session = stack.SessionName
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		o.session = "e2e-" + hex.EncodeToString(b)
 	}
 	if o.timeout == 0 {
 		o.timeout = 30 * time.Second
@@ -83,7 +104,7 @@ func (h *harness) startFunction(tb testing.TB, o fnOptions) *lambdart.Function {
 			tb.Logf("function logs:\n%s", logs)
 		}
 	})
-	return fn
+	return fn, identity{User: "lambda:" + o.session, AccessKeyID: creds.AccessKeyID}
 }
 
 // invoke sends one event; it fails the test on an emulator error, not on a

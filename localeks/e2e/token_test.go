@@ -62,8 +62,8 @@ func TestTokenIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts["sts:presigned"] != 1 {
-		t.Errorf("the authenticator replayed %d presigned STS requests for a new token, want 1 (shim counts %v)", counts["sts:presigned"], counts)
+	if n := counts["sts:presigned@"+creds.AccessKeyID]; n != 1 {
+		t.Errorf("the authenticator replayed %d presigned STS requests signed by the session for a new token, want 1 (shim counts %v)", n, counts)
 	}
 
 	_, err = selfSubjectReview(ctx, h, "k8s-aws-v1.bm90LWEtcHJlc2lnbmVkLXVybA")

@@ -60,6 +60,9 @@ type Config struct {
 // Requests signed in an Authorization header (SDK clients such as the
 // function) count under the service name, e.g. "eks"; replayed presigned URLs
 // (the authenticator verifying a token) count under "<service>:presigned".
+// Each request also counts under the same key suffixed with "@<access key
+// ID>" of its signer, so that a test can count one client's requests on a
+// shared shim.
 type Counts map[string]int
 
 // Server is a running shim.
@@ -228,7 +231,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		// A query-protocol API (STS): moto answers JSON only when asked this way.
 		rawQuery += "&ContentType=JSON"
 	}
-	s.count(service, presigned)
+	s.count(service, presigned, accessKeyID(r.Header.Get("Authorization")))
 
 	// The upstream is moto on loopback, checked in New; only path and query
 	// come from the client.
@@ -313,14 +316,28 @@ func (s *Server) rewriteCluster(body []byte) ([]byte, error) {
 	return json.Marshal(doc)
 }
 
-func (s *Server) count(service string, presigned bool) {
+func (s *Server) count(service string, presigned bool, keyID string) {
 	key := service
 	if presigned {
 		key += ":presigned"
 	}
 	s.mu.Lock()
 	s.counts[key]++
+	if keyID != "" {
+		s.counts[key+"@"+keyID]++
+	}
 	s.mu.Unlock()
+}
+
+// accessKeyID reads the signer's access key ID from a SigV4 Authorization
+// header: "AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, ...".
+func accessKeyID(authorization string) string {
+	_, cred, ok := strings.Cut(authorization, "Credential=")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(cred, "/")
+	return id
 }
 
 // serviceOf returns the service part of an AWS host name:

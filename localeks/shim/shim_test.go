@@ -109,7 +109,7 @@ func TestPresignedSTSRequest(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("moto received (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(Counts{"sts:presigned": 1}, srv.Counts()); diff != "" {
+	if diff := cmp.Diff(Counts{"sts:presigned": 1, "sts:presigned@ASIAEXAMPLE": 1}, srv.Counts()); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
 	}
 }
@@ -150,7 +150,7 @@ func TestDescribeClusterRewrite(t *testing.T) {
 			t.Errorf("cluster %s (-want +got):\n%s", tc.cluster, diff)
 		}
 	}
-	if diff := cmp.Diff(Counts{"eks": 2}, srv.Counts()); diff != "" {
+	if diff := cmp.Diff(Counts{"eks": 2, "eks@ASIAEXAMPLE": 2}, srv.Counts()); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
 	}
 }

@@ -239,7 +239,9 @@ func (s *Stack) get(ctx context.Context, tc *tls.Config, url string) ([]byte, er
 func (s *Stack) syncPermissions(ctx context.Context) error {
 	path := s.cfg.Permissions
 	switch sum, err := fileSHA256(path); {
-	case path == "" || errors.Is(err, os.ErrNotExist):
+	case path == "":
+		s.log.Warn("no permissions.yml given (--permissions, LOCALEKS_PERMISSIONS): RBAC left as it is", "group", Group)
+	case errors.Is(err, os.ErrNotExist):
 		s.log.Warn("permissions.yml not found: the group has no RBAC grants until the project's permissions.yml exists", "path", path, "group", Group)
 	case err != nil:
 		return err

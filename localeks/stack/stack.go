@@ -98,7 +98,7 @@ type Stack struct {
 	log   *slog.Logger
 }
 
-// component names, in start order; stop order is computed in Down.
+// component names; start() and stopAll() order them.
 const (
 	etcdName          = "etcd"
 	motoName          = "moto"
@@ -242,6 +242,10 @@ func (s *Stack) healthy(ctx context.Context) error {
 		pr, ok := readProc(s.Paths, name)
 		if !ok || !pr.alive() {
 			return fmt.Errorf("%s is not running", name)
+		}
+		// Parts of another version (a bumped go.mod) mean a new stack.
+		if s.cfg.Parts != "" && name != motoName && name != shimName && len(pr.Args) > 0 && pr.Args[0] != filepath.Join(s.cfg.Parts, name) {
+			return fmt.Errorf("%s runs %s, not the parts in %s", name, pr.Args[0], s.cfg.Parts)
 		}
 		if err := s.check(ctx, name); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -42,12 +42,12 @@ const maxWait = 15 * time.Minute
 // Event is one invocation's intent. Every field is optional: what is missing
 // comes from the function's environment (Config).
 type Event struct {
-	Action     string `json:"action,omitempty"`
-	Cluster    string `json:"cluster,omitempty"`
-	Region     string `json:"region,omitempty"`
-	Namespace  string `json:"namespace,omitempty"`
-	Name       string `json:"name,omitempty"`
-	Image      string `json:"image,omitempty"`
+	Action     string    `json:"action,omitempty"`
+	Cluster    string    `json:"cluster,omitempty"`
+	Region     string    `json:"region,omitempty"`
+	Namespace  string    `json:"namespace,omitempty"`
+	Name       string    `json:"name,omitempty"`
+	Image      string    `json:"image,omitempty"`
 	Replicas   *Replicas `json:"replicas,omitempty"`
 	RoleARN    string    `json:"roleArn,omitempty"`
 	ExternalID string    `json:"externalId,omitempty"`

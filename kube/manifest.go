@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -126,7 +126,7 @@ func listItems(u *unstructured.Unstructured) ([]map[string]any, bool, error) {
 	for i, it := range list {
 		obj, ok := it.(map[string]any)
 		if !ok {
-			return nil, false, fmt.Errorf("List item %d is not an object", i+1)
+			return nil, false, fmt.Errorf("item %d of the List is not an object", i+1)
 		}
 		items = append(items, obj)
 	}
@@ -157,7 +157,7 @@ func checkObject(o ManifestObject) error {
 	case len(name) > validation.DNS1123SubdomainMaxLength:
 		return o.errorf("metadata.name is longer than %d characters", validation.DNS1123SubdomainMaxLength)
 	}
-	if errs := path.IsValidPathSegmentName(name); len(errs) > 0 {
+	if errs := content.IsPathSegmentName(name); len(errs) > 0 {
 		return o.errorf("metadata.name %q: %s", name, strings.Join(errs, "; "))
 	}
 	if ns := u.GetNamespace(); ns != "" {

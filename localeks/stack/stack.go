@@ -67,8 +67,16 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// DefaultDir is ${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks/stack.
+// DefaultDir is $LOCALEKS_DIR, else $LAMBDA_EKS_CACHE/stack, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks/stack: the same place
+// ./local.sh and localeks/parts/build.sh use.
 func DefaultDir() string {
+	if dir := os.Getenv("LOCALEKS_DIR"); dir != "" {
+		return dir
+	}
+	if cache := os.Getenv("LAMBDA_EKS_CACHE"); cache != "" {
+		return filepath.Join(cache, "stack")
+	}
 	base := os.Getenv("XDG_CACHE_HOME")
 	if base == "" {
 		home, err := os.UserHomeDir()

@@ -13,7 +13,7 @@
 // or the environment: LOCALEKS_PARTS (the parts bin dir, from
 // localeks/parts/build.sh), LOCALEKS_PERMISSIONS (the project's
 // permissions.yml), LOCALEKS_DIR (state dir, default
-// ${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks/stack).
+// ${LAMBDA_EKS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks}/stack).
 package main
 
 import (
@@ -91,7 +91,7 @@ type stackFlags struct {
 }
 
 func (sf *stackFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&sf.dir, "dir", envOr("LOCALEKS_DIR", stack.DefaultDir()), "state `directory`")
+	fs.StringVar(&sf.dir, "dir", stack.DefaultDir(), "state `directory`")
 	fs.StringVar(&sf.parts, "parts", os.Getenv("LOCALEKS_PARTS"), "`directory` of kube-apiserver, etcd, aws-iam-authenticator (localeks/parts/build.sh)")
 	fs.StringVar(&sf.permissions, "permissions", os.Getenv("LOCALEKS_PERMISSIONS"), "the project's permissions.yml")
 }
@@ -102,13 +102,6 @@ func (sf *stackFlags) config() (stack.Config, error) {
 		return stack.Config{}, err
 	}
 	return stack.Config{Dir: sf.dir, Parts: sf.parts, Self: self, Permissions: sf.permissions}, nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func up(ctx context.Context, args []string) error {

@@ -83,10 +83,14 @@ func seenOf(obj metav1.Object) (seenObject, error) {
 	return seenObject{exists: true, resourceVersion: obj.GetResourceVersion(), fingerprint: fp}, nil
 }
 
-// changedSince says whether now differs from before.
+// changedSince says whether now differs from before. An unchanged
+// resourceVersion settles it in one comparison; a changed one may be
+// bookkeeping only - the API server records a "before-first-apply" field
+// manager the second time an object that lambda-eks owned no field of (a
+// bare Namespace) is applied - so the content decides.
 func (now seenObject) changedSince(before seenObject) bool {
-	if now.resourceVersion != "" && before.resourceVersion != "" {
-		return now.resourceVersion != before.resourceVersion
+	if now.resourceVersion != "" && now.resourceVersion == before.resourceVersion {
+		return false
 	}
 	return now.fingerprint != before.fingerprint
 }

@@ -142,8 +142,16 @@ func checkObject(o ManifestObject) error {
 			return o.errorf("%s is missing or not a string", f)
 		}
 	}
-	if _, ok := u.Object["metadata"].(map[string]any); !ok {
+	md, ok := u.Object["metadata"].(map[string]any)
+	if !ok {
 		return o.errorf("metadata is missing or not an object")
+	}
+	for _, f := range []string{"name", "namespace", "generateName"} {
+		if v, set := md[f]; set {
+			if _, isString := v.(string); !isString {
+				return o.errorf("metadata.%s is not a string (YAML reads y, n, yes, no, on, off as booleans: quote it)", f)
+			}
+		}
 	}
 	if _, err := schema.ParseGroupVersion(u.GetAPIVersion()); err != nil {
 		return o.errorf("apiVersion %q: %v", u.GetAPIVersion(), err)

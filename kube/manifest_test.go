@@ -85,6 +85,7 @@ func TestDecodeManifest(t *testing.T) {
 		{"a scalar", "just text\n", 0, nil, "not an object", 1},
 		{"nothing", "---\n---\n", 0, nil, "no objects", 1},
 		{"too many", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n", 1, nil, "more than 1 objects", 2},
+		{"a name YAML reads as a boolean", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: y}\n", 0, nil, "metadata.namespace is not a string", 1},
 		{"bad List item", "apiVersion: v1\nkind: List\nitems: [3]\n", 0, nil, "item 1 of the List is not an object", 1},
 	}
 	for _, tt := range tests {

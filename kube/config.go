@@ -21,9 +21,13 @@ const (
 	// endpoint the function cannot reach is reported quickly.
 	dialTimeout = 3 * time.Second
 	// qps and burst replace client-go's default 5/10, which would add 200 ms
-	// to each request of a batch after the tenth.
-	qps   = 50
-	burst = 100
+	// to each request of a batch after the tenth. An invocation has at most
+	// 8 requests in flight (kube.concurrency) and the API server's priority
+	// and fairness answers 429 when it is busy (retried after Retry-After),
+	// so the client's limiter is only a guard against a runaway loop: at
+	// 50/100 it made a 500-object apply take 10 s on loopback.
+	qps   = 1000
+	burst = 2000
 )
 
 // NewRESTConfig returns a rest.Config for the API server at endpoint, trusting

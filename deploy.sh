@@ -17,6 +17,9 @@
 #   --subnets a,b --security-groups sg   VPC placement for a private endpoint
 #   --timeout SECONDS         function timeout (default 30)
 #   --kube-context CTX        kubectl context for aws-auth and RBAC (default: current)
+#   --cluster-wide            apply permissions-cluster.yml (a ClusterRole: every
+#                             namespace, and cluster-scoped kinds such as CRDs)
+#                             instead of the namespaced permissions.yml
 #   --dry-run                 print the plan and the commands, run nothing
 #
 # With access-entry, the template creates an EKS access entry mapping the
@@ -41,6 +44,7 @@ subnets=""
 security_groups=""
 timeout=30
 kube_context=""
+cluster_wide=false
 dry_run=false
 
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 2; }
@@ -61,8 +65,9 @@ while (($#)); do
 	--security-groups) security_groups="$2"; shift 2 ;;
 	--timeout) timeout="$2"; shift 2 ;;
 	--kube-context) kube_context="$2"; shift 2 ;;
+	--cluster-wide) cluster_wide=true; shift ;;
 	--dry-run) dry_run=true; shift ;;
-	-h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -117,7 +122,9 @@ if [[ "$access_mode" == aws-auth && -z "$role_arn" ]]; then
 	# Merge one entry; never replace the map (other roles, nodes, users stay).
 	run go run ./cmd/awsauth -role-arn "$fn_role" ${kube_context:+-context "$kube_context"}
 fi
-if [[ -z "$role_arn" ]]; then
+if [[ -z "$role_arn" ]] && $cluster_wide; then
+	run kubectl "${kubectl_args[@]}" apply --server-side --field-manager lambda-eks-deploy -f permissions-cluster.yml
+elif [[ -z "$role_arn" ]]; then
 	run kubectl "${kubectl_args[@]}" apply --server-side --field-manager lambda-eks-deploy -n "$namespace" -f permissions.yml
 else
 	log "apply permissions.yml in the target cluster (kubectl apply -n $namespace -f permissions.yml) with that account's credentials"

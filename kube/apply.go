@@ -159,8 +159,12 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			var err error
 			out, err = ri.Apply(ctx, t.name, obj, opts)
 			// A CRD just established may take a moment to be served.
-			for t.definedBy != "" && apierrors.IsNotFound(err) && c.now().Before(settleUntil) && ctx.Err() == nil {
-				time.Sleep(100 * time.Millisecond)
+			for t.definedBy != "" && apierrors.IsNotFound(err) && c.now().Before(settleUntil) {
+				select {
+				case <-ctx.Done():
+					return err
+				case <-time.After(100 * time.Millisecond):
+				}
 				out, err = ri.Apply(ctx, t.name, obj, opts)
 			}
 			return err

@@ -124,7 +124,11 @@ func TestConfigFromEnv(t *testing.T) {
 
 func FuzzDecodeEvent(f *testing.F) {
 	for _, seed := range []string{``, `null`, `{}`, `{"replicas":3}`, `{"source":"aws.events","detail-type":"Scheduled Event"}`,
-		`{"action":"ensure-nginx","namespace":"a","name":"b","image":"c","replicas":0}`, `{"x":1}`, `[]`, `{"replicas":"a"}`} {
+		`{"action":"ensure-nginx","namespace":"a","name":"b","image":"c","replicas":0}`, `{"x":1}`, `[]`, `{"replicas":"a"}`,
+		`{"action":"apply","manifest":"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n","force":true,"wait":"1m"}`,
+		`{"action":"scale","selector":"a=b","replicas":"restore","dryRun":true}`,
+		`{"action":"delete","kind":"Deployment.apps","name":"x","propagation":"Foreground"}`,
+		`{"action":"status","manifest":"apiVersion: v1\nkind: List\nitems: []\n"}`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -144,7 +148,9 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 			return
 		}
-		if r.Replicas < 0 || r.Replicas > maxReplicas || r.Namespace == "" || r.Name == "" || r.Cluster == "" {
+		if r.Replicas < 0 || r.Replicas > maxReplicas || r.Namespace == "" || r.Cluster == "" ||
+			(r.Name == "" && r.Selector == "" && r.Objects == nil) || (r.Action == ActionApply && len(r.Objects) == 0) ||
+			(r.Wait > 0 && r.DryRun) || (r.Restore && r.Action != ActionScale) {
 			t.Fatalf("accepted an invalid request %+v", r)
 		}
 	})

@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 
 	"github.com/lambda-eks/lambda-eks/kube"
 )
@@ -183,5 +186,41 @@ func TestResponseDryRunAndExtras(t *testing.T) {
 	want := `{"cluster":"demo","action":"scale","dryRun":true,"objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"n","name":"d","result":"scaled","from":3,"to":0}]}`
 	if diff := cmp.Diff(want, string(got)); diff != "" {
 		t.Errorf("response (-want +got):\n%s", diff)
+	}
+}
+
+func TestHandlerScaleAndRestart(t *testing.T) {
+	cs := fake.NewClientset(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)}})
+	connects := 0
+	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
+	ctx := context.Background()
+	steps := []struct{ event, want string }{
+		{`{"action":"restart","name":"web","dryRun":true}`,
+			`{"cluster":"demo","action":"restart","dryRun":true,"objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"web","result":"restarted"}]}`},
+		{`{"action":"restart","name":"web"}`,
+			`{"cluster":"demo","action":"restart","objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"web","result":"restarted"}]}`},
+		{`{"action":"scale","name":"web","replicas":3}`,
+			`{"cluster":"demo","action":"scale","objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"web","result":"unchanged","from":3,"to":3}]}`},
+	}
+	for _, s := range steps {
+		resp, err := h.Invoke(ctx, json.RawMessage(s.event))
+		if err != nil {
+			t.Fatalf("%s: %v", s.event, err)
+		}
+		got, err := json.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(s.want, string(got)); diff != "" {
+			t.Errorf("%s: response (-want +got):\n%s", s.event, diff)
+		}
+	}
+	d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Template.Annotations[kube.RestartedAtAnnotation] == "" {
+		t.Error("restart did not set the restartedAt annotation")
 	}
 }

@@ -606,6 +606,12 @@ func TestStatusAndWait(t *testing.T) {
 		t.Errorf("status of a missing Deployment (-want +got):\n%s", diff)
 	}
 
+	byManifest := mustManage(t, fn, event(t, map[string]any{"action": "status", "manifest": workloadManifest(label)}))
+	if diff := cmp.Diff([]string{"Deployment/" + name + "=ready", "Deployment/back-" + label + "=progressing",
+		"StatefulSet/store-" + label + "=progressing", "Deployment/keep-" + label + "=progressing"}, results(byManifest)); diff != "" {
+		t.Errorf("status by manifest (-want +got):\n%s", diff)
+	}
+
 	t.Run("wait returns when the rollout completes", func(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
@@ -650,7 +656,10 @@ func TestStatusAndWait(t *testing.T) {
 		if !strings.Contains(fnErr.Message, "rollout not complete") {
 			t.Errorf("message %q does not report the rollout", fnErr.Message)
 		}
-		mustFailManage(t, fn, event(t, map[string]any{"action": "restart", "name": name, "wait": "1m"}), "InvalidEvent")
+		fnErr = mustFailManage(t, fn, event(t, map[string]any{"action": "restart", "name": name, "wait": "1m"}), "InvalidEvent")
+		if !strings.Contains(fnErr.Message, "longer than the function's timeout") {
+			t.Errorf("a wait past the function's timeout: %q", fnErr.Message)
+		}
 	})
 }
 

@@ -169,6 +169,13 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			}
 			return err
 		})
+		if IsFieldConflict(err) && !opts.Force && onlyOwnConflicts(err) {
+			// The other manager is lambda-eks itself, through the scale
+			// subresource (a scale, then a re-apply of the manifest): its
+			// own fields are not another team's to protect.
+			o.Force = true
+			continue
+		}
 		if apierrors.IsConflict(err) && !IsFieldConflict(err) && obj.GetResourceVersion() != "" && t.obj.GetResourceVersion() == "" {
 			// Changed since this process saw it: read it again.
 			c.forget(key)
@@ -197,7 +204,9 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 		}
 		return res, nil
 	}
-	return res, fmt.Errorf("apply %s %s/%s: changed by another writer on every attempt", t.gr(), t.namespace, t.name)
+	op := t.op("patch")
+	op.Err = apierrors.NewConflict(t.mapping.Resource.GroupResource(), t.name, errors.New("changed by another writer on every attempt; try again"))
+	return res, &op
 }
 
 // read gets an object's current state; absent is not an error.
@@ -222,6 +231,27 @@ func (c *Client) read(ctx context.Context, t target) (seenObject, error) {
 // another field manager (not a stale resourceVersion).
 func IsFieldConflict(err error) bool {
 	return apierrors.IsConflict(err) && apierrors.HasStatusCause(err, metav1.CauseTypeFieldManagerConflict)
+}
+
+// onlyOwnConflicts reports whether every field conflict of err is with
+// lambda-eks itself (under another operation or subresource).
+func onlyOwnConflicts(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	n := 0
+	for _, cause := range status.Status().Details.Causes {
+		if cause.Type != metav1.CauseTypeFieldManagerConflict {
+			continue
+		}
+		n++
+		// conflict with "lambda-eks" with subresource "scale" using apps/v1
+		if !strings.HasPrefix(cause.Message, `conflict with "`+FieldManager+`"`) {
+			return false
+		}
+	}
+	return n > 0
 }
 
 // FieldConflicts describes a field-manager conflict: each field and the

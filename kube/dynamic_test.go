@@ -2,12 +2,15 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -78,5 +81,31 @@ func TestDeleteAndStatusThroughTheDynamicClient(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"apps/v1 Deployment team/web=absent", "v1 ConfigMap team/settings=absent", "apps/v1 Deployment team/gone=absent"}, line(del)); diff != "" {
 		t.Errorf("delete again (-want +got):\n%s", diff)
+	}
+}
+
+func TestOnlyOwnConflicts(t *testing.T) {
+	conflict := func(managers ...string) error {
+		st := metav1.Status{Status: metav1.StatusFailure, Code: 409, Reason: metav1.StatusReasonConflict, Details: &metav1.StatusDetails{}}
+		for _, m := range managers {
+			st.Details.Causes = append(st.Details.Causes, metav1.StatusCause{Type: metav1.CauseTypeFieldManagerConflict,
+				Message: "conflict with " + m + " using apps/v1", Field: ".spec.replicas"})
+		}
+		return &apierrors.StatusError{ErrStatus: st}
+	}
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{conflict(`"lambda-eks" with subresource "scale"`), true},
+		{conflict(`"lambda-eks" with subresource "scale"`, `"kubectl"`), false},
+		{conflict(`"lambda-eks-other"`), false},
+		{conflict(), false},
+		{apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, "a", errors.New("stale")), false},
+	}
+	for i, tt := range tests {
+		if got := onlyOwnConflicts(tt.err); got != tt.want {
+			t.Errorf("case %d: onlyOwnConflicts = %v, want %v", i, got, tt.want)
+		}
 	}
 }

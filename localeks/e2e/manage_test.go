@@ -578,6 +578,24 @@ func (h *harness) playController(tb testing.TB, ns, name string) {
 	}
 }
 
+// playStatefulSet writes a StatefulSet's status as its controller would
+// once the rollout is complete.
+func (h *harness) playStatefulSet(tb testing.TB, ns, name string) {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := h.admin.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	n := *s.Spec.Replicas
+	s.Status = appsv1.StatefulSetStatus{ObservedGeneration: s.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n,
+		AvailableReplicas: n, CurrentReplicas: n}
+	if _, err := h.admin.AppsV1().StatefulSets(ns).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil {
+		tb.Error(err)
+	}
+}
+
 // Issue 4: status reports readiness; a wait returns when the rollout is
 // complete; a wait that cannot complete is a Timeout, inside the deadline,
 // with the readiness seen so far.
@@ -630,12 +648,41 @@ func TestStatusAndWait(t *testing.T) {
 		}
 	})
 
+	// front was scaled through the scale subresource above: the re-apply
+	// must take .spec.replicas back from that, its own, field manager.
+	t.Run("apply with wait returns when every rollout completes", func(t *testing.T) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			time.Sleep(1500 * time.Millisecond)
+			for _, d := range []string{"front", "back", "keep"} {
+				h.playController(t, "default", d+"-"+label)
+			}
+			time.Sleep(1500 * time.Millisecond) // the wait sees the StatefulSet last
+			h.playStatefulSet(t, "default", "store-"+label)
+		}()
+		changed := strings.ReplaceAll(workloadManifest(label), "nginx:1.27", "nginx:1.28")
+		start := time.Now()
+		r := mustManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": changed, "wait": "10s"}))
+		took := time.Since(start)
+		<-done
+		t.Logf("apply waited %s", took.Round(time.Millisecond))
+		for _, o := range r.Objects {
+			if o.Result != "configured" || o.Readiness == nil || o.Readiness.Ready != o.Readiness.Desired {
+				t.Errorf("%s/%s: %s %+v, want configured and rolled out", o.Kind, o.Name, o.Result, o.Readiness)
+			}
+		}
+		if took < 3*time.Second {
+			t.Errorf("apply returned after %s, before the StatefulSet's rollout (3 s)", took)
+		}
+	})
+
 	t.Run("a wait past its bound is a Timeout", func(t *testing.T) {
 		start := time.Now()
 		fnErr := mustFailManage(t, fn, event(t, map[string]any{"action": "scale", "name": name, "replicas": 5, "wait": "2s"}), "Timeout")
 		took := time.Since(start)
 		t.Logf("Timeout after %s: %s", took.Round(time.Millisecond), fnErr.Message)
-		for _, want := range []string{name, "desired 5", "ready 4"} {
+		for _, want := range []string{name, "desired 5", "ready 3"} {
 			if !strings.Contains(fnErr.Message, want) {
 				t.Errorf("message %q lacks %q", fnErr.Message, want)
 			}

@@ -97,8 +97,22 @@ func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
 		defer cancel()
 	}
-	h.log.InfoContext(ctx, "invocation", "action", req.Action, "cluster", req.Cluster, "region", req.Region,
-		"namespace", req.Namespace, "name", req.Name, "objects", len(req.Objects), "dry_run", req.DryRun)
+	attrs := []any{"action", req.Action, "cluster", req.Cluster, "region", req.Region, "namespace", req.Namespace}
+	switch {
+	case req.Objects != nil:
+		attrs = append(attrs, "documents", len(req.Objects))
+	case req.Selector != "":
+		attrs = append(attrs, "kind", req.Kind, "selector", req.Selector)
+	default:
+		attrs = append(attrs, "kind", req.Kind, "name", req.Name)
+	}
+	if req.DryRun {
+		attrs = append(attrs, "dry_run", true)
+	}
+	if req.Wait > 0 {
+		attrs = append(attrs, "wait", req.Wait.String())
+	}
+	h.log.InfoContext(ctx, "invocation", attrs...)
 
 	t := auth.Target{Cluster: req.Cluster, Region: req.Region, RoleARN: req.RoleARN,
 		ExternalID: req.ExternalID, SessionName: h.cfg.SessionName}

@@ -190,7 +190,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			return res, err
 		}
 		switch {
-		case !before.exists:
+		case after.createdSince(before):
 			res.Result = Created
 		case o.DryRun && after.fingerprint != before.fingerprint:
 			res.Result = Configured

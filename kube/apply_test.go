@@ -113,3 +113,29 @@ func TestApplyResultsAndWarmRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestSeenObjectComparisons(t *testing.T) {
+	was := seenObject{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a"}
+	tests := []struct {
+		name                  string
+		now                   seenObject
+		wantCreated, wantDiff bool
+	}{
+		{"same resourceVersion", seenObject{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a"}, false, false},
+		{"new resourceVersion, new content", seenObject{exists: true, uid: "u1", resourceVersion: "8", fingerprint: "b"}, false, true},
+		{"new resourceVersion, bookkeeping only", seenObject{exists: true, uid: "u1", resourceVersion: "8", fingerprint: "a"}, false, false},
+		{"deleted and made again", seenObject{exists: true, uid: "u2", resourceVersion: "9", fingerprint: "c"}, true, true},
+		{"a server without uids or resourceVersions", seenObject{exists: true, fingerprint: "b"}, false, true},
+	}
+	for _, tt := range tests {
+		if got := tt.now.createdSince(was); got != tt.wantCreated {
+			t.Errorf("%s: createdSince = %v, want %v", tt.name, got, tt.wantCreated)
+		}
+		if got := tt.now.changedSince(was); got != tt.wantDiff {
+			t.Errorf("%s: changedSince = %v, want %v", tt.name, got, tt.wantDiff)
+		}
+	}
+	if !was.createdSince(seenObject{}) {
+		t.Error("an object that was absent must count as created")
+	}
+}

@@ -71,6 +71,7 @@ type Client struct {
 // client-go's fake clientset, that keep no resourceVersions).
 type seenObject struct {
 	exists          bool
+	uid             string
 	resourceVersion string
 	fingerprint     string
 }
@@ -80,7 +81,14 @@ func seenOf(obj metav1.Object) (seenObject, error) {
 	if err != nil {
 		return seenObject{}, err
 	}
-	return seenObject{exists: true, resourceVersion: obj.GetResourceVersion(), fingerprint: fp}, nil
+	return seenObject{exists: true, uid: string(obj.GetUID()), resourceVersion: obj.GetResourceVersion(), fingerprint: fp}, nil
+}
+
+// createdSince says whether now is a new object: there was none before, or
+// the one before was deleted and another made in its place (an apply
+// preconditioned on a resourceVersion creates a missing object all the same).
+func (now seenObject) createdSince(before seenObject) bool {
+	return !before.exists || (now.uid != "" && before.uid != "" && now.uid != before.uid)
 }
 
 // changedSince says whether now differs from before. An unchanged

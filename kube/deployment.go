@@ -100,7 +100,7 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 		}
 		c.remember(key, after)
 		switch {
-		case !before.exists:
+		case after.createdSince(before):
 			res.Result = Created
 		case after.changedSince(before):
 			res.Result = Configured

@@ -817,3 +817,42 @@ func BenchmarkApply500ConfigMaps(b *testing.B) {
 		_, _ = h.kubectlErr("", "delete", "-n", "default", "--ignore-not-found", "-f", file)
 	})
 }
+
+// A warm process remembers resourceVersions; an object someone else deleted
+// or changed meanwhile is still reported truthfully (created, unchanged).
+func TestApplyAfterOthersChangedIt(t *testing.T) {
+	h := mustHarness(t)
+	ctx := context.Background()
+	name := "manage-others-" + runID()
+	t.Cleanup(func() { _ = h.admin.CoreV1().ConfigMaps("default").Delete(ctx, name, metav1.DeleteOptions{}) })
+	fn := h.startFunction(t, fnOptions{})
+	ev := event(t, map[string]any{"action": "apply", "manifest": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\ndata: {color: red}\n"})
+	want := func(result string) []string { return []string{"ConfigMap/" + name + "=" + result} }
+
+	if diff := cmp.Diff(want("created"), results(mustManage(t, fn, ev))); diff != "" {
+		t.Fatalf("first apply (-want +got):\n%s", diff)
+	}
+	if err := h.admin.CoreV1().ConfigMaps("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want("created"), results(mustManage(t, fn, ev))); diff != "" {
+		t.Errorf("apply after an admin deleted it (-want +got):\n%s", diff)
+	}
+	// Another manager adds a field the manifest does not hold: the object
+	// changed, but not what the function applies.
+	patch := []byte(`{"data":{"extra":"x"}}`)
+	if _, err := h.admin.CoreV1().ConfigMaps("default").Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want("unchanged"), results(mustManage(t, fn, ev))); diff != "" {
+		t.Errorf("apply after an admin added a field (-want +got):\n%s", diff)
+	}
+	changed := strings.ReplaceAll(ev, "color: red", "color: green")
+	if diff := cmp.Diff(want("configured"), results(mustManage(t, fn, changed))); diff != "" {
+		t.Errorf("apply of a change (-want +got):\n%s", diff)
+	}
+	cm, err := h.admin.CoreV1().ConfigMaps("default").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || cm.Data["color"] != "green" || cm.Data["extra"] != "x" {
+		t.Errorf("configmap data %v (%v), want color green and the admin's extra kept", cm.Data, err)
+	}
+}

@@ -40,7 +40,19 @@ const crdSettle = 5 * time.Second
 // Results come from the state before and after each apply: the first time a
 // process meets an object it reads it (one GET); later applies send the
 // resourceVersion it saw as a precondition, so a warm re-apply is one request
-// per object, and an unchanged resourceVersion means nothing changed.
+// per object. An unchanged resourceVersion means unchanged; a new uid means
+// created (someone deleted it meanwhile); otherwise the content, without
+// resourceVersion and managed fields, decides. The alternative - one apply
+// and no read, telling created from the HTTP status - would need a REST
+// client of our own instead of the dynamic client, and still could not tell
+// configured from unchanged on a first sight.
+//
+// A dry run reads every object, as nothing it applies is remembered.
+// Objects in a namespace, or of a CRD, that the same dry run would create
+// cannot be checked by the server (the namespace or kind does not exist);
+// they are reported created without a request.
+//
+// The first error stops the call; objects applied before it stay applied.
 func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]ObjectResult, error) {
 	ts, err := c.resolveManifest(ctx, m, o.Namespace)
 	if err != nil {

@@ -762,19 +762,22 @@ func TestEnsureNginxStaysOneRequestAfterManage(t *testing.T) {
 func configMaps(prefix string, n int) string {
 	var b strings.Builder
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%03d\ndata:\n  index: \"%d\"\n", prefix, i, i)
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s-%03d\n  labels: {bench: %s}\ndata:\n  index: \"%d\"\n", prefix, i, prefix, i)
 	}
 	return b.String()
 }
 
 // BenchmarkApply500ConfigMaps applies 500 ConfigMaps in one event, side by
 // side with `kubectl apply --server-side -f` of the same file on the same
-// stack. All variants re-apply objects that exist, unchanged:
+// stack. The re-apply variants apply objects that exist, unchanged:
 //
-//	function-warm  one warm process: 500 applies preconditioned on the
-//	               resourceVersions it remembers
-//	function-cold  a new process per iteration: discovery, 500 GETs, 500 applies
-//	kubectl        a kubectl process per iteration (its discovery cache is warm)
+//	reapply/function-warm  one warm process: 500 applies preconditioned on
+//	                       the resourceVersions it remembers
+//	reapply/function-cold  a new process per iteration: discovery, 500 GETs,
+//	                       500 applies
+//	reapply/kubectl        a kubectl process per iteration
+//	create/function-cold   a new process, the 500 objects absent
+//	create/kubectl         kubectl, the 500 objects absent
 //
 //	cd localeks && GOWORK=off go test -run '^$' -bench Apply500 -benchtime 5x ./e2e/
 func BenchmarkApply500ConfigMaps(b *testing.B) {
@@ -788,33 +791,62 @@ func BenchmarkApply500ConfigMaps(b *testing.B) {
 	ev := event(b, map[string]any{"action": "apply", "manifest": manifest})
 	opts := fnOptions{timeout: 120 * time.Second}
 
-	b.Run("function-warm", func(b *testing.B) {
+	ctx := context.Background()
+	clear := func(b *testing.B) {
+		b.Helper()
+		if err := h.admin.CoreV1().ConfigMaps("default").DeleteCollection(ctx, metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: "bench=" + prefix}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	creds, err := h.stack.AssumeRole(ctx, stack.ExecRole, stack.SessionName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := h.stack.FunctionEnv(creds)
+	b.Run("create/function-cold", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			clear(b)
+			b.StartTimer()
+			fn := startRaw(b, h, env, opts.timeout)
+			r := mustManage(b, fn, ev)
+			fn.Stop()
+			if r.Objects[0].Result != "created" {
+				b.Fatalf("result %s, want created", r.Objects[0].Result)
+			}
+		}
+	})
+	b.Run("create/kubectl", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			clear(b)
+			b.StartTimer()
+			h.kubectl(b, "", "apply", "--server-side", "-n", "default", "-f", file)
+		}
+	})
+	b.Run("reapply/function-warm", func(b *testing.B) {
 		fn := h.startFunction(b, opts)
 		mustManage(b, fn, ev)
 		for b.Loop() {
 			mustManage(b, fn, ev)
 		}
 	})
-	b.Run("function-cold", func(b *testing.B) {
-		ctx := context.Background()
-		creds, err := h.stack.AssumeRole(ctx, stack.ExecRole, stack.SessionName)
-		if err != nil {
-			b.Fatal(err)
-		}
-		env := h.stack.FunctionEnv(creds)
+	b.Run("reapply/function-cold", func(b *testing.B) {
 		for b.Loop() {
 			fn := startRaw(b, h, env, opts.timeout)
 			mustManage(b, fn, ev)
 			fn.Stop()
 		}
 	})
-	b.Run("kubectl", func(b *testing.B) {
+	b.Run("reapply/kubectl", func(b *testing.B) {
 		for b.Loop() {
 			h.kubectl(b, "", "apply", "--server-side", "-n", "default", "-f", file)
 		}
 	})
 	b.Cleanup(func() {
-		_, _ = h.kubectlErr("", "delete", "-n", "default", "--ignore-not-found", "-f", file)
+		_ = h.admin.CoreV1().ConfigMaps("default").DeleteCollection(ctx, metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: "bench=" + prefix})
 	})
 }
 

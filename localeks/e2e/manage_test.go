@@ -888,3 +888,42 @@ func TestApplyAfterOthersChangedIt(t *testing.T) {
 		t.Errorf("configmap data %v (%v), want color green and the admin's extra kept", cm.Data, err)
 	}
 }
+
+// The samples in events/ run as the README says, in the order of a day:
+// apply, dry run, status, nightly scale-down, morning restore, restart,
+// delete.
+func TestEventSamples(t *testing.T) {
+	h := mustHarness(t)
+	h.mustDeleteDeployment(t, "default", "hello")
+	_ = h.admin.CoreV1().ConfigMaps("default").Delete(context.Background(), "hello", metav1.DeleteOptions{})
+	fn := h.startFunction(t, fnOptions{})
+	steps := []struct {
+		file string
+		want []string
+	}{
+		{"apply.json", []string{"ConfigMap/hello=created", "Deployment/hello=created"}},
+		{"apply-dry-run.json", []string{"ConfigMap/hello=unchanged", "Deployment/hello=unchanged"}},
+		{"status.json", []string{"Deployment/hello=progressing"}},
+		{"scale-down.json", []string{"Deployment/hello=scaled"}},
+		{"scale-restore.json", []string{"Deployment/hello=scaled"}},
+		{"restart.json", []string{"Deployment/hello=restarted"}},
+		{"delete.json", []string{"ConfigMap/hello=deleted", "Deployment/hello=deleted"}},
+		{"delete.json", []string{"ConfigMap/hello=absent", "Deployment/hello=absent"}},
+	}
+	for _, s := range steps {
+		ev, err := os.ReadFile(filepath.Join(h.root, "events", s.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, o := range mustManage(t, fn, string(ev)).Objects {
+			// Other tests' workloads may carry the sample's label too.
+			if o.Name == "hello" {
+				got = append(got, o.Kind+"/"+o.Name+"="+o.Result)
+			}
+		}
+		if diff := cmp.Diff(s.want, got); diff != "" {
+			t.Errorf("events/%s (-want +got):\n%s", s.file, diff)
+		}
+	}
+}

@@ -281,8 +281,9 @@ func (e *WaitTimeoutError) Error() string {
 	return fmt.Sprintf("rollout not complete after %s: %s", e.Waited.Round(time.Millisecond), strings.Join(pending, "; "))
 }
 
-// waitInterval is how often a wait reads the objects' status.
-const waitInterval = time.Second
+// waitInterval is how often a wait reads the objects' status (a variable
+// for tests).
+var waitInterval = time.Second
 
 // Wait polls the workloads among objs (results of apply, scale or restart)
 // until every rollout is complete or one has failed, for at most bound, and

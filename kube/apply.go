@@ -201,16 +201,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 		if err != nil {
 			return res, err
 		}
-		switch {
-		case after.createdSince(before):
-			res.Result = Created
-		case o.DryRun && after.fingerprint != before.fingerprint:
-			res.Result = Configured
-		case !o.DryRun && after.changedSince(before):
-			res.Result = Configured
-		default:
-			res.Result = Unchanged
-		}
+		res.Result = resultOf(before, after, o.DryRun)
 		if !o.DryRun {
 			c.remember(key, after)
 		}

@@ -103,6 +103,21 @@ func (now seenObject) changedSince(before seenObject) bool {
 	return now.fingerprint != before.fingerprint
 }
 
+// resultOf says what an apply did, from the object before and after it. A
+// dry run's answer keeps the resourceVersion even where it would change
+// the object, so there the content alone decides.
+func resultOf(before, after seenObject, dryRun bool) Result {
+	switch {
+	case after.createdSince(before):
+		return Created
+	case dryRun && after.fingerprint != before.fingerprint:
+		return Configured
+	case !dryRun && after.changedSince(before):
+		return Configured
+	}
+	return Unchanged
+}
+
 // fingerprint hashes an object's content without the fields every write
 // touches (resourceVersion, managedFields timestamps).
 func fingerprint(obj metav1.Object) (string, error) {

@@ -99,14 +99,7 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 			return res, err
 		}
 		c.remember(key, after)
-		switch {
-		case after.createdSince(before):
-			res.Result = Created
-		case after.changedSince(before):
-			res.Result = Configured
-		default:
-			res.Result = Unchanged
-		}
+		res.Result = resultOf(before, after, false)
 		return res, nil
 	}
 	return res, fmt.Errorf("apply deployment %s/%s: changed by another writer on every attempt", d.Namespace, d.Name)

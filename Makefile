@@ -14,10 +14,15 @@ GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 MAX_BOOTSTRAP_BYTES := 33554432
 
-.PHONY: test unit lint vet fmt cfn-lint check-binary e2e bench fuzz tools clean
+.PHONY: test prereqs unit lint vet fmt cfn-lint check-binary e2e bench fuzz tools clean
 
 ## test: everything CI runs, in order of speed
-test: fmt vet lint unit check-binary cfn-lint e2e
+test: prereqs fmt vet lint unit check-binary cfn-lint e2e
+
+## prereqs: what the machine image must provide (the rest is built here)
+prereqs:
+	@missing=(); for cmd in go kubectl moto_server cfn-lint; do command -v "$$cmd" >/dev/null || missing+=("$$cmd"); done; \
+	  if (( $${#missing[@]} )); then echo "missing on PATH: $${missing[*]} (Go 1.26; kubectl; pip: moto[server] cfn-lint)" >&2; exit 1; fi
 
 ## unit: the function module's unit tests (no network but loopback fakes)
 unit:

@@ -89,18 +89,27 @@ run() {
 kubectl_args=()
 [[ -n "$kube_context" ]] && kubectl_args=(--context "$kube_context")
 
-params=(
-	"ClusterName=$cluster"
-	"AccessMode=$access_mode"
-	"Namespace=$namespace"
-	"TargetRoleArn=$role_arn"
-	"ExternalId=$external_id"
-	"TimeoutSeconds=$timeout"
-	"SubnetIds=$subnets"
-	"SecurityGroupIds=$security_groups"
-)
+# sam's --parameter-overrides refuses empty values and splits unquoted ones
+# at spaces: pass only what is set, each value in single quotes.
+params=()
+param() {
+	local value="$2"
+	[[ -n "$value" ]] || return 0
+	[[ "$value" != *"'"* ]] || die "$1 must not contain a single quote"
+	params+=("$1='$value'")
+}
+param ClusterName "$cluster"
+param AccessMode "$access_mode"
+param Namespace "$namespace"
+param TargetRoleArn "$role_arn"
+param ExternalId "$external_id"
+param TimeoutSeconds "$timeout"
+param SubnetIds "$subnets"
+param SecurityGroupIds "$security_groups"
 if [[ -n "$schedule" ]]; then
-	params+=("ScheduleExpression=$schedule" "ScheduleEnabled=true" "ScheduleInput=$schedule_input")
+	param ScheduleExpression "$schedule"
+	param ScheduleEnabled true
+	param ScheduleInput "$schedule_input"
 fi
 
 log "plan: stack $stack in $region for cluster $cluster, access mode $access_mode, namespace $namespace$($dry_run && echo ' (dry run: nothing is changed)')"

@@ -58,13 +58,18 @@ sam_invoke() {
 		log "sam not found: install the AWS SAM CLI and Docker to invoke through sam, or run ./local.sh without --sam for the local replica"
 		exit 127
 	fi
-	cd "$root"
-	log "sam build"
-	sam build >&2
-	if [[ -n "$event" ]]; then
-		exec sam local invoke LambdaEksFunction --event "$event"
+	if [[ -z "${CLUSTER_NAME:-}" ]]; then
+		log "set CLUSTER_NAME (and AWS credentials for an account that may describe it) to invoke through sam"
+		exit 2
 	fi
-	exec sam local invoke LambdaEksFunction --no-event
+	cd "$root"
+	log "sam build (the function is arm64: on an x86 machine Docker needs QEMU emulation)"
+	sam build >&2
+	local args=(local invoke LambdaEksFunction --parameter-overrides "ClusterName='$CLUSTER_NAME'")
+	if [[ -n "$event" ]]; then
+		exec sam "${args[@]}" --event "$event"
+	fi
+	exec sam "${args[@]}" --no-event
 }
 
 case "${1:-}" in

@@ -88,8 +88,12 @@ func ForTarget(base aws.Config, t Target) aws.Config {
 			o.RoleSessionName = t.SessionName
 		}
 	})
+	// Refresh a session with less than a token's lifetime (and an
+	// invocation's 15 minutes) left, so that the refresh happens in
+	// TokenSource.Prepare, under the invocation's context, and never inside
+	// Token, which has none.
 	cfg.Credentials = aws.NewCredentialsCache(provider, func(o *aws.CredentialsCacheOptions) {
-		o.ExpiryWindow = refreshMargin
+		o.ExpiryWindow = credentialsWindow
 	})
 	return cfg
 }

@@ -18,6 +18,9 @@ const (
 	// refreshMargin is how long before its expiry a token, or the credentials
 	// that signed it, is replaced.
 	refreshMargin = time.Minute
+	// credentialsWindow is how long before their expiry assumed-role
+	// credentials are replaced: a token's lifetime plus a margin.
+	credentialsWindow = tokenLifetime + 2*time.Minute
 )
 
 // TokenSource mints EKS bearer tokens (k8s-aws-v1.<presigned

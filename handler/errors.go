@@ -150,6 +150,11 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 				verb, op.Resource, op.Namespace)}
 		}
 		return &Error{Code: Forbidden, Err: err, Message: msg + ": grant it to the group lambda-eks in permissions.yml"}
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err):
+		// The server checked the object and refused it: what was sent is
+		// wrong, not the network.
+		return &Error{Code: InvalidEvent, Err: err, Message: msg +
+			": the API server refused the object as written; fix the event or manifest (objects listed before it in an apply may already be applied)"}
 	case apierrors.IsNotFound(err):
 		return &Error{Code: NotFound, Err: err, Message: msg}
 	case apierrors.IsConflict(err):

@@ -138,6 +138,11 @@ func TestClassify(t *testing.T) {
 		{"unreachable", &kube.OpError{Verb: "get", Resource: "deployments.apps",
 			Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused")}, nil, "", Unavailable, []string{"connection refused"}},
 		{"already classified", invalid("bad"), nil, "", InvalidEvent, []string{"bad"}},
+		{"422 from the server is the event's fault", &kube.OpError{Verb: "patch", Resource: "deployments.apps",
+			Err: apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "nginx", nil)}, nil, "", InvalidEvent,
+			[]string{"refused the object"}},
+		{"400 from the server is the event's fault", apierrors.NewBadRequest("field not declared in schema"), nil, "", InvalidEvent,
+			[]string{"field not declared in schema"}},
 		{"a secret in an error is redacted", errors.New("Get https://sts.amazonaws.com/?X-Amz-Signature=abc123&X-Amz-Credential=AKIA: Bearer k8s-aws-v1.aHR0cHM6Ly9zdHM"),
 			nil, "", Unavailable, []string{"X-Amz-Signature=REDACTED", "k8s-aws-v1.REDACTED"}},
 	}

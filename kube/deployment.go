@@ -2,7 +2,7 @@ package kube
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -102,5 +102,6 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 		res.Result = resultOf(before, after, false)
 		return res, nil
 	}
-	return res, fmt.Errorf("apply deployment %s/%s: changed by another writer on every attempt", d.Namespace, d.Name)
+	return res, &OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name,
+		Err: apierrors.NewConflict(appsv1.Resource("deployments"), d.Name, errors.New("changed by another writer on every attempt; try again"))}
 }

@@ -66,6 +66,14 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 			Available: d.Status.AvailableReplicas, Generation: d.Generation, ObservedGeneration: d.Status.ObservedGeneration}
 		for _, c := range d.Status.Conditions {
 			r.Conditions = append(r.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message})
+		}
+		// Conditions describe the generation the controller observed: until
+		// it has seen the current spec, an old failure says nothing (as in
+		// kubectl rollout status).
+		if d.Status.ObservedGeneration < d.Generation {
+			return r.result()
+		}
+		for _, c := range d.Status.Conditions {
 			if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
 				r.Message = "progress deadline exceeded: " + c.Message
 				return Failed, r, nil

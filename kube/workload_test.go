@@ -204,6 +204,8 @@ func TestReadinessOf(t *testing.T) {
 	}{
 		{"deployment rolled out", dep(full), Ready, ""},
 		{"deployment not observed", dep(with(full, "observedGeneration", int64(1))), Progressing, "generation 2 not observed"},
+		{"an old failure before the new generation is observed", dep(with(with(full, "observedGeneration", int64(1)), "conditions", []any{
+			map[string]any{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}})), Progressing, "generation 2 not observed"},
 		{"deployment updating", dep(with(full, "updatedReplicas", int64(1))), Progressing, "1 of 3 replicas updated"},
 		{"deployment old pods terminating", dep(with(full, "replicas", int64(4))), Progressing, "old replicas"},
 		{"deployment not available", dep(with(full, "availableReplicas", int64(2))), Progressing, "2 of 3 replicas available"},

@@ -159,9 +159,6 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			}
 		}
 		obj := t.obj.DeepCopy()
-		if before.resourceVersion != "" && obj.GetResourceVersion() == "" && !o.DryRun {
-			obj.SetResourceVersion(before.resourceVersion)
-		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: o.Force}
 		if o.DryRun {
 			opts.DryRun = []string{metav1.DryRunAll}
@@ -186,11 +183,6 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			// subresource (a scale, then a re-apply of the manifest): its
 			// own fields are not another team's to protect.
 			o.Force = true
-			continue
-		}
-		if apierrors.IsConflict(err) && !IsFieldConflict(err) && obj.GetResourceVersion() != "" && t.obj.GetResourceVersion() == "" {
-			// Changed since this process saw it: read it again.
-			c.forget(key)
 			continue
 		}
 		if err != nil {

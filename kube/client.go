@@ -9,7 +9,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
@@ -60,9 +59,9 @@ type Client struct {
 	now    func() time.Time
 
 	mu sync.Mutex
-	// seen holds each object as this process last wrote or read it. A warm
-	// apply sends its resourceVersion as a precondition, so that one request
-	// both writes and tells whether anything changed.
+	// seen holds each object as this process last wrote or read it, so that
+	// a warm apply is one request that both writes and, compared with this,
+	// tells whether anything changed.
 	seen map[objectKey]seenObject
 }
 
@@ -73,6 +72,7 @@ type seenObject struct {
 	exists          bool
 	uid             string
 	resourceVersion string
+	generation      int64
 	fingerprint     string
 }
 
@@ -81,7 +81,8 @@ func seenOf(obj metav1.Object) (seenObject, error) {
 	if err != nil {
 		return seenObject{}, err
 	}
-	return seenObject{exists: true, uid: string(obj.GetUID()), resourceVersion: obj.GetResourceVersion(), fingerprint: fp}, nil
+	return seenObject{exists: true, uid: string(obj.GetUID()), resourceVersion: obj.GetResourceVersion(),
+		generation: obj.GetGeneration(), fingerprint: fp}, nil
 }
 
 // createdSince says whether now is a new object: there was none before, or
@@ -91,16 +92,18 @@ func (now seenObject) createdSince(before seenObject) bool {
 	return !before.exists || (now.uid != "" && before.uid != "" && now.uid != before.uid)
 }
 
-// changedSince says whether now differs from before. An unchanged
-// resourceVersion settles it in one comparison; a changed one may be
-// bookkeeping only - the API server records a "before-first-apply" field
-// manager the second time an object that lambda-eks owned no field of (a
-// bare Namespace) is applied - so the content decides.
+// changedSince says whether an apply changed the object: before is how
+// this process saw it last, now is the apply's answer. An unchanged
+// resourceVersion settles it. Otherwise someone wrote the object - the
+// apply, or a controller updating its status, or the API server recording a
+// "before-first-apply" manager - and its content without status and
+// bookkeeping decides, with the generation catching a spec that another
+// writer changed and this apply changed back.
 func (now seenObject) changedSince(before seenObject) bool {
 	if now.resourceVersion != "" && now.resourceVersion == before.resourceVersion {
 		return false
 	}
-	return now.fingerprint != before.fingerprint
+	return now.fingerprint != before.fingerprint || now.generation != before.generation
 }
 
 // resultOf says what an apply did, from the object before and after it. A
@@ -118,21 +121,25 @@ func resultOf(before, after seenObject, dryRun bool) Result {
 	return Unchanged
 }
 
-// fingerprint hashes an object's content without the fields every write
-// touches (resourceVersion, managedFields timestamps).
+// fingerprint hashes an object's content without its status and the
+// fields every write touches (resourceVersion, generation, managedFields).
 func fingerprint(obj metav1.Object) (string, error) {
-	ro, ok := obj.(runtime.Object)
-	if !ok {
-		return "", fmt.Errorf("fingerprint: %T is not a runtime.Object", obj)
-	}
-	cp, ok := ro.DeepCopyObject().(metav1.Object)
-	if !ok {
-		return "", fmt.Errorf("fingerprint: copy of %T is not a metav1.Object", obj)
-	}
-	cp.SetResourceVersion("")
-	cp.SetManagedFields(nil)
-	b, err := json.Marshal(cp)
+	b, err := json.Marshal(obj)
 	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	var content map[string]any
+	if err := json.Unmarshal(b, &content); err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	delete(content, "status")
+	if meta, ok := content["metadata"].(map[string]any); ok {
+		delete(meta, "resourceVersion")
+		delete(meta, "generation")
+		delete(meta, "managedFields")
+	}
+	// encoding/json writes map keys sorted: the same content, the same bytes.
+	if b, err = json.Marshal(content); err != nil {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
 	sum := sha256.Sum256(b)

@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"errors"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,62 +45,48 @@ func NewDeployment(d Deployment) *appsv1ac.DeploymentApplyConfiguration {
 // ownership of its fields from any other manager, and reports whether it was
 // created, configured or already as wanted.
 //
-// A warm call makes one request: the apply, preconditioned on the
-// resourceVersion this process saw last, so an unchanged resourceVersion
-// means nothing changed. A cold call, or one that finds the object changed
-// by someone else, reads it first.
+// A warm call makes one request, the apply, and compares its answer with
+// the object as this process saw it last. A cold call reads the object
+// first, once per process.
 func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResult, error) {
 	key := objectKey{resource: "deployments.apps", namespace: d.Namespace, name: d.Name}
 	deployments := c.cs.AppsV1().Deployments(d.Namespace)
 	res := ObjectResult{APIVersion: "apps/v1", Kind: "Deployment", Namespace: d.Namespace, Name: d.Name}
 
-	for attempt := 0; attempt < 2; attempt++ {
-		before, known := c.lastSeen(key)
-		if !known {
-			err := do(ctx, OpError{Verb: "get", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
-				cur, err := deployments.Get(ctx, d.Name, metav1.GetOptions{})
-				switch {
-				case apierrors.IsNotFound(err):
-					before = seenObject{}
-					return nil
-				case err != nil:
-					return err
-				}
-				before, err = seenOf(cur)
+	before, known := c.lastSeen(key)
+	if !known {
+		err := do(ctx, OpError{Verb: "get", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
+			cur, err := deployments.Get(ctx, d.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				before = seenObject{}
+				return nil
+			case err != nil:
 				return err
-			})
-			if err != nil {
-				return res, err
 			}
-		}
-
-		ac := NewDeployment(d)
-		if before.resourceVersion != "" {
-			ac.WithResourceVersion(before.resourceVersion)
-		}
-		var out *appsv1.Deployment
-		err := do(ctx, OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
-			var err error
-			out, err = deployments.Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+			before, err = seenOf(cur)
 			return err
 		})
-		if apierrors.IsConflict(err) && before.resourceVersion != "" {
-			// Changed since this process saw it: read it again.
-			c.forget(key)
-			continue
-		}
-		if err != nil {
-			c.forget(key)
-			return res, err
-		}
-		after, err := seenOf(out)
 		if err != nil {
 			return res, err
 		}
-		c.remember(key, after)
-		res.Result = resultOf(before, after, false)
-		return res, nil
 	}
-	return res, &OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name,
-		Err: apierrors.NewConflict(appsv1.Resource("deployments"), d.Name, errors.New("changed by another writer on every attempt; try again"))}
+
+	var out *appsv1.Deployment
+	err := do(ctx, OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
+		var err error
+		out, err = deployments.Apply(ctx, NewDeployment(d), metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		return err
+	})
+	if err != nil {
+		c.forget(key)
+		return res, err
+	}
+	after, err := seenOf(out)
+	if err != nil {
+		return res, err
+	}
+	c.remember(key, after)
+	res.Result = resultOf(before, after, false)
+	return res, nil
 }

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+)
+
+// TestWarmInvocationWithController plays the Deployment controller between
+// warm invocations, as a real cluster does: a status update alone leaves a
+// warm ensure-nginx at one request and "unchanged"; another writer's change
+// to the spec is put back and reported "configured".
+func TestWarmInvocationWithController(t *testing.T) {
+	h := mustHarness(t)
+	ctx := context.Background()
+	const ns, name = "default", "nginx-warm"
+	h.mustDeleteDeployment(t, ns, name)
+	t.Cleanup(func() { h.mustDeleteDeployment(t, ns, name) })
+	fn, id := h.startFunctionAs(t, fnOptions{})
+	event := `{"action":"ensure-nginx","name":"` + name + `","replicas":2}`
+	deployments := h.admin.AppsV1().Deployments(ns)
+
+	if got := mustSucceed(t, fn, event).Objects[0].Result; got != "created" {
+		t.Fatalf("first invocation: %s, want created", got)
+	}
+
+	// The controller reports progress: only status and resourceVersion move.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deployments.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Status.ObservedGeneration = d.Generation
+		d.Status.Replicas, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas = 2, 2, 2, 2
+		_, err = deployments.UpdateStatus(ctx, d, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := h.auditMark(t)
+	if got := mustSucceed(t, fn, event).Objects[0].Result; got != "unchanged" {
+		t.Errorf("after a status update: %s, want unchanged", got)
+	}
+	if reqs := h.auditSince(t, mark, id.User); len(reqs) != 1 {
+		t.Errorf("after a status update the warm invocation made %d requests, want 1:%s", len(reqs), describe(reqs))
+	}
+
+	// Someone scales it by hand: the function puts its replicas back.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deployments.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		five := int32(5)
+		d.Spec.Replicas = &five
+		_, err = deployments.Update(ctx, d, metav1.UpdateOptions{FieldManager: "someone"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSucceed(t, fn, event).Objects[0].Result; got != "configured" {
+		t.Errorf("after a manual scale: %s, want configured", got)
+	}
+	d, err := deployments.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas = %d, want 2 again", *d.Spec.Replicas)
+	}
+}

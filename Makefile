@@ -58,6 +58,7 @@ check-binary:
 
 cfn-lint:
 	cfn-lint template.yml
+	python3 scripts/check-template.py
 
 ## e2e: end-to-end tests through the built bootstrap on the local EKS replica
 e2e:

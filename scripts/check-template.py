@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Checks that template.yml grants what the function uses and nothing more.
+
+Runs the SAM transform offline (aws-sam-translator, as cfn-lint does) for a
+few parameter sets and asserts on the resulting IAM: one role, logs only on
+the function's own log group, eks:DescribeCluster on exactly the cluster's
+ARN or sts:AssumeRole on exactly the target role, the VPC policy only with
+subnets, and the access entry only where it can work. Prints one line per
+case and 'N passed, N failed'; exits non-zero on a failure.
+"""
+import os
+import sys
+
+os.environ.setdefault("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+os.environ.setdefault("AWS_REGION", "us-east-1")
+os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
+
+from samtranslator.translator.transform import transform  # noqa: E402
+from samtranslator.yaml_helper import yaml_parse  # noqa: E402
+
+TARGET = "arn:aws:iam::210987654321:role/eks-ops"
+
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+
+def resolve(value, params, conditions):
+    """Evaluates the intrinsics the template's IAM uses, for one parameter set."""
+    if isinstance(value, list):
+        out = [resolve(v, params, conditions) for v in value]
+        return [v for v in out if v is not NOVALUE]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        (fn, arg), = value.items()
+        if fn == "Ref":
+            return {"AWS::NoValue": NOVALUE, "AWS::Partition": "aws", "AWS::Region": "us-east-1",
+                    "AWS::AccountId": "111122223333", "AWS::StackName": "stack"}.get(arg, params.get(arg, arg))
+        if fn == "Fn::If":
+            return resolve(arg[1] if conditions[arg[0]] else arg[2], params, conditions)
+        if fn == "Fn::Sub":
+            text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], resolve(arg[1], params, conditions))
+            names = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "111122223333",
+                     "AWS::StackName": "stack", **params, **extra}
+            for k, v in names.items():
+                text = text.replace("${" + k + "}", str(v))
+            return text
+        if fn == "Fn::GetAtt":
+            return "ATT:" + ".".join(arg)
+    out = {k: resolve(v, params, conditions) for k, v in value.items()}
+    return {k: v for k, v in out.items() if v is not NOVALUE}
+
+
+NOVALUE = object()
+
+
+def conditions_for(params):
+    p = lambda k: params.get(k, "")
+    c = {
+        "HasTargetRole": p("TargetRoleArn") != "",
+        "NoTargetRole": p("TargetRoleArn") == "",
+        "HasClusterRegion": p("ClusterRegion") != "",
+        "ClusterInStackRegion": p("ClusterRegion") in ("", "us-east-1"),
+        "HasVpc": p("SubnetIds") != "",
+        "ScheduleOn": p("ScheduleEnabled") == "true",
+        "HasScheduleInput": p("ScheduleInput") != "",
+        "ScaleSchedulesOn": p("ScaleSchedulesEnabled") == "true",
+    }
+    c["UseAccessEntry"] = params.get("AccessMode", "access-entry") == "access-entry" and c["NoTargetRole"] and c["ClusterInStackRegion"]
+    return c
+
+
+def check(name, params, expect):
+    template = yaml_parse(open(os.path.join(os.path.dirname(__file__), "..", "template.yml")).read())
+    template["Resources"]["LambdaEksFunction"]["Properties"]["CodeUri"] = "s3://bucket/key.zip"
+    out = transform(template, params, NoManagedPolicies())
+    conditions = conditions_for(params)
+    resources = {k: v for k, v in out["Resources"].items() if conditions.get(v.get("Condition"), True) is not False}
+    roles = [k for k, v in resources.items() if v["Type"] == "AWS::IAM::Role"]
+    problems = []
+    if roles != ["LambdaEksRole"]:
+        problems.append(f"roles {roles}, want only LambdaEksRole")
+    role = resolve(resources["LambdaEksRole"]["Properties"], params, conditions)
+    statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    grants = sorted((a, s["Resource"]) for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    if grants != sorted(expect["grants"]):
+        problems.append(f"grants {grants}, want {sorted(expect['grants'])}")
+    managed = role.get("ManagedPolicyArns", [])
+    if managed != expect["managed"]:
+        problems.append(f"managed policies {managed}, want {expect['managed']}")
+    has_entry = "LambdaEksAccessEntry" in resources and conditions["UseAccessEntry"]
+    if has_entry != expect["access_entry"]:
+        problems.append(f"access entry {has_entry}, want {expect['access_entry']}")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
+LOGS = [("logs:CreateLogStream", "ATT:LambdaEksLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksLogGroup.Arn")]
+DESCRIBE = ("eks:DescribeCluster", "arn:aws:eks:us-east-1:111122223333:cluster/demo")
+VPC = ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+
+cases = [
+    ("default: access entry, describe only the cluster", {"ClusterName": "demo"},
+     {"grants": LOGS + [DESCRIBE], "managed": [], "access_entry": True}),
+    ("aws-auth mode: no access entry", {"ClusterName": "demo", "AccessMode": "aws-auth"},
+     {"grants": LOGS + [DESCRIBE], "managed": [], "access_entry": False}),
+    ("cluster in another region", {"ClusterName": "demo", "ClusterRegion": "eu-west-1"},
+     {"grants": LOGS + [("eks:DescribeCluster", "arn:aws:eks:eu-west-1:111122223333:cluster/demo")], "managed": [], "access_entry": False}),
+    ("cross-account: assume only the target role", {"ClusterName": "demo", "TargetRoleArn": TARGET},
+     {"grants": LOGS + [("sts:AssumeRole", TARGET)], "managed": [], "access_entry": False}),
+    ("private endpoint: VPC policy only with subnets", {"ClusterName": "demo", "SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1"},
+     {"grants": LOGS + [DESCRIBE], "managed": VPC, "access_entry": True}),
+]
+results = [check(*c) for c in cases]
+print(f"{results.count(True)} passed, {results.count(False)} failed")
+sys.exit(0 if all(results) else 1)

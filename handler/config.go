@@ -61,11 +61,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	// The environment is checked like an event, so that a bad deployment
 	// fails at cold start instead of on every call.
-	if _, err := Resolve(Event{}, cfg); err != nil {
+	// The cluster may come from each event: stand one in to check the rest.
+	check := cfg
+	if check.Cluster == "" {
+		check.Cluster = "placeholder"
+	}
+	if _, err := Resolve(Event{}, check); err != nil {
 		var e *Error
-		if cfg.Cluster == "" {
-			return cfg, nil // the cluster may come from each event
-		}
 		if asError(err, &e) {
 			return Config{}, fmt.Errorf("environment: %s", e.Message)
 		}

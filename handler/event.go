@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -262,8 +263,8 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
 		return Request{}, invalid("namespace %q is not a valid DNS-1123 label: %s", r.Namespace, strings.Join(errs, "; "))
 	}
-	if errs := validation.IsDNS1123Label(r.Name); len(errs) > 0 {
-		return Request{}, invalid("name %q is not a valid DNS-1123 label: %s", r.Name, strings.Join(errs, "; "))
+	if err := checkName(r.Action, r.Name); err != nil {
+		return Request{}, err
 	}
 	if r.Image == "" || strings.ContainsAny(r.Image, " \t\r\n") || len(r.Image) > 1024 {
 		return Request{}, invalid("image %q is not a container image reference", r.Image)
@@ -412,6 +413,30 @@ func resolveAction(ev Event, cfg Config, r *Request) error {
 		if ev.Manifest == "" && ev.Kind == "" {
 			r.Kind = kube.KindDeployment
 		}
+	}
+	return nil
+}
+
+// checkName checks a name as the API server will: ensure-nginx's name is
+// also a label value and a container's pod label (a DNS-1123 label);
+// workloads are named by DNS-1123 subdomains (web.v2); other kinds, which
+// delete and status may name (widgets.example.com, system:auth), need only
+// be a valid path segment.
+func checkName(action, name string) error {
+	var errs []string
+	switch action {
+	case ActionEnsureNginx:
+		errs = validation.IsDNS1123Label(name)
+	case ActionScale, ActionRestart:
+		errs = validation.IsDNS1123Subdomain(name)
+	default:
+		if name == "" {
+			errs = []string{"must not be empty"}
+		}
+		errs = append(errs, path.IsValidPathSegmentName(name)...)
+	}
+	if len(errs) > 0 {
+		return invalid("name %q is not a valid name for action %s: %s", name, action, strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -115,6 +115,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "REPLICAS": "5000"},
 		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "NAMESPACE": "Bad_NS"},
 		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "DEFAULT_ACTION": "nope"},
+		{"AWS_REGION": "us-east-1", "NAMESPACE": "Bad_NS"}, // checked without a cluster too
 	} {
 		if _, err := ConfigFromEnv(env(bad)); err == nil {
 			t.Errorf("ConfigFromEnv(%v): want an error", bad)
@@ -154,4 +155,28 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("accepted an invalid request %+v", r)
 		}
 	})
+}
+
+func TestCheckName(t *testing.T) {
+	tests := []struct {
+		action, name string
+		ok           bool
+	}{
+		{ActionEnsureNginx, "nginx", true},
+		{ActionEnsureNginx, "web.v2", false}, // also a label value and selector
+		{ActionScale, "web.v2", true},
+		{ActionRestart, "web.v2", true},
+		{ActionRestart, "Web", false},
+		{ActionDelete, "widgets.example.com", true},
+		{ActionStatus, "system:auth-delegator", true},
+		{ActionDelete, "a/b", false},
+		{ActionDelete, "..", false},
+		{ActionStatus, "", false},
+	}
+	for _, tt := range tests {
+		err := checkName(tt.action, tt.name)
+		if (err == nil) != tt.ok {
+			t.Errorf("checkName(%s, %q) = %v, want ok=%v", tt.action, tt.name, err, tt.ok)
+		}
+	}
 }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -433,7 +433,7 @@ func checkName(action, name string) error {
 		if name == "" {
 			errs = []string{"must not be empty"}
 		}
-		errs = append(errs, path.IsValidPathSegmentName(name)...)
+		errs = append(errs, content.IsPathSegmentName(name)...)
 	}
 	if len(errs) > 0 {
 		return invalid("name %q is not a valid name for action %s: %s", name, action, strings.Join(errs, "; "))

@@ -189,7 +189,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			c.forget(key)
 			return res, err
 		}
-		after, err := seenOf(out)
+		after, err := seenOf(out, t.obj.Object)
 		if err != nil {
 			return res, err
 		}
@@ -216,7 +216,7 @@ func (c *Client) read(ctx context.Context, t target) (seenObject, error) {
 		case err != nil:
 			return err
 		}
-		s, err = seenOf(cur)
+		s, err = seenOf(cur, t.obj.Object)
 		return err
 	})
 	return s, err

@@ -65,9 +65,9 @@ type Client struct {
 	seen map[objectKey]seenObject
 }
 
-// seenObject is an object's state as last seen: absent, or present with a
-// resourceVersion and a fingerprint of its content (for servers, such as
-// client-go's fake clientset, that keep no resourceVersions).
+// seenObject is an object's state as last seen: absent, or present with its
+// uid, resourceVersion, generation and a fingerprint of the values at the
+// fields lambda-eks applies.
 type seenObject struct {
 	exists          bool
 	uid             string
@@ -76,8 +76,10 @@ type seenObject struct {
 	fingerprint     string
 }
 
-func seenOf(obj metav1.Object) (seenObject, error) {
-	fp, err := fingerprint(obj)
+// seenOf records obj; intent is what lambda-eks applies to it, whose fields
+// the fingerprint covers.
+func seenOf(obj metav1.Object, intent map[string]any) (seenObject, error) {
+	fp, err := fingerprint(obj, intent)
 	if err != nil {
 		return seenObject{}, err
 	}
@@ -86,19 +88,18 @@ func seenOf(obj metav1.Object) (seenObject, error) {
 }
 
 // createdSince says whether now is a new object: there was none before, or
-// the one before was deleted and another made in its place (an apply
-// preconditioned on a resourceVersion creates a missing object all the same).
+// the one before was deleted and another made in its place.
 func (now seenObject) createdSince(before seenObject) bool {
 	return !before.exists || (now.uid != "" && before.uid != "" && now.uid != before.uid)
 }
 
-// changedSince says whether an apply changed the object: before is how
-// this process saw it last, now is the apply's answer. An unchanged
+// changedSince says whether an apply changed the object: before is how this
+// process saw it last, now is the apply's answer. An unchanged
 // resourceVersion settles it. Otherwise someone wrote the object - the
-// apply, or a controller updating its status, or the API server recording a
-// "before-first-apply" manager - and its content without status and
-// bookkeeping decides, with the generation catching a spec that another
-// writer changed and this apply changed back.
+// apply, a controller updating its status, another manager's fields, the
+// API server's bookkeeping - and the values at the fields lambda-eks applies
+// decide, with the generation catching a spec that another writer changed
+// and this apply (with force) changed back.
 func (now seenObject) changedSince(before seenObject) bool {
 	if now.resourceVersion != "" && now.resourceVersion == before.resourceVersion {
 		return false
@@ -107,8 +108,8 @@ func (now seenObject) changedSince(before seenObject) bool {
 }
 
 // resultOf says what an apply did, from the object before and after it. A
-// dry run's answer keeps the resourceVersion even where it would change
-// the object, so there the content alone decides.
+// dry run's answer keeps the resourceVersion and generation even where it
+// would change the object, so there the values alone decide.
 func resultOf(before, after seenObject, dryRun bool) Result {
 	switch {
 	case after.createdSince(before):
@@ -121,29 +122,57 @@ func resultOf(before, after seenObject, dryRun bool) Result {
 	return Unchanged
 }
 
-// fingerprint hashes an object's content without its status and the
-// fields every write touches (resourceVersion, generation, managedFields).
-func fingerprint(obj metav1.Object) (string, error) {
+// fingerprint hashes the values obj holds at the fields intent sets: what an
+// apply of intent owns, without status, other managers' fields or the
+// bookkeeping every write touches.
+func fingerprint(obj metav1.Object, intent map[string]any) (string, error) {
 	b, err := json.Marshal(obj)
 	if err != nil {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
-	var content map[string]any
-	if err := json.Unmarshal(b, &content); err != nil {
+	var live map[string]any
+	if err := json.Unmarshal(b, &live); err != nil {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
-	delete(content, "status")
-	if meta, ok := content["metadata"].(map[string]any); ok {
-		delete(meta, "resourceVersion")
-		delete(meta, "generation")
-		delete(meta, "managedFields")
-	}
-	// encoding/json writes map keys sorted: the same content, the same bytes.
-	if b, err = json.Marshal(content); err != nil {
+	// encoding/json writes map keys sorted: the same values, the same bytes.
+	if b, err = json.Marshal(project(intent, live)); err != nil {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
 	sum := sha256.Sum256(b)
 	return string(sum[:]), nil
+}
+
+// project returns the parts of live at the paths intent sets. Lists are
+// taken whole: without the schema their merge keys are unknown.
+func project(intent, live any) any {
+	im, ok := intent.(map[string]any)
+	if !ok {
+		return live
+	}
+	lm, ok := live.(map[string]any)
+	if !ok {
+		return live
+	}
+	out := make(map[string]any, len(im))
+	for k, iv := range im {
+		if lv, ok := lm[k]; ok {
+			out[k] = project(iv, lv)
+		}
+	}
+	return out
+}
+
+// asMap is v (an apply configuration, an object) as JSON's map form.
+func asMap(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 type objectKey struct {

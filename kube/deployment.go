@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -53,6 +54,11 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 	deployments := c.cs.AppsV1().Deployments(d.Namespace)
 	res := ObjectResult{APIVersion: "apps/v1", Kind: "Deployment", Namespace: d.Namespace, Name: d.Name}
 
+	ac := NewDeployment(d)
+	intent, err := asMap(ac)
+	if err != nil {
+		return res, fmt.Errorf("deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
 	before, known := c.lastSeen(key)
 	if !known {
 		err := do(ctx, OpError{Verb: "get", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
@@ -64,7 +70,7 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 			case err != nil:
 				return err
 			}
-			before, err = seenOf(cur)
+			before, err = seenOf(cur, intent)
 			return err
 		})
 		if err != nil {
@@ -73,16 +79,16 @@ func (c *Client) EnsureDeployment(ctx context.Context, d Deployment) (ObjectResu
 	}
 
 	var out *appsv1.Deployment
-	err := do(ctx, OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
+	err = do(ctx, OpError{Verb: "patch", Resource: key.resource, Namespace: d.Namespace, Name: d.Name}, func(ctx context.Context) error {
 		var err error
-		out, err = deployments.Apply(ctx, NewDeployment(d), metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		out, err = deployments.Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 		return err
 	})
 	if err != nil {
 		c.forget(key)
 		return res, err
 	}
-	after, err := seenOf(out)
+	after, err := seenOf(out, intent)
 	if err != nil {
 		return res, err
 	}

@@ -197,3 +197,27 @@ func TestIsTransient(t *testing.T) {
 
 // Compile-time check that the fake returns what Apply expects.
 var _ = appsv1.Deployment{}
+
+func TestProject(t *testing.T) {
+	intent := map[string]any{
+		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web"}},
+		"data":     map[string]any{"color": "red"},
+		"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}},
+	}
+	live := map[string]any{
+		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web", "team": "x"},
+			"resourceVersion": "9", "managedFields": []any{"..."}},
+		"data":   map[string]any{"color": "red", "extra": "someone else's"},
+		"spec":   map[string]any{"ports": []any{map[string]any{"port": 80, "protocol": "TCP"}}, "clusterIP": "10.0.0.1"},
+		"status": map[string]any{"ready": true},
+	}
+	want := map[string]any{
+		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web"}},
+		"data":     map[string]any{"color": "red"},
+		// Lists are taken whole, defaults and all.
+		"spec": map[string]any{"ports": []any{map[string]any{"port": 80, "protocol": "TCP"}}},
+	}
+	if diff := cmp.Diff(want, project(intent, live)); diff != "" {
+		t.Errorf("project (-want +got):\n%s", diff)
+	}
+}

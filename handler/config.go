@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -68,7 +69,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if _, err := Resolve(Event{}, check); err != nil {
 		var e *Error
-		if asError(err, &e) {
+		if errors.As(err, &e) {
 			return Config{}, fmt.Errorf("environment: %s", e.Message)
 		}
 		return Config{}, fmt.Errorf("environment: %w", err)

@@ -47,15 +47,18 @@ func invalid(format string, args ...any) *Error {
 	return &Error{Code: InvalidEvent, Message: fmt.Sprintf(format, args...)}
 }
 
-func asError(err error, target **Error) bool { return errors.As(err, target) }
-
-// LambdaError is err as Lambda reports it: errorType is the code, so callers
-// and alarms can match on it.
-func LambdaError(err error) error {
+// appError is err as the one error type; anything unclassified is Internal.
+func appError(err error) *Error {
 	var e *Error
 	if !errors.As(err, &e) {
-		e = &Error{Code: Internal, Message: redact(err.Error())}
+		e = &Error{Code: Internal, Message: redact(err.Error()), Err: err}
 	}
+	return e
+}
+
+// lambdaError is e as Lambda reports it: errorType is the code, so callers
+// and alarms can match on it.
+func (e *Error) lambdaError() error {
 	return messages.InvokeResponse_Error{Type: string(e.Code), Message: e.Message}
 }
 

@@ -67,13 +67,10 @@ func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 	start := time.Now()
 	resp, err := h.invoke(ctx, raw)
 	if err != nil {
-		var e *Error
-		if !asError(err, &e) {
-			e = &Error{Code: Internal, Message: redact(err.Error()), Err: err}
-		}
+		e := appError(err)
 		h.log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
 			"duration_ms", time.Since(start).Milliseconds())
-		return nil, LambdaError(e)
+		return nil, e.lambdaError()
 	}
 	h.log.InfoContext(ctx, "invocation done", "cluster", resp.Cluster, "action", resp.Action,
 		"objects", len(resp.Objects), "duration_ms", time.Since(start).Milliseconds())

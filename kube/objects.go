@@ -87,30 +87,32 @@ func (m *mapper) mapping(ctx context.Context, gk schema.GroupKind, versions ...s
 		return nil, fmt.Errorf("map %s: this client has no REST mapper", gk)
 	}
 	var mp *meta.RESTMapping
-	call := func(ctx context.Context) error {
+	err := m.lookup(ctx, func(ctx context.Context) error {
 		var err error
 		mp, err = m.c.mapper.RESTMappingWithContext(ctx, gk, versions...)
 		return err
-	}
-	op := OpError{Verb: "get", Resource: "discovery (/api, /apis)"}
-	err := do(ctx, op, call)
-	if meta.IsNoMatchError(err) && !m.reset {
-		m.reset = true
-		m.c.mapper.ResetWithContext(ctx)
-		err = do(ctx, op, call)
-	}
+	})
 	return mp, err
 }
 
 // kindFor resolves a bare kind ("Deployment") the way kubectl resolves a
 // resource name: its lowercase singular, across all groups.
 func (m *mapper) kindFor(ctx context.Context, kind string) (schema.GroupVersionKind, error) {
+	if m.c.mapper == nil {
+		return schema.GroupVersionKind{}, fmt.Errorf("kind %s: this client has no REST mapper", kind)
+	}
 	var gvk schema.GroupVersionKind
-	call := func(ctx context.Context) error {
+	err := m.lookup(ctx, func(ctx context.Context) error {
 		var err error
 		gvk, err = m.c.mapper.KindForWithContext(ctx, schema.GroupVersionResource{Resource: strings.ToLower(kind)})
 		return err
-	}
+	})
+	return gvk, err
+}
+
+// lookup runs one discovery-backed lookup; a kind the cached discovery does
+// not know resets it, once per invocation, and asks again.
+func (m *mapper) lookup(ctx context.Context, call func(context.Context) error) error {
 	op := OpError{Verb: "get", Resource: "discovery (/api, /apis)"}
 	err := do(ctx, op, call)
 	if meta.IsNoMatchError(err) && !m.reset {
@@ -118,7 +120,7 @@ func (m *mapper) kindFor(ctx context.Context, kind string) (schema.GroupVersionK
 		m.c.mapper.ResetWithContext(ctx)
 		err = do(ctx, op, call)
 	}
-	return gvk, err
+	return err
 }
 
 // crdKinds lists the kinds the manifest's CRDs define, so that their custom

@@ -63,10 +63,8 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 			return "", nil, err
 		}
 		r := &Readiness{Desired: replicasOr1(d.Spec.Replicas), Updated: d.Status.UpdatedReplicas, Ready: d.Status.ReadyReplicas,
-			Available: d.Status.AvailableReplicas, Generation: d.Generation, ObservedGeneration: d.Status.ObservedGeneration}
-		for _, c := range d.Status.Conditions {
-			r.Conditions = append(r.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message})
-		}
+			Available: d.Status.AvailableReplicas, Generation: d.Generation, ObservedGeneration: d.Status.ObservedGeneration,
+			Conditions: conditionsOf(u)}
 		// Conditions describe the generation the controller observed: until
 		// it has seen the current spec, an old failure says nothing (as in
 		// kubectl rollout status).
@@ -90,10 +88,8 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 			return "", nil, err
 		}
 		r := &Readiness{Desired: replicasOr1(s.Spec.Replicas), Updated: s.Status.UpdatedReplicas, Ready: s.Status.ReadyReplicas,
-			Available: s.Status.AvailableReplicas, Generation: s.Generation, ObservedGeneration: s.Status.ObservedGeneration}
-		for _, c := range s.Status.Conditions {
-			r.Conditions = append(r.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message})
-		}
+			Available: s.Status.AvailableReplicas, Generation: s.Generation, ObservedGeneration: s.Status.ObservedGeneration,
+			Conditions: conditionsOf(u)}
 		return r.result()
 	case daemonSetGK:
 		var d appsv1.DaemonSet
@@ -101,10 +97,8 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 			return "", nil, err
 		}
 		r := &Readiness{Desired: d.Status.DesiredNumberScheduled, Updated: d.Status.UpdatedNumberScheduled, Ready: d.Status.NumberReady,
-			Available: d.Status.NumberAvailable, Generation: d.Generation, ObservedGeneration: d.Status.ObservedGeneration}
-		for _, c := range d.Status.Conditions {
-			r.Conditions = append(r.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message})
-		}
+			Available: d.Status.NumberAvailable, Generation: d.Generation, ObservedGeneration: d.Status.ObservedGeneration,
+			Conditions: conditionsOf(u)}
 		return r.result()
 	case jobGK:
 		var j batchv1.Job
@@ -112,11 +106,10 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 			return "", nil, err
 		}
 		r := &Readiness{Desired: replicasOr1(j.Spec.Completions), Ready: derefOr0(j.Status.Ready), Available: j.Status.Succeeded,
-			Generation: j.Generation, ObservedGeneration: j.Generation}
+			Generation: j.Generation, ObservedGeneration: j.Generation, Conditions: conditionsOf(u)}
 		result := Progressing
 		r.Message = fmt.Sprintf("%d of %d completions", j.Status.Succeeded, r.Desired)
 		for _, c := range j.Status.Conditions {
-			r.Conditions = append(r.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message})
 			switch {
 			case c.Type == batchv1.JobComplete && c.Status == "True":
 				result, r.Message = Ready, ""
@@ -174,6 +167,21 @@ func derefOr0(n *int32) int32 {
 }
 
 // conditionStatus returns the status of an unstructured object's condition.
+// conditionsOf reads status.conditions, which every kind here spells the same.
+func conditionsOf(u *unstructured.Unstructured) []Condition {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	var out []Condition
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok {
+			continue
+		}
+		str := func(k string) string { v, _ := m[k].(string); return v }
+		out = append(out, Condition{Type: str("type"), Status: str("status"), Reason: str("reason"), Message: str("message")})
+	}
+	return out
+}
+
 func conditionStatus(u *unstructured.Unstructured, condType string) string {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {

@@ -17,8 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // Target names a cluster and the identity used to reach it. It is comparable,
@@ -34,27 +32,32 @@ type Target struct {
 	SessionName string
 }
 
-// Timeouts for AWS calls. Connect fails fast so that an unreachable VPC
-// endpoint is reported well inside a Lambda deadline; the SDK retries
-// transient errors a bounded number of times on top of these.
+// Bounds of AWS calls, so that an endpoint that does not answer is reported
+// as such (an *EndpointError) well inside an invocation's deadline (the
+// template's default is 30 s), while a slow but answering one still
+// succeeds. The SDK retries transient errors on top of attemptTimeout, and
+// callTimeout bounds the whole call.
 const (
-	dialTimeout     = 3 * time.Second
-	responseTimeout = 10 * time.Second
-	maxAttempts     = 3
+	// dialTimeout bounds a TCP connect, to the endpoint or to the proxy.
+	dialTimeout = 3 * time.Second
+	// handshakeTimeout bounds a TLS handshake.
+	handshakeTimeout = 3 * time.Second
+	// attemptTimeout bounds one attempt from the connect to the end of the
+	// answer, a proxy's CONNECT (HTTPS_PROXY) included, which no other
+	// timeout of net/http covers.
+	attemptTimeout = 5 * time.Second
+	maxAttempts    = 3
+	// callTimeout bounds one AWS operation, every attempt and backoff
+	// included: two silent attempts and the wait between them.
+	callTimeout = 10 * time.Second
 )
 
 // LoadConfig loads the process's AWS configuration once: credentials from the
 // environment (the execution role in Lambda), a bounded retryer and an HTTP
-// client with short connect timeouts.
+// client whose connects and attempts are bounded.
 func LoadConfig(ctx context.Context, optFns ...func(*config.LoadOptions) error) (aws.Config, error) {
-	httpClient := awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
-		WithTransportOptions(func(t *http.Transport) {
-			t.TLSHandshakeTimeout = dialTimeout
-			t.ResponseHeaderTimeout = responseTimeout
-		})
 	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(httpClient),
+		config.WithHTTPClient(newHTTPClient()),
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts = maxAttempts })
 		}),
@@ -66,9 +69,20 @@ func LoadConfig(ctx context.Context, optFns ...func(*config.LoadOptions) error) 
 	return cfg, nil
 }
 
+// newHTTPClient is the HTTP client of every AWS call. Its http.Client
+// timeout is attemptTimeout: it covers the proxy's CONNECT (HTTPS_PROXY),
+// which the transport's own timeouts do not.
+func newHTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+		WithTransportOptions(func(t *http.Transport) { t.TLSHandshakeTimeout = handshakeTimeout }).
+		WithTimeout(attemptTimeout)
+}
+
 // ForTarget returns a copy of base for the target's region whose credentials
-// are the target role's when one is set, assumed from base's credentials and
-// cached until shortly before they expire.
+// are the target role's when one is set: a one-hour session assumed from
+// base's credentials through the regional STS endpoint, kept until
+// TokenSource.Prepare renews it (see credentialsWindow).
 func ForTarget(base aws.Config, t Target) aws.Config {
 	cfg := base.Copy()
 	if t.Region != "" {
@@ -77,23 +91,8 @@ func ForTarget(base aws.Config, t Target) aws.Config {
 	if t.RoleARN == "" {
 		return cfg
 	}
-	// The AssumeRole call goes to the regional STS endpoint of the target
-	// region: global endpoints fail in opt-in regions.
-	stsClient := sts.NewFromConfig(cfg)
-	provider := stscreds.NewAssumeRoleProvider(stsClient, t.RoleARN, func(o *stscreds.AssumeRoleOptions) {
-		if t.ExternalID != "" {
-			o.ExternalID = aws.String(t.ExternalID)
-		}
-		if t.SessionName != "" {
-			o.RoleSessionName = t.SessionName
-		}
-	})
-	// Refresh a session with less than a token's lifetime (and an
-	// invocation's 15 minutes) left, so that the refresh happens in
-	// TokenSource.Prepare, under the invocation's context, and never inside
-	// Token, which has none.
-	cfg.Credentials = aws.NewCredentialsCache(provider, func(o *aws.CredentialsCacheOptions) {
-		o.ExpiryWindow = credentialsWindow
-	})
+	// No ExpiryWindow: the cache hands out the session until it truly ends;
+	// the token source renews it earlier, under an invocation's context.
+	cfg.Credentials = aws.NewCredentialsCache(newAssumeRoleProvider(cfg, t))
 	return cfg
 }

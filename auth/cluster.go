@@ -39,9 +39,12 @@ func (e *ClusterNotActiveError) Error() string {
 	return fmt.Sprintf("cluster %s is %s, not ACTIVE", e.Name, e.Status)
 }
 
-// DescribeCluster looks up the endpoint and CA of an ACTIVE cluster.
+// DescribeCluster looks up the endpoint and CA of an ACTIVE cluster. An
+// endpoint that does not answer is an *EndpointError.
 func DescribeCluster(ctx context.Context, cfg aws.Config, name string) (Cluster, error) {
-	out, err := eks.NewFromConfig(cfg).DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(name)})
+	out, err := awsCall(ctx, "EKS", regionalEndpoint(cfg, "eks"), func(ctx context.Context) (*eks.DescribeClusterOutput, error) {
+		return eks.NewFromConfig(cfg).DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(name)})
+	})
 	if err != nil {
 		var nf *ekstypes.ResourceNotFoundException
 		if errors.As(err, &nf) {
@@ -72,7 +75,9 @@ func DescribeCluster(ctx context.Context, cfg aws.Config, name string) (Cluster,
 // becomes its role ARN, with any path stripped. It calls STS, so it is meant
 // for diagnosing a 401, not for the hot path.
 func CallerARN(ctx context.Context, cfg aws.Config) (string, error) {
-	out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	out, err := awsCall(ctx, "STS", regionalEndpoint(cfg, "sts"), func(ctx context.Context) (*sts.GetCallerIdentityOutput, error) {
+		return sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	})
 	if err != nil {
 		return "", fmt.Errorf("get caller identity: %w", err)
 	}

@@ -118,22 +118,17 @@ func TestExpiry(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name  string
-		token time.Time
 		creds aws.Credentials
 		want  time.Time
 	}{
-		{"static credentials: token lifetime less a minute", now.Add(14 * time.Minute), aws.Credentials{},
-			now.Add(13 * time.Minute)},
-		{"session outlives token", now.Add(14 * time.Minute), aws.Credentials{CanExpire: true, Expires: now.Add(time.Hour)},
-			now.Add(13 * time.Minute)},
-		{"session ends first", now.Add(14 * time.Minute), aws.Credentials{CanExpire: true, Expires: now.Add(5 * time.Minute)},
-			now.Add(4 * time.Minute)},
-		{"generator reports earlier expiry", now.Add(10 * time.Minute), aws.Credentials{},
-			now.Add(9 * time.Minute)},
+		{"static credentials: token lifetime less a minute", aws.Credentials{}, now.Add(13 * time.Minute)},
+		{"session outlives token", aws.Credentials{CanExpire: true, Expires: now.Add(time.Hour)}, now.Add(13 * time.Minute)},
+		{"session ends first", aws.Credentials{CanExpire: true, Expires: now.Add(5 * time.Minute)}, now.Add(4 * time.Minute)},
+		{"session in its last minute: until it ends", aws.Credentials{CanExpire: true, Expires: now.Add(50 * time.Second)}, now.Add(50 * time.Second)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := expiry(now, tt.token, tt.creds); !got.Equal(tt.want) {
+			if got := expiry(now, tt.creds); !got.Equal(tt.want) {
 				t.Errorf("expiry = %v, want %v", got, tt.want)
 			}
 		})
@@ -162,7 +157,7 @@ func TestTokenCachedUntilNearExpiry(t *testing.T) {
 		{"fresh token is reused", realNow, time.Time{}, 1},
 		{"token minted 13.5 minutes ago is re-minted", realNow.Add(-13*time.Minute - 30*time.Second), time.Time{}, 2},
 		{"token minted 12 minutes ago is reused", realNow.Add(-12 * time.Minute), time.Time{}, 1},
-		{"session expiring within a minute forces re-mint", realNow, realNow.Add(50 * time.Second), 2},
+		{"session in its last minute: token kept, not re-minted per call", realNow, realNow.Add(50 * time.Second), 1},
 		{"session expiring in 5 minutes allows reuse", realNow, realNow.Add(5 * time.Minute), 1},
 	}
 	for _, tt := range tests {

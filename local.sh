@@ -6,16 +6,23 @@
 #
 #   ./local.sh [EVENT_FILE|-]     invoke (default events/ensure-nginx.json); the
 #                                 response JSON on stdout, exit 1 on a function error
+#   ./local.sh serve [PORT]       keep one warm function behind the Lambda Invoke
+#                                 API on 127.0.0.1:PORT (default 9000) until Ctrl-C:
+#                                 aws lambda invoke --endpoint-url http://127.0.0.1:9000 \
+#                                   --function-name function --payload '{}' out.json
 #   ./local.sh kubectl ARGS...    kubectl as cluster admin against the replica
 #   ./local.sh status | down      what runs | stop everything it started
 #   ./local.sh env                shell exports for the function's environment and kubectl
 #   ./local.sh --sam [EVENT]      sam local invoke LambdaEksFunction, in AWS_REGION
 #                                 (default: AWS_DEFAULT_REGION, else us-east-1)
 #
-# Progress goes to stderr, results to stdout. The first run builds
-# kube-apiserver, etcd and aws-iam-authenticator (about 15 min on 2 cores,
+# The function runs under AWS's Lambda Runtime Interface Emulator, as in `sam
+# local invoke`. Progress goes to stderr, results to stdout. The first run
+# builds the parts (kube-apiserver, kube-controller-manager, kube-scheduler,
+# etcd, aws-iam-authenticator, kwok, aws-lambda-rie: about 20 min on 2 cores,
 # cached per version in ${XDG_CACHE_HOME:-~/.cache}/lambda-eks); later starts
-# take seconds, and the replica stays up between calls.
+# take seconds, and the replica stays up between calls. Several runs may go
+# at once: they share one replica.
 set -euo pipefail
 
 # No AWS client started from here may reach instance metadata.
@@ -29,11 +36,18 @@ export LOCALEKS_DIR="${LOCALEKS_DIR:-$cache/stack}"
 
 log() { printf 'local.sh: %s\n' "$*" >&2; }
 
+# Builds go to a temporary file of their own, renamed into place: concurrent
+# runs never see a half-written binary, nor race on one temporary name.
 build_cli() {
+	local tmp
 	log "building the localeks CLI"
 	mkdir -p "$(dirname "$localeks")"
-	(cd "$root/localeks" && GOWORK=off CGO_ENABLED=0 go build -trimpath -o "$localeks.tmp" ./cmd/localeks)
-	mv "$localeks.tmp" "$localeks"
+	tmp="$(mktemp "$localeks.XXXXXX")"
+	if ! (cd "$root/localeks" && GOWORK=off CGO_ENABLED=0 go build -trimpath -o "$tmp" ./cmd/localeks); then
+		rm -f "$tmp"
+		exit 1
+	fi
+	mv -f "$tmp" "$localeks"
 }
 
 build_parts() {
@@ -45,11 +59,17 @@ build_parts() {
 # The function is built for this machine into the cache, so that ./bootstrap
 # (the arm64 artifact for deployment) is left alone.
 build_function() {
-	local arch
+	local arch tmp
 	arch="$(go env GOARCH)"
 	bootstrap="$cache/bin/bootstrap-$arch"
 	log "building the function for $arch"
-	(cd "$root" && GOARCH="$arch" ./build-handler.sh "$bootstrap" >&2)
+	mkdir -p "$(dirname "$bootstrap")"
+	tmp="$(mktemp "$bootstrap.XXXXXX")"
+	if ! (cd "$root" && GOARCH="$arch" ./build-handler.sh "$tmp" >&2); then
+		rm -f "$tmp"
+		exit 1
+	fi
+	mv -f "$tmp" "$bootstrap"
 }
 
 sam_invoke() {
@@ -93,6 +113,14 @@ env)
 	build_cli
 	"$localeks" up >/dev/null
 	exec "$localeks" env
+	;;
+serve)
+	port="${2:-9000}"
+	build_parts
+	build_cli
+	build_function
+	log "serving the function on http://127.0.0.1:$port (starting the local EKS replica unless it runs)"
+	exec "$localeks" serve --bootstrap "$bootstrap" --port "$port"
 	;;
 -h | --help | help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2

@@ -1,7 +1,7 @@
 // Package e2e proves the function's claims end to end: the real bootstrap,
-// built by ../../build-handler.sh for this machine, runs under the Lambda
-// Runtime API emulator against the local EKS replica (kube-apiserver with
-// RBAC, aws-iam-authenticator, moto behind the shim).
+// built by ../../build-handler.sh for this machine, runs under AWS's Lambda
+// Runtime Interface Emulator (aws-lambda-rie) against the local EKS replica
+// (kube-apiserver with RBAC, aws-iam-authenticator, moto behind the shim).
 //
 // TestMain builds what is missing and starts the stack, or reuses a healthy
 // one. A stack that cannot start fails the run; only -short skips it.
@@ -25,6 +25,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
@@ -87,18 +88,29 @@ func setup(ctx context.Context) (*harness, error) {
 		return nil, fmt.Errorf("build parts: %w", err)
 	}
 	logf("parts in %s (%s)", parts, time.Since(start).Round(time.Millisecond))
+	// Every function of these tests runs under the parts' aws-lambda-rie.
+	if err := os.Setenv(lambdart.RIEVar, filepath.Join(parts, "aws-lambda-rie")); err != nil {
+		return nil, err
+	}
 
 	start = time.Now()
 	self := filepath.Join(cache, "bin", "localeks")
 	if err := os.MkdirAll(filepath.Dir(self), 0o755); err != nil {
 		return nil, err
 	}
-	// Build next to it and rename: the running shim may execute the old one.
+	// Build next to it under a name of its own and rename: the running shim
+	// may execute the old one, and other test runs may build at the same time.
+	tmp, err := os.CreateTemp(filepath.Dir(self), ".localeks-*")
+	if err != nil {
+		return nil, err
+	}
+	_ = tmp.Close()
 	if _, err := output(filepath.Join(root, "localeks"), []string{"GOWORK=off", "CGO_ENABLED=0"},
-		"go", "build", "-trimpath", "-o", self+".tmp", "./cmd/localeks"); err != nil {
+		"go", "build", "-trimpath", "-o", tmp.Name(), "./cmd/localeks"); err != nil {
+		_ = os.Remove(tmp.Name())
 		return nil, fmt.Errorf("build localeks: %w", err)
 	}
-	if err := os.Rename(self+".tmp", self); err != nil {
+	if err := os.Rename(tmp.Name(), self); err != nil {
 		return nil, err
 	}
 	logf("built localeks (%s)", time.Since(start).Round(time.Millisecond))

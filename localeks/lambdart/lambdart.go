@@ -1,18 +1,30 @@
-// Package lambdart emulates the AWS Lambda Runtime API on loopback and runs a
-// real `provided` runtime binary (bootstrap) against it, so tests and
-// local.sh exercise the very binary that is deployed, without Docker.
+// Package lambdart runs a real `provided` runtime binary (bootstrap) under
+// AWS's Lambda Runtime Interface Emulator (aws-lambda-rie, the emulator that
+// `sam local invoke` runs inside its container), on loopback, without Docker,
+// and invokes it through the emulator's Invoke API.
 //
-// One Function is one execution environment: the process starts once (cold),
-// and each Invoke after the first is a warm invocation of the same process.
-// Each invocation gets a deadline of now+timeout when the runtime picks it up,
-// as Lambda does; a runtime that misses it is killed.
+// One Function is one execution environment: the emulator starts the
+// bootstrap on the first invocation (cold), and each later Invoke is a warm
+// invocation of the same process. After a timeout or a crash the emulator
+// starts a new process on the next invocation, as Lambda does.
+//
+// The project's own Runtime API emulator is retired. What the official one
+// does not do, this client does around it:
+//   - it marks no function error (no X-Amz-Function-Error header; an error
+//     payload comes back with 200): an answer that is exactly an error payload
+//     (errorType, errorMessage, optional stackTrace) is a FunctionError;
+//   - it panics on a second invocation while one is running: Invoke
+//     serialises them, like one sandbox;
+//   - its deadline is in whole seconds (AWS_LAMBDA_FUNCTION_TIMEOUT): a
+//     timeout is rounded up to the next second;
+//   - it hands its own environment to the function: the emulator gets only
+//     the standard Lambda environment plus the caller's variables.
 package lambdart
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,10 +43,13 @@ import (
 )
 
 const (
-	apiVersion  = "/2018-06-01/runtime"
+	// InvokePath is the Lambda Invoke API path the emulator serves.
+	InvokePath  = "/2015-03-31/functions/function/invocations"
 	maxResponse = 6 << 20
-	// initTimeout is Lambda's limit for a runtime to start polling.
-	initTimeout = 10 * time.Second
+	// startTimeout bounds how long the emulator may take to listen.
+	startTimeout = 10 * time.Second
+	// RIEVar names the emulator binary when no WithRIE option is given.
+	RIEVar = "LOCALEKS_RIE"
 )
 
 // FunctionError is the error payload a function reports (or the emulator
@@ -54,6 +69,8 @@ type options struct {
 	name   string
 	memory int
 	logs   io.Writer
+	rie    string
+	addr   string
 }
 
 // WithName sets the function name (default lambda-eks).
@@ -62,50 +79,40 @@ func WithName(name string) Option { return func(o *options) { o.name = name } }
 // WithMemory sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE in MB (default 128).
 func WithMemory(mb int) Option { return func(o *options) { o.memory = mb } }
 
-// WithLogOutput copies the function's stdout and stderr to w as they come.
+// WithLogOutput copies the emulator's and the function's output to w as it
+// comes.
 func WithLogOutput(w io.Writer) Option { return func(o *options) { o.logs = w } }
 
-// Function is a running bootstrap process behind an emulated Runtime API.
+// WithRIE names the aws-lambda-rie binary (default: $LOCALEKS_RIE).
+func WithRIE(path string) Option { return func(o *options) { o.rie = path } }
+
+// WithAddress makes the emulator's Invoke API listen on addr (a loopback
+// host:port) instead of a free port.
+func WithAddress(addr string) Option { return func(o *options) { o.addr = addr } }
+
+// Function is a bootstrap behind a running aws-lambda-rie.
 type Function struct {
 	timeout time.Duration
-	arn     string
+	url     string
 	cmd     *exec.Cmd
-	srv     *http.Server
 	logs    *lockedBuffer
-
-	// waiting carries one channel per pending GET .../next; Invoke answers
-	// on it with the invocation, so the deadline starts at pickup.
-	waiting chan chan *invocation
+	client  *http.Client
 	exited  chan struct{}
-	exitErr error
-	initErr chan *FunctionError
-	closed  chan struct{}
 	stop    sync.Once
 
-	invokeMu sync.Mutex // one invocation at a time, like one sandbox
-	mu       sync.Mutex
-	inflight map[string]*invocation
+	invokeMu sync.Mutex // the emulator takes one invocation at a time
 }
 
-type invocation struct {
-	id       string
-	payload  []byte
-	deadline time.Time
-	done     chan result
-}
-
-type result struct {
-	response []byte
-	fnErr    *FunctionError
-}
-
-// Start serves the Runtime API on a loopback port and starts bin with the
-// standard Lambda environment plus env (later entries win). The process does
-// not inherit the caller's environment.
+// Start starts aws-lambda-rie on loopback ports with bin as the bootstrap,
+// the standard Lambda environment plus env (later entries win), and timeout
+// as the function's timeout. Neither inherits the caller's environment.
 func Start(ctx context.Context, bin string, env []string, timeout time.Duration, opts ...Option) (*Function, error) {
-	o := options{name: "lambda-eks", memory: 128}
+	o := options{name: "lambda-eks", memory: 128, rie: os.Getenv(RIEVar)}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.rie == "" {
+		return nil, fmt.Errorf("no aws-lambda-rie: set %s or pass WithRIE (localeks/parts/build.sh builds it)", RIEVar)
 	}
 	bin, err := filepath.Abs(bin)
 	if err != nil {
@@ -114,9 +121,14 @@ func Start(ctx context.Context, bin string, env []string, timeout time.Duration,
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("function binary: %w", err)
 	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if o.addr == "" {
+		if o.addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	runtimeAddr, err := freeAddr()
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
 	region := "us-east-1"
 	for _, kv := range env {
@@ -124,25 +136,7 @@ func Start(ctx context.Context, bin string, env []string, timeout time.Duration,
 			region = v
 		}
 	}
-	f := &Function{
-		timeout:  timeout,
-		arn:      fmt.Sprintf("arn:aws:lambda:%s:123456789012:function:%s", region, o.name),
-		logs:     &lockedBuffer{},
-		waiting:  make(chan chan *invocation),
-		exited:   make(chan struct{}),
-		initErr:  make(chan *FunctionError, 1),
-		closed:   make(chan struct{}),
-		inflight: map[string]*invocation{},
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+apiVersion+"/invocation/next", f.next)
-	mux.HandleFunc("POST "+apiVersion+"/invocation/{id}/response", f.response)
-	mux.HandleFunc("POST "+apiVersion+"/invocation/{id}/error", f.error)
-	mux.HandleFunc("POST "+apiVersion+"/init/error", f.initError)
-	f.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = f.srv.Serve(ln) }()
-
-	stream := randomHex(16)
+	seconds := int((timeout + time.Second - 1) / time.Second)
 	std := []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"LANG=en_US.UTF-8",
@@ -151,245 +145,213 @@ func Start(ctx context.Context, bin string, env []string, timeout time.Duration,
 		"LAMBDA_TASK_ROOT=" + filepath.Dir(bin),
 		"LAMBDA_RUNTIME_DIR=" + filepath.Dir(bin),
 		"AWS_EXECUTION_ENV=AWS_Lambda_provided.al2023",
-		"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String(),
 		"AWS_LAMBDA_FUNCTION_NAME=" + o.name,
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(o.memory),
+		"AWS_LAMBDA_FUNCTION_TIMEOUT=" + strconv.Itoa(seconds),
 		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand",
 		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + o.name,
-		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + stream,
+		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + randomHex(16),
 		"AWS_LAMBDA_LOG_FORMAT=JSON",
 		"AWS_LAMBDA_LOG_LEVEL=INFO",
 		"AWS_REGION=" + region,
 		"AWS_DEFAULT_REGION=" + region,
 	}
+	f := &Function{
+		timeout: time.Duration(seconds) * time.Second,
+		url:     "http://" + o.addr + InvokePath,
+		logs:    &lockedBuffer{},
+		client:  &http.Client{Transport: &http.Transport{Proxy: nil}},
+		exited:  make(chan struct{}),
+	}
 	var out io.Writer = f.logs
 	if o.logs != nil {
 		out = io.MultiWriter(f.logs, o.logs)
 	}
-	f.cmd = exec.Command(bin)
+	f.cmd = exec.Command(o.rie, //nolint:gosec // G204: the emulator the caller chose
+		"--runtime-interface-emulator-address", o.addr,
+		"--runtime-api-address", runtimeAddr,
+		"--log-level", "error",
+		bin)
 	f.cmd.Env = append(std, env...)
 	f.cmd.Dir = filepath.Dir(bin)
 	f.cmd.Stdout = out
 	f.cmd.Stderr = out
-	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group; the emulator puts the bootstrap in another.
+	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := f.cmd.Start(); err != nil {
-		_ = f.srv.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, fmt.Errorf("start %s: %w", o.rie, err)
 	}
 	go func() {
-		f.exitErr = f.cmd.Wait()
+		_ = f.cmd.Wait()
 		close(f.exited)
 	}()
+	if err := f.waitListening(ctx, o.addr); err != nil {
+		f.Stop()
+		return nil, err
+	}
 	return f, nil
 }
 
+func (f *Function) waitListening(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		select {
+		case <-f.exited:
+			return fmt.Errorf("aws-lambda-rie exited at start:\n%s", f.logs.Bytes())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("aws-lambda-rie not listening on %s after %s: %w", addr, startTimeout, err)
+		}
+	}
+}
+
+// URL is the emulator's Invoke API endpoint.
+func (f *Function) URL() string { return f.url }
+
 // Invoke delivers one event and waits for the function's answer. fnErr is
 // the function's error payload (or Sandbox.Timedout / Runtime.ExitError, as
-// Lambda reports them); err is a failure of the emulator or of ctx.
+// the emulator reports them); err is a failure of the emulator or of ctx.
+// The payload goes as it is: like the emulator, and unlike the Lambda
+// service, Invoke does not refuse a payload that is not JSON.
 func (f *Function) Invoke(ctx context.Context, event []byte) (response []byte, fnErr *FunctionError, err error) {
-	if !json.Valid(event) {
-		return nil, nil, errors.New("event is not valid JSON")
-	}
 	f.invokeMu.Lock()
 	defer f.invokeMu.Unlock()
-
-	var req chan *invocation
-	pickup := time.NewTimer(initTimeout)
-	defer pickup.Stop()
 	select {
-	case req = <-f.waiting:
-	case e := <-f.initErr:
-		f.initErr <- e // keep reporting it
-		return nil, e, nil
 	case <-f.exited:
-		return nil, f.exitError(), nil
-	case <-pickup.C:
-		return nil, nil, fmt.Errorf("runtime did not ask for an invocation within %s", initTimeout)
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-	inv := &invocation{
-		id:       newRequestID(),
-		payload:  event,
-		deadline: time.Now().Add(f.timeout),
-		done:     make(chan result, 1),
-	}
-	f.mu.Lock()
-	f.inflight[inv.id] = inv
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		delete(f.inflight, inv.id)
-		f.mu.Unlock()
-	}()
-	req <- inv
-
-	timer := time.NewTimer(time.Until(inv.deadline))
-	defer timer.Stop()
-	select {
-	case r := <-inv.done:
-		return r.response, r.fnErr, nil
-	case <-timer.C:
-		// Lambda ends the sandbox of a function that misses its deadline.
-		f.kill()
-		return nil, &FunctionError{Type: "Sandbox.Timedout", Message: fmt.Sprintf("task timed out after %s", f.timeout)}, nil
-	case <-f.exited:
-		return nil, f.exitError(), nil
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
-}
-
-// Logs returns what the function wrote to stdout and stderr so far; after
-// Stop, everything it wrote.
-func (f *Function) Logs() []byte { return f.logs.Bytes() }
-
-// PID is the function process's id.
-func (f *Function) PID() int { return f.cmd.Process.Pid }
-
-// Stop ends the function process and the Runtime API server.
-func (f *Function) Stop() {
-	f.stop.Do(func() {
-		close(f.closed)
-		f.kill()
-		<-f.exited
-		_ = f.srv.Close()
-	})
-}
-
-func (f *Function) kill() {
-	if f.cmd.Process != nil {
-		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
-	}
-}
-
-func (f *Function) exitError() *FunctionError {
-	select {
-	case e := <-f.initErr: // the runtime said why before it exited
-		f.initErr <- e
-		return e
+		return nil, nil, errors.New("aws-lambda-rie is not running")
 	default:
 	}
-	msg := "runtime exited"
-	if f.exitErr != nil {
-		msg = "runtime exited: " + f.exitErr.Error()
-	}
-	return &FunctionError{Type: "Runtime.ExitError", Message: msg}
-}
-
-func (f *Function) next(w http.ResponseWriter, r *http.Request) {
-	req := make(chan *invocation, 1)
-	select {
-	case f.waiting <- req:
-	case <-r.Context().Done():
-		return
-	case <-f.closed:
-		http.Error(w, "shutting down", http.StatusGone)
-		return
-	}
-	inv := <-req
-	h := w.Header()
-	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
-	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(inv.deadline.UnixMilli(), 10))
-	h.Set("Lambda-Runtime-Invoked-Function-Arn", f.arn)
-	h.Set("Lambda-Runtime-Trace-Id", fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0", time.Now().Unix(), randomHex(12), randomHex(8)))
-	h.Set("Content-Type", "application/json")
-	_, _ = w.Write(inv.payload)
-}
-
-func (f *Function) lookup(w http.ResponseWriter, r *http.Request) *invocation {
-	f.mu.Lock()
-	inv := f.inflight[r.PathValue("id")]
-	f.mu.Unlock()
-	if inv == nil {
-		writeStatus(w, http.StatusBadRequest, "InvalidRequestID", "unknown or finished request id")
-	}
-	return inv
-}
-
-func (f *Function) response(w http.ResponseWriter, r *http.Request) {
-	inv := f.lookup(w, r)
-	if inv == nil {
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxResponse+1))
+	// The emulator answers by the function's deadline; the margin covers a
+	// cold start and a slow machine.
+	ctx, cancel := context.WithTimeout(ctx, f.timeout+30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(event))
 	if err != nil {
-		writeStatus(w, http.StatusBadRequest, "InvalidRequest", err.Error())
-		return
+		return nil, nil, err
 	}
-	var res result
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invoke through aws-lambda-rie: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the answer of aws-lambda-rie: %w", err)
+	}
+	response, fnErr, err = Classify(resp.StatusCode, body)
+	return response, fnErr, err
+}
+
+// Classify tells the emulator's answers apart: a response, a function error
+// (the emulator reports both with 200), a timeout (200 with a text), a crash
+// (502 with an error payload), or a failure of the emulator itself.
+func Classify(status int, body []byte) ([]byte, *FunctionError, error) {
 	switch {
-	case r.Trailer.Get("Lambda-Runtime-Function-Error-Type") != "":
-		// aws-lambda-go reports an error met while streaming the body here.
-		res.fnErr = decodeError(r.Trailer.Get("Lambda-Runtime-Function-Error-Type"), r.Trailer.Get("Lambda-Runtime-Function-Error-Body"), true)
 	case len(body) > maxResponse:
-		res.fnErr = &FunctionError{Type: "Function.ResponseSizeTooLarge", Message: "response payload exceeds 6 MB"}
+		return nil, &FunctionError{Type: "Function.ResponseSizeTooLarge", Message: "response payload exceeds 6 MB"}, nil
+	case status == http.StatusOK && bytes.HasPrefix(body, []byte("Task timed out after ")):
+		return nil, &FunctionError{Type: "Sandbox.Timedout", Message: strings.TrimSpace(string(body))}, nil
+	case status == http.StatusOK:
+		if fe := errorPayload(body); fe != nil {
+			return nil, fe, nil
+		}
+		return body, nil, nil
+	case status == http.StatusBadGateway:
+		if fe := errorPayload(body); fe != nil {
+			return nil, fe, nil
+		}
+		return nil, &FunctionError{Type: "Runtime.Unknown", Message: strings.TrimSpace(string(body))}, nil
 	default:
-		res.response = body
-	}
-	f.finish(inv, res)
-	writeStatus(w, http.StatusAccepted, "", "")
-}
-
-func (f *Function) error(w http.ResponseWriter, r *http.Request) {
-	inv := f.lookup(w, r)
-	if inv == nil {
-		return
-	}
-	body, _ := io.ReadAll(io.LimitReader(r.Body, maxResponse))
-	f.finish(inv, result{fnErr: decodeError(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body), false)})
-	writeStatus(w, http.StatusAccepted, "", "")
-}
-
-func (f *Function) initError(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, maxResponse))
-	select {
-	case f.initErr <- decodeError(r.Header.Get("Lambda-Runtime-Function-Error-Type"), string(body), false):
-	default:
-	}
-	writeStatus(w, http.StatusAccepted, "", "")
-}
-
-func (f *Function) finish(inv *invocation, res result) {
-	select {
-	case inv.done <- res:
-	default: // already answered: the first answer wins, as in Lambda
+		return nil, nil, fmt.Errorf("aws-lambda-rie answered %d: %.200s", status, body)
 	}
 }
 
-func decodeError(typ, body string, b64 bool) *FunctionError {
-	if b64 {
-		if raw, err := base64.StdEncoding.DecodeString(body); err == nil {
-			body = string(raw)
+// errorPayload returns the error a body is exactly the payload of, or nil.
+func errorPayload(body []byte) *FunctionError {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil
+	}
+	for k := range fields {
+		switch k {
+		case "errorType", "errorMessage", "stackTrace":
+		default:
+			return nil
 		}
 	}
 	var fe FunctionError
-	if err := json.Unmarshal([]byte(body), &fe); err != nil || fe.Type == "" && fe.Message == "" {
-		fe = FunctionError{Type: typ, Message: body}
-	}
-	if fe.Type == "" {
-		fe.Type = typ
+	if err := json.Unmarshal(body, &fe); err != nil || fe.Type == "" {
+		return nil
 	}
 	return &fe
 }
 
-func writeStatus(w http.ResponseWriter, code int, typ, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	if typ == "" {
-		_, _ = io.WriteString(w, `{"status":"OK"}`)
-		return
+// Logs returns what the emulator and the function wrote so far; after Stop,
+// everything they wrote.
+func (f *Function) Logs() []byte { return f.logs.Bytes() }
+
+// EmulatorPID is the emulator's process id.
+func (f *Function) EmulatorPID() int { return f.cmd.Process.Pid }
+
+// PID is the id of the function process the emulator runs now, or 0 before
+// the first invocation (the emulator starts it then).
+func (f *Function) PID() int {
+	kids := children(f.cmd.Process.Pid)
+	if len(kids) == 0 {
+		return 0
 	}
-	_ = json.NewEncoder(w).Encode(map[string]string{"errorType": typ, "errorMessage": msg})
+	return kids[0]
 }
 
-func newRequestID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+// Stop ends the function process and the emulator.
+func (f *Function) Stop() {
+	f.stop.Do(func() {
+		// The bootstrap runs in its own process group: end it first, or it
+		// outlives the emulator until its next poll fails.
+		for _, pid := range children(f.cmd.Process.Pid) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		_ = syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
+		<-f.exited
+	})
+}
+
+// children lists the child processes of pid from /proc.
+func children(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(t) //nolint:gosec // G304: a /proc path
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String(), nil
 }
 
 func randomHex(n int) string {

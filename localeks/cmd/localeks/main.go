@@ -8,6 +8,12 @@
 //	localeks invoke EVENT_FILE|-
 //	                   invoke ./bootstrap once; the response on stdout, or the
 //	                   error payload and exit status 1
+//	localeks serve [--port 9000]
+//	                   keep one warm ./bootstrap behind the Lambda Invoke API
+//	                   on 127.0.0.1 until interrupted
+//
+// The function runs under AWS's Lambda Runtime Interface Emulator
+// (aws-lambda-rie, built into the parts directory), as in `sam local invoke`.
 //
 // Progress goes to stderr, results to stdout. Configuration comes from flags
 // or the environment: LOCALEKS_PARTS (the parts bin dir, from
@@ -26,6 +32,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +72,8 @@ func run(ctx context.Context, args []string) int {
 		err = env(ctx, args[1:])
 	case "invoke":
 		return invoke(ctx, args[1:])
+	case "serve":
+		err = serve(ctx, args[1:])
 	case "shim":
 		err = runShim(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
@@ -82,7 +91,7 @@ func run(ctx context.Context, args []string) int {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-   (see go doc ./cmd/localeks)`)
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-|serve [--port N]   (see go doc ./cmd/localeks)`)
 }
 
 // stackFlags are shared by the commands that may start the stack.
@@ -92,7 +101,7 @@ type stackFlags struct {
 
 func (sf *stackFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.dir, "dir", stack.DefaultDir(), "state `directory`")
-	fs.StringVar(&sf.parts, "parts", os.Getenv("LOCALEKS_PARTS"), "`directory` of kube-apiserver, etcd, aws-iam-authenticator (localeks/parts/build.sh)")
+	fs.StringVar(&sf.parts, "parts", os.Getenv("LOCALEKS_PARTS"), "`directory` of the parts: kube-apiserver, etcd, aws-iam-authenticator, aws-lambda-rie, ... (localeks/parts/build.sh)")
 	fs.StringVar(&sf.permissions, "permissions", os.Getenv("LOCALEKS_PERMISSIONS"), "the project's permissions.yml")
 }
 
@@ -244,22 +253,7 @@ func invoke(ctx context.Context, args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	s, err := stack.Up(ctx, cfg)
-	if err != nil {
-		return fail(err)
-	}
-	creds, err := s.AssumeRole(ctx, *role, *session)
-	if err != nil {
-		return fail(err)
-	}
-	fnEnv := s.FunctionEnv(creds)
-	for _, k := range functionVars {
-		if v, ok := os.LookupEnv(k); ok {
-			fnEnv = append(fnEnv, k+"="+v)
-		}
-	}
-	fnEnv = append(fnEnv, extra...)
-	fn, err := lambdart.Start(ctx, *bootstrap, fnEnv, *timeout, lambdart.WithLogOutput(os.Stderr))
+	fn, err := startFunction(ctx, cfg, fnFlags{bootstrap: *bootstrap, timeout: *timeout, role: *role, session: *session, extra: extra})
 	if err != nil {
 		return fail(err)
 	}
@@ -279,6 +273,43 @@ func invoke(ctx context.Context, args []string) int {
 	slog.Info("invocation succeeded", "took", took.Round(time.Microsecond))
 	fmt.Println(strings.TrimSpace(string(resp)))
 	return 0
+}
+
+// fnFlags say how to start the function.
+type fnFlags struct {
+	bootstrap     string
+	timeout       time.Duration
+	role, session string
+	extra         []string
+	addr          string
+}
+
+// startFunction starts the stack unless it runs, and the bootstrap under
+// aws-lambda-rie as a session of the role, with the replica's environment.
+func startFunction(ctx context.Context, cfg stack.Config, ff fnFlags) (*lambdart.Function, error) {
+	if cfg.Parts == "" {
+		return nil, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
+	}
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := s.AssumeRole(ctx, ff.role, ff.session)
+	if err != nil {
+		return nil, err
+	}
+	fnEnv := s.FunctionEnv(creds)
+	for _, k := range functionVars {
+		if v, ok := os.LookupEnv(k); ok {
+			fnEnv = append(fnEnv, k+"="+v)
+		}
+	}
+	fnEnv = append(fnEnv, ff.extra...)
+	opts := []lambdart.Option{lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie"))}
+	if ff.addr != "" {
+		opts = append(opts, lambdart.WithAddress(ff.addr))
+	}
+	return lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout, opts...)
 }
 
 func readEvent(name string) ([]byte, error) {

@@ -1,0 +1,364 @@
+package handler
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/util/jsonpath"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/lambda-eks/lambda-eks/kube"
+)
+
+// CloudFormation request types.
+const (
+	requestCreate = "Create"
+	requestUpdate = "Update"
+	requestDelete = "Delete"
+)
+
+// cfnRequest is a CloudFormation custom resource request. The envelope is
+// CloudFormation's and decoded leniently (it may grow fields); the
+// properties are the user's and decoded strictly.
+type cfnRequest struct {
+	RequestType           string          `json:"RequestType"`
+	ResponseURL           string          `json:"ResponseURL"`
+	StackID               string          `json:"StackId"`
+	RequestID             string          `json:"RequestId"`
+	ResourceType          string          `json:"ResourceType"`
+	LogicalResourceID     string          `json:"LogicalResourceId"`
+	PhysicalResourceID    string          `json:"PhysicalResourceId,omitempty"`
+	ResourceProperties    json.RawMessage `json:"ResourceProperties,omitempty"`
+	OldResourceProperties json.RawMessage `json:"OldResourceProperties,omitempty"`
+}
+
+// decodeRequest decodes the envelope. An error here means no answer can be
+// sent (no ResponseURL); a request that can be answered but not served is
+// checked by check.
+func decodeRequest(payload []byte) (cfnRequest, error) {
+	if len(payload) > maxEventBytes {
+		return cfnRequest{}, invalid("event is %d bytes; at most %d are accepted", len(payload), maxEventBytes)
+	}
+	var r cfnRequest
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(payload, &r); err != nil {
+		return cfnRequest{}, invalid("custom resource request: %s", err.Error())
+	}
+	if err := checkResponseURL(r.ResponseURL); err != nil {
+		return cfnRequest{}, err
+	}
+	return r, nil
+}
+
+// check refuses a request that names no stack, request or resource, or an
+// unknown request type: it is answered FAILED.
+func (r cfnRequest) check() error {
+	switch r.RequestType {
+	case requestCreate, requestUpdate, requestDelete:
+	default:
+		return invalid("RequestType %q: want Create, Update or Delete", r.RequestType)
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"StackId", r.StackID}, {"RequestId", r.RequestID}, {"LogicalResourceId", r.LogicalResourceID},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if r.RequestType != requestCreate && r.PhysicalResourceID == "" {
+		missing = append(missing, "PhysicalResourceId")
+	}
+	if len(missing) > 0 {
+		return invalid("custom resource request lacks %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Properties are a Custom::KubernetesManifest's ResourceProperties.
+// CloudFormation passes every scalar as a string, so booleans and durations
+// accept strings ("true", "2m", "120").
+type Properties struct {
+	// ServiceToken and ServiceTimeout are CloudFormation's own; ignored.
+	ServiceToken   string          `json:"ServiceToken,omitempty"`
+	ServiceTimeout json.RawMessage `json:"ServiceTimeout,omitempty"`
+
+	Manifest   string  `json:"Manifest,omitempty"`
+	ManifestS3 string  `json:"ManifestS3,omitempty"`
+	Namespace  string  `json:"Namespace,omitempty"`
+	Force      cfnBool `json:"Force,omitempty"`
+	// Prune is true unless set to false.
+	Prune      *cfnBool               `json:"Prune,omitempty"`
+	Wait       cfnDuration            `json:"Wait,omitempty"`
+	Cluster    string                 `json:"Cluster,omitempty"`
+	Region     string                 `json:"Region,omitempty"`
+	RoleArn    string                 `json:"RoleArn,omitempty"`
+	ExternalID string                 `json:"ExternalId,omitempty"`
+	Outputs    map[string]OutputProps `json:"Outputs,omitempty"`
+}
+
+var knownProperties = []string{"Manifest", "ManifestS3", "Namespace", "Force", "Prune", "Wait", "Cluster", "Region",
+	"RoleArn", "ExternalId", "Outputs", "ServiceToken", "ServiceTimeout"}
+
+// OutputProps names one value to read from an object for Fn::GetAtt.
+type OutputProps struct {
+	Kind string `json:"Kind"`
+	Name string `json:"Name"`
+	// Namespace defaults to the resource's Namespace.
+	Namespace  string `json:"Namespace,omitempty"`
+	APIVersion string `json:"ApiVersion,omitempty"`
+	// JSONPath is a kubectl-style JSONPath, e.g.
+	// {.status.loadBalancer.ingress[0].hostname}; the braces may be left out.
+	JSONPath string `json:"JSONPath"`
+}
+
+var knownOutputFields = []string{"Kind", "Name", "Namespace", "ApiVersion", "JSONPath"}
+
+// cfnBool is a boolean that CloudFormation may pass as "true" or "false".
+type cfnBool bool
+
+// UnmarshalJSON accepts true, false, "true" and "false".
+func (b *cfnBool) UnmarshalJSON(data []byte) error {
+	switch s := strings.TrimSpace(string(data)); s {
+	case "true", `"true"`:
+		*b = true
+	case "false", `"false"`:
+		*b = false
+	default:
+		return fmt.Errorf("want true or false, not %s", s)
+	}
+	return nil
+}
+
+// cfnDuration is a duration such as "90s" or "2m", or a number of seconds
+// ("120" or 120), as a template author may write it.
+type cfnDuration time.Duration
+
+// UnmarshalJSON accepts a Go duration string or a whole number of seconds.
+func (d *cfnDuration) UnmarshalJSON(data []byte) error {
+	s := strings.TrimSpace(string(data))
+	if uq, err := strconv.Unquote(s); err == nil {
+		s = uq
+	}
+	if n, err := strconv.ParseInt(s, 10, 32); err == nil {
+		if n <= 0 {
+			return fmt.Errorf("want a positive duration such as 90s or 5m, not %s", string(data))
+		}
+		*d = cfnDuration(time.Duration(n) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("want a positive duration such as 90s or 5m, not %s", string(data))
+	}
+	*d = cfnDuration(v)
+	return nil
+}
+
+// propertyError is a property that cannot be decoded.
+func propertyError(which string, err error) error {
+	msg := err.Error()
+	var fe sigsjson.FieldError
+	if errors.As(err, &fe) {
+		msg = fe.FieldPath() + ": " + msg
+	}
+	return invalid("%s: %s", which, msg)
+}
+
+// decodeProperties decodes ResourceProperties strictly: case-sensitive
+// names, no unknown or duplicate property.
+func decodeProperties(raw json.RawMessage, which string) (Properties, error) {
+	var p Properties
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return p, invalid("%s: missing; Manifest or ManifestS3 is required", which)
+	}
+	strict, err := sigsjson.UnmarshalStrict(raw, &p)
+	if err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return Properties{}, invalid("%s: property %s must be a %s, not %s", which, typeErr.Field, typeName(typeErr), typeErr.Value)
+		}
+		return Properties{}, invalid("%s: %s", which, err.Error())
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, 0, len(strict))
+		for _, e := range strict {
+			msgs = append(msgs, e.Error())
+		}
+		return Properties{}, invalid("%s: %s; known properties: %s; known fields of an output: %s", which,
+			strings.Join(msgs, "; "), strings.Join(knownProperties, ", "), strings.Join(knownOutputFields, ", "))
+	}
+	return p, nil
+}
+
+func typeName(e *json.UnmarshalTypeError) string {
+	switch e.Type.Kind().String() {
+	case "map", "struct":
+		return "map"
+	}
+	return e.Type.Kind().String()
+}
+
+var (
+	outputNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
+	s3URIRE      = regexp.MustCompile(`^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$`)
+)
+
+// maxOutputs bounds the outputs of one resource: each is read and waited for.
+const maxOutputs = 32
+
+// output is one checked output.
+type output struct {
+	Name       string
+	APIVersion string
+	Kind       string
+	Namespace  string
+	ObjectName string
+	JSONPath   string // with braces
+	parser     *jsonpath.JSONPath
+}
+
+// describe names the output and where it is read.
+func (o output) describe() string {
+	where := o.Kind + " " + o.ObjectName
+	if o.Namespace != "" {
+		where += " in namespace " + o.Namespace
+	}
+	return fmt.Sprintf("output %s (%s %s)", o.Name, where, o.JSONPath)
+}
+
+// checkOutputs validates the outputs and fills their defaults; the result is
+// sorted by name, so the order of reads and of messages is stable.
+func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, error) {
+	if len(outs) > maxOutputs {
+		return nil, invalid("Outputs: %d outputs; at most %d", len(outs), maxOutputs)
+	}
+	names := make([]string, 0, len(outs))
+	for n := range outs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	res := make([]output, 0, len(names))
+	for _, n := range names {
+		o := outs[n]
+		if !outputNameRE.MatchString(n) {
+			return nil, invalid("Outputs: name %q: want a letter, then letters, digits or _ (at most 128)", n)
+		}
+		if !kindRE.MatchString(o.Kind) {
+			return nil, invalid("Outputs.%s.Kind %q: want a kind such as Service or Widget.example.com", n, o.Kind)
+		}
+		if errs := checkName(ActionStatus, o.Name); errs != nil {
+			return nil, invalid("Outputs.%s.Name %q is not a valid object name", n, o.Name)
+		}
+		if o.APIVersion != "" {
+			if _, err := schema.ParseGroupVersion(o.APIVersion); err != nil {
+				return nil, invalid("Outputs.%s.ApiVersion %q: %s", n, o.APIVersion, err.Error())
+			}
+		}
+		ns := o.Namespace
+		if ns == "" {
+			ns = namespace
+		}
+		path := strings.TrimSpace(o.JSONPath)
+		if path == "" {
+			return nil, invalid("Outputs.%s.JSONPath is missing, e.g. {.status.loadBalancer.ingress[0].hostname}", n)
+		}
+		if !strings.Contains(path, "{") {
+			path = "{" + path + "}"
+		}
+		p := jsonpath.New(n).AllowMissingKeys(true)
+		if err := p.Parse(path); err != nil {
+			return nil, invalid("Outputs.%s.JSONPath %q: %s", n, o.JSONPath, err.Error())
+		}
+		res = append(res, output{Name: n, APIVersion: o.APIVersion, Kind: o.Kind, Namespace: ns, ObjectName: o.Name,
+			JSONPath: path, parser: p})
+	}
+	return res, nil
+}
+
+// parseS3URI splits s3://bucket/key.
+func parseS3URI(uri string) (bucket, key string, err error) {
+	m := s3URIRE.FindStringSubmatch(uri)
+	if m == nil {
+		return "", "", invalid("ManifestS3 %q: want s3://BUCKET/KEY", uri)
+	}
+	return m[1], m[2], nil
+}
+
+// target is where a resource's objects live. Only these three fields make
+// a different cluster: a change of any is a replacement.
+type cfnTarget struct {
+	Cluster, Region, RoleARN string
+}
+
+// physicalID names a resource for CloudFormation and owns its objects (the
+// value of kube.OwnerAnnotation). It is readable in kubectl
+// (<stack name>/<logical id>/<hash>) and the hash covers the full stack ID
+// (a stack re-created under the same name is another owner) and the
+// target, so that the ID changes, making CloudFormation replace the
+// resource, exactly when the target does. At most 128 + 255 + 18 bytes.
+func physicalID(stackID, logicalID string, t cfnTarget) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{stackID, logicalID, t.Cluster, t.Region, t.RoleARN}, "\x00")))
+	return stackName(stackID) + "/" + logicalID + "/" + hex.EncodeToString(sum[:8])
+}
+
+// stackName is the name part of a stack ARN
+// (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/UUID), or the whole
+// ID, cut to 128 bytes, when it is not one.
+func stackName(stackID string) string {
+	name := stackID
+	if _, rest, ok := strings.Cut(stackID, ":stack/"); ok {
+		name, _, _ = strings.Cut(rest, "/")
+	}
+	if len(name) > 128 {
+		name = name[:128]
+	}
+	return name
+}
+
+// objectID identifies an object across manifests: its group (not version:
+// apps/v1beta1 and apps/v1 name the same object), kind, namespace and name.
+type objectID struct {
+	Group, Kind, Namespace, Name string
+}
+
+// pruneSet returns the objects of old (whose default namespace was oldNS)
+// that are none of applied (the resolved results of the new manifest's
+// apply), in old's order. An object of old that names no namespace matches
+// an applied object of no namespace too: its kind is cluster-scoped, so the
+// default never applied to it.
+func pruneSet(old kube.Manifest, oldNS string, applied []kube.ObjectResult) kube.Manifest {
+	kept := make(map[objectID]bool, len(applied))
+	for _, r := range applied {
+		gv, err := schema.ParseGroupVersion(r.APIVersion)
+		if err != nil {
+			continue
+		}
+		kept[objectID{gv.Group, r.Kind, r.Namespace, r.Name}] = true
+	}
+	var out kube.Manifest
+	for _, o := range old {
+		gvk := o.Object.GroupVersionKind()
+		ns := o.Object.GetNamespace()
+		id := objectID{gvk.Group, gvk.Kind, ns, o.Object.GetName()}
+		if ns == "" {
+			if kept[id] { // cluster-scoped, still applied
+				continue
+			}
+			id.Namespace = oldNS
+		}
+		if !kept[id] {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,191 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lambda-eks/lambda-eks/auth"
+)
+
+// toServer sends every request to srv, whatever its URL says, as the shim
+// does for the replica: the handler checks for an AWS host first.
+type toServer struct{ srv *httptest.Server }
+
+func (t toServer) RoundTrip(r *http.Request) (*http.Response, error) {
+	u, _ := url.Parse(t.srv.URL)
+	r = r.Clone(r.Context())
+	r.URL.Scheme, r.URL.Host = u.Scheme, u.Host
+	return t.srv.Client().Transport.RoundTrip(r)
+}
+
+// cfnHarness plays CloudFormation: it sends requests to a Handler whose
+// connector is given, and receives the answers.
+type cfnHarness struct {
+	h   *Handler
+	rec *recorder
+}
+
+func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
+	t.Helper()
+	cfg, err := ConfigFromEnv(func(k string) string {
+		return map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{codes: []int{200}}
+	srv := httptest.NewServer(rec)
+	t.Cleanup(srv.Close)
+	prev := responseClient
+	responseClient = &http.Client{Transport: toServer{srv}}
+	t.Cleanup(func() { responseClient = prev })
+	return &cfnHarness{h: New(cfg, connect, discardLogger()), rec: rec}
+}
+
+// send invokes the handler with a request and returns the answer
+// CloudFormation received, after checking that the invocation returned it.
+func (c *cfnHarness) send(t *testing.T, ctx context.Context, fields map[string]any) cfnResponse {
+	t.Helper()
+	req := map[string]any{
+		"RequestType": "Create", "ResponseURL": "https://cfn-response.s3.amazonaws.com/r?X-Amz-Signature=secret",
+		"StackId":   "arn:aws:cloudformation:us-east-1:123456789012:stack/s/u",
+		"RequestId": "req-1", "LogicalResourceId": "Objects", "ResourceType": "Custom::KubernetesManifest",
+	}
+	for k, v := range fields {
+		req[k] = v
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(c.rec.bodies)
+	out, err := c.h.customResource(ctx, payload)
+	if err != nil {
+		t.Fatalf("customResource: %v", err)
+	}
+	if len(c.rec.bodies) != before+1 {
+		t.Fatalf("%d answers sent, want 1", len(c.rec.bodies)-before)
+	}
+	if sent := c.rec.bodies[before]; sent != string(out) {
+		t.Errorf("the invocation returned %s, but sent %s", out, sent)
+	}
+	var resp cfnResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StackID != req["StackId"] || resp.RequestID != req["RequestId"] || resp.LogicalResourceID != req["LogicalResourceId"] {
+		t.Errorf("ids not copied: %+v", resp)
+	}
+	return resp
+}
+
+const oneConfigMap = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
+
+func TestCustomResourceAnswers(t *testing.T) {
+	notFound := func(context.Context, auth.Target) (*Conn, error) {
+		return nil, &auth.ClusterNotFoundError{Name: "gone", Region: "us-east-1"}
+	}
+	panics := func(context.Context, auth.Target) (*Conn, error) { panic("boom") }
+	tests := []struct {
+		name       string
+		connect    Connector
+		fields     map[string]any
+		wantStatus string
+		wantReason string
+		wantID     string
+	}{
+		{name: "bad manifest: FAILED naming the document, nothing connected",
+			fields: map[string]any{"ResourceProperties": map[string]any{
+				"Manifest": oneConfigMap + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}},
+			wantStatus: statusFailed, wantReason: "InvalidEvent: manifest document 2 (ConfigMap \"\"): metadata.name is missing"},
+		{name: "unknown property", fields: map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Prune": "maybe"}},
+			wantStatus: statusFailed, wantReason: "InvalidEvent: ResourceProperties: ", wantID: "s/Objects/failed-"},
+		{name: "cluster not found on create is FAILED", connect: notFound,
+			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
+			wantStatus: statusFailed, wantReason: "ClusterNotFound: cluster gone not found"},
+		{name: "cluster not found on delete is SUCCESS", connect: notFound,
+			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/0123",
+				"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
+			wantStatus: statusSuccess, wantReason: "nothing to delete: cluster gone is gone", wantID: "s/Objects/0123"},
+		{name: "delete after a create that failed on its properties", connect: panics,
+			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/failed-01",
+				"ResourceProperties": map[string]any{"Manifest": "kind: [", "ServiceToken": "arn"}},
+			wantStatus: statusSuccess, wantReason: "nothing to delete", wantID: "s/Objects/failed-01"},
+		{name: "panic is FAILED", connect: panics,
+			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
+			wantStatus: statusFailed, wantReason: "Internal: the function panicked: boom"},
+		{name: "unknown request type", fields: map[string]any{"RequestType": "Upsert", "PhysicalResourceId": "p",
+			"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
+			wantStatus: statusFailed, wantReason: "InvalidEvent: RequestType \"Upsert\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			connect := tt.connect
+			if connect == nil {
+				connect = func(context.Context, auth.Target) (*Conn, error) {
+					t.Error("connected, want no connection")
+					return nil, context.Canceled
+				}
+			}
+			c := newCFNHarness(t, connect)
+			resp := c.send(t, t.Context(), tt.fields)
+			if resp.Status != tt.wantStatus || !strings.HasPrefix(resp.Reason, tt.wantReason) {
+				t.Errorf("answer %s %q, want %s %q...", resp.Status, resp.Reason, tt.wantStatus, tt.wantReason)
+			}
+			if tt.wantID != "" && !strings.HasPrefix(resp.PhysicalResourceID, tt.wantID) {
+				t.Errorf("PhysicalResourceId %q, want %q...", resp.PhysicalResourceID, tt.wantID)
+			}
+			if resp.PhysicalResourceID == "" {
+				t.Error("no PhysicalResourceId")
+			}
+		})
+	}
+}
+
+// TestCustomResourceAnswersBeforeTheDeadline: work that ignores its
+// context is cut, and the answer still goes out before Lambda's deadline.
+func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	defer close(release)
+	stuck := func(context.Context, auth.Target) (*Conn, error) {
+		calls.Add(1)
+		<-release // ignores ctx
+		return nil, context.Canceled
+	}
+	c := newCFNHarness(t, stuck)
+	timeout := 3 * time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	resp := c.send(t, ctx, map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}})
+	if left := time.Until(deadline); left < deadlineMargin/2 {
+		t.Errorf("answered %s before the deadline, want at least %s", left, deadlineMargin/2)
+	}
+	if resp.Status != statusFailed || !strings.HasPrefix(resp.Reason, "Timeout: ") || calls.Load() != 1 {
+		t.Errorf("answer %s %q after %d connects, want FAILED Timeout after 1", resp.Status, resp.Reason, calls.Load())
+	}
+}
+
+func TestCustomResourceWithoutResponseURL(t *testing.T) {
+	c := newCFNHarness(t, nil)
+	for _, payload := range []string{
+		`{"RequestType":"Create","ResponseURL":"http://cfn.s3.amazonaws.com/x"}`,
+		`{"RequestType":"Create","ResponseURL":"https://169.254.169.254/x"}`,
+		`{"RequestType":"Create","ResponseURL":7}`,
+	} {
+		if _, err := c.h.customResource(t.Context(), []byte(payload)); err == nil || appError(err).Code != InvalidEvent {
+			t.Errorf("customResource(%s) = %v, want InvalidEvent", payload, err)
+		}
+	}
+	if len(c.rec.bodies) != 0 {
+		t.Errorf("%d answers sent, want none", len(c.rec.bodies))
+	}
+}

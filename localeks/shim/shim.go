@@ -14,7 +14,9 @@
 //     local kube-apiserver's, because moto invents random ones.
 //
 // It counts the requests it forwards per AWS service, so tests can prove that
-// a warm invocation made none: GET /__counts, POST /__counts/reset.
+// a warm invocation made none: GET /__counts, POST /__counts/reset. And it
+// plays faults and a trust-policy check that moto lacks, switched by tests:
+// GET and POST /__faults (see Faults).
 package shim
 
 import (
@@ -22,6 +24,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +68,54 @@ type Config struct {
 // shared shim.
 type Counts map[string]int
 
+// Fault modes of an AWS service (Faults.STS, Faults.EKS).
+const (
+	// Freeze leaves requests unanswered until the client gives up: an
+	// endpoint that accepts connections and never answers.
+	Freeze = "freeze"
+	// FreezeConnect leaves the proxy's CONNECT unanswered: an endpoint the
+	// proxy cannot reach. It holds every client, the authenticator too.
+	FreezeConnect = "freeze-connect"
+	// Close closes the connection without an answer: an endpoint that
+	// refuses or resets connections.
+	Close = "close"
+)
+
+// Faults are switches for tests. Freeze and Close act only on requests
+// signed in an Authorization header (SDK clients such as the function): the
+// authenticator's replays of presigned tokens still reach STS, as EKS's own
+// path to STS does when only the function's path to AWS is broken.
+type Faults struct {
+	STS string `json:"sts,omitempty"`
+	EKS string `json:"eks,omitempty"`
+	// ExternalIDs maps a role ARN to the external ID its trust policy
+	// demands (an sts:ExternalId condition, which moto does not enforce):
+	// AssumeRole of that role with another or no external ID is answered
+	// AccessDenied, naming the caller, as STS does.
+	ExternalIDs map[string]string `json:"externalIds,omitempty"`
+}
+
+func (f Faults) of(service string) string {
+	switch service {
+	case "sts":
+		return f.STS
+	case "eks":
+		return f.EKS
+	}
+	return ""
+}
+
+func (f Faults) check() error {
+	for _, mode := range []string{f.STS, f.EKS} {
+		switch mode {
+		case "", Freeze, FreezeConnect, Close:
+		default:
+			return fmt.Errorf("fault %q: want %q, %q, %q or none", mode, Freeze, FreezeConnect, Close)
+		}
+	}
+	return nil
+}
+
 // Server is a running shim.
 type Server struct {
 	cfg      Config
@@ -77,6 +128,9 @@ type Server struct {
 
 	mu     sync.Mutex
 	counts Counts
+	faults Faults
+	// stop ends frozen requests when the shim shuts down.
+	stop chan struct{}
 }
 
 // New builds a shim from cfg. It does not listen yet.
@@ -101,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		},
 		tunnels: newConnListener(),
 		counts:  Counts{},
+		stop:    make(chan struct{}),
 	}
 	s.inner = &http.Server{Handler: http.HandlerFunc(s.forward), ReadHeaderTimeout: 10 * time.Second}
 	s.outer = &http.Server{Handler: http.HandlerFunc(s.front), ReadHeaderTimeout: 10 * time.Second}
@@ -124,6 +179,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	go func() { _ = s.inner.Serve(s.tunnels) }()
 	go func() {
 		<-ctx.Done()
+		close(s.stop)
 		shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		_ = s.outer.Shutdown(shut)
@@ -164,8 +220,49 @@ func (s *Server) front(w http.ResponseWriter, r *http.Request) {
 		s.counts = Counts{}
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/__faults" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Faults())
+	case r.URL.Path == "/__faults" && r.Method == http.MethodPost:
+		var f Faults
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&f); err != nil {
+			http.Error(w, "localeks shim: faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := f.check(); err != nil {
+			http.Error(w, "localeks shim: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFaults(f)
+		slog.Info("faults set", "sts", f.STS, "eks", f.EKS, "externalIds", len(f.ExternalIDs))
+		w.WriteHeader(http.StatusNoContent)
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+// Faults returns the faults in force.
+func (s *Server) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// SetFaults replaces the faults in force.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	s.faults = f
+	s.mu.Unlock()
+}
+
+// hang holds a request unanswered until its client gives up or the shim
+// stops.
+func (s *Server) hang(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-s.stop:
 	}
 }
 
@@ -174,6 +271,11 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	if err != nil || port != "443" || !strings.HasSuffix(host, ".amazonaws.com") {
 		slog.Warn("refused connect", "host", r.Host)
 		http.Error(w, "localeks shim: CONNECT only to *.amazonaws.com:443", http.StatusForbidden)
+		return
+	}
+	if s.Faults().of(serviceOf(host)) == FreezeConnect {
+		slog.Info("fault: connect left unanswered", "host", host)
+		s.hang(r)
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -232,6 +334,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		rawQuery += "&ContentType=JSON"
 	}
 	s.count(service, presigned, accessKeyID(r.Header.Get("Authorization")))
+	if !presigned && s.fault(w, r, service) {
+		return
+	}
 
 	// The upstream is moto on loopback, checked in New; only path and query
 	// come from the client.
@@ -278,6 +383,89 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
 	slog.Info("forwarded", "service", service, "method", r.Method, "path", r.URL.Path, "presigned", presigned, "status", resp.StatusCode)
+}
+
+// fault plays the fault in force for service on a client's request, and
+// says whether it answered (or left unanswered) the request.
+func (s *Server) fault(w http.ResponseWriter, r *http.Request, service string) bool {
+	f := s.Faults()
+	switch f.of(service) {
+	case Freeze:
+		slog.Info("fault: request left unanswered", "service", service, "path", r.URL.Path)
+		s.hang(r)
+		return true
+	case Close:
+		slog.Info("fault: connection closed", "service", service, "path", r.URL.Path)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return true
+			}
+		}
+		panic(http.ErrAbortHandler) // closes the connection too
+	}
+	if service == "sts" && len(f.ExternalIDs) > 0 && r.Method == http.MethodPost {
+		return s.checkExternalID(w, r, f.ExternalIDs)
+	}
+	return false
+}
+
+// checkExternalID answers AccessDenied, as STS does, to an AssumeRole whose
+// role demands an external ID the request does not carry. It leaves the
+// request's body readable for forwarding.
+func (s *Server) checkExternalID(w http.ResponseWriter, r *http.Request, want map[string]string) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "localeks shim: read request", http.StatusBadRequest)
+		return true
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, err := url.ParseQuery(string(body))
+	if err != nil || form.Get("Action") != "AssumeRole" {
+		return false
+	}
+	role := form.Get("RoleArn")
+	id, ok := want[role]
+	if !ok || form.Get("ExternalId") == id {
+		return false
+	}
+	caller := s.callerARN(r)
+	slog.Info("fault: external ID does not match", "role", role, "caller", caller)
+	var msg strings.Builder
+	_ = xml.EscapeText(&msg, []byte(fmt.Sprintf("User: %s is not authorized to perform: sts:AssumeRole on resource: %s", caller, role)))
+	w.Header().Set("Content-Type", "text/xml")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>`+
+		`<Code>AccessDenied</Code><Message>%s</Message></Error><RequestId>localeks-shim</RequestId></ErrorResponse>`, msg.String())
+	return true
+}
+
+// callerARN asks moto who signed r, as STS names the caller in a refusal.
+func (s *Server) callerARN(r *http.Request) string {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, s.upstream.String()+"/",
+		strings.NewReader("Action=GetCallerIdentity&Version=2011-06-15"))
+	if err != nil {
+		return "unknown"
+	}
+	req.Host = r.Host
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, k := range []string{"Authorization", "X-Amz-Security-Token", "X-Amz-Date"} {
+		if v := r.Header.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := s.client.Do(req) //nolint:gosec // G704: loopback upstream only
+	if err != nil {
+		return "unknown"
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var out struct {
+		ARN string `xml:"GetCallerIdentityResult>Arn"`
+	}
+	if err := xml.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || out.ARN == "" {
+		return "unknown"
+	}
+	return out.ARN
 }
 
 // rewriteCluster points a DescribeCluster answer at the local apiserver. It

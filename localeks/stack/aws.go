@@ -1,10 +1,12 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -32,6 +34,21 @@ func (s *Stack) motoConfig() aws.Config {
 	}
 }
 
+// The second account of the replica: a cluster named ClusterName there too
+// (moto keeps each account's clusters apart; the shim points every one at
+// the local apiserver), and roles a function in Account can chain into.
+const (
+	TargetAccount = "210987654321"
+	// TargetRole is the role a cross-account function assumes; tests map
+	// it in aws-auth for as long as they need it.
+	TargetRole = "lambda-eks-target"
+	// TargetUnmappedRole is never mapped.
+	TargetUnmappedRole = "lambda-eks-target-unmapped"
+)
+
+// TargetRoleARN returns the ARN of a role in TargetAccount.
+func TargetRoleARN(role string) string { return "arn:aws:iam::" + TargetAccount + ":role/" + role }
+
 const trustAnyone = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}`
 
 // setupMoto creates the roles and the clusters the replica answers for.
@@ -56,6 +73,40 @@ func (s *Stack) setupMoto(ctx context.Context) error {
 		if err != nil && !errors.As(err, &inUse) {
 			return fmt.Errorf("create cluster %s: %w", name, err)
 		}
+	}
+	return s.SetupTargetAccount(ctx)
+}
+
+// SetupTargetAccount creates, idempotently, TargetAccount's roles and its
+// cluster ClusterName. It acts in that account the way moto allows: with
+// credentials from AssumeRole into a role of it.
+func (s *Stack) SetupTargetAccount(ctx context.Context) error {
+	out, err := sts.NewFromConfig(s.motoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
+		RoleArn:         aws.String(TargetRoleARN(TargetRole)),
+		RoleSessionName: aws.String("localeks-setup"),
+	})
+	if err != nil {
+		return fmt.Errorf("act in account %s: %w", TargetAccount, err)
+	}
+	cfg := s.motoConfig()
+	c := out.Credentials
+	cfg.Credentials = credentials.NewStaticCredentialsProvider(aws.ToString(c.AccessKeyId), aws.ToString(c.SecretAccessKey), aws.ToString(c.SessionToken))
+	iamc := iam.NewFromConfig(cfg)
+	for _, role := range []string{TargetRole, TargetUnmappedRole} {
+		_, err := iamc.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(role), AssumeRolePolicyDocument: aws.String(trustAnyone)})
+		var exists *iamtypes.EntityAlreadyExistsException
+		if err != nil && !errors.As(err, &exists) {
+			return fmt.Errorf("create role %s in account %s: %w", role, TargetAccount, err)
+		}
+	}
+	_, err = eks.NewFromConfig(cfg).CreateCluster(ctx, &eks.CreateClusterInput{
+		Name:               aws.String(ClusterName),
+		RoleArn:            aws.String(TargetRoleARN("lambda-eks-cluster")),
+		ResourcesVpcConfig: &ekstypes.VpcConfigRequest{SubnetIds: []string{"subnet-0000000000000local"}},
+	})
+	var inUse *ekstypes.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create cluster %s in account %s: %w", ClusterName, TargetAccount, err)
 	}
 	return nil
 }
@@ -140,6 +191,30 @@ func (s *Stack) ShimCounts(ctx context.Context) (shim.Counts, error) {
 		return nil, fmt.Errorf("decode shim counts: %w", err)
 	}
 	return c, nil
+}
+
+// SetShimFaults replaces the shim's faults (see shim.Faults); the zero
+// value clears them.
+func (s *Stack) SetShimFaults(ctx context.Context, f shim.Faults) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ShimURL()+"/__faults", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("set shim faults: %s: %s", resp.Status, msg)
+	}
+	return nil
 }
 
 // ResetShimCounts sets the shim's counts to zero.

@@ -35,5 +35,7 @@ func main() {
 		os.Exit(1)
 	}
 	h := handler.New(cfg, handler.NewConnector(awsCfg), log)
-	lambda.Start(h.Invoke)
+	// h is a lambda.Handler: it gets the raw payload and decodes it itself,
+	// strictly, so aws-lambda-go never decodes an event.
+	lambda.Start(h)
 }

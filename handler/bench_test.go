@@ -2,19 +2,16 @@ package handler
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
-
-	"k8s.io/client-go/kubernetes/fake"
 )
 
 // BenchmarkWarmInvoke is a warm ensure-nginx invocation: decode, validate,
-// cached connection, one apply against client-go's fake clientset.
+// cached connection, one apply against client-go's dynamic fake.
 func BenchmarkWarmInvoke(b *testing.B) {
 	connects := 0
-	h := New(testConfig, fakeConnector(fake.NewClientset(), &connects), discardLogger())
+	h := New(testConfig, fakeConnector(newFakeDynamic(), &connects), discardLogger())
 	ctx := context.Background()
-	ev := json.RawMessage(`{"action":"ensure-nginx"}`)
+	ev := []byte(`{"action":"ensure-nginx"}`)
 	if _, err := h.Invoke(ctx, ev); err != nil {
 		b.Fatal(err)
 	}

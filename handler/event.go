@@ -11,11 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/lambda-eks/lambda-eks/kube"
 )
@@ -115,63 +118,173 @@ func (r Replicas) MarshalJSON() ([]byte, error) {
 	return json.Marshal(r.Count)
 }
 
-// scheduledEvent holds the fields that tell an EventBridge scheduled event
-// (which carries no intent of ours) from an Event.
+// scheduledEvent is an EventBridge scheduled event (a rule's schedule),
+// which carries no intent of ours. It is recognised only with exactly these
+// fields, decoded as strictly as an Event, and an empty detail.
 type scheduledEvent struct {
-	Source     string `json:"source"`
-	DetailType string `json:"detail-type"`
+	Version    string   `json:"version"`
+	ID         string   `json:"id"`
+	DetailType string   `json:"detail-type"`
+	Source     string   `json:"source"`
+	Account    string   `json:"account"`
+	Time       string   `json:"time"`
+	Region     string   `json:"region"`
+	Resources  []string `json:"resources"`
+	Detail     struct{} `json:"detail"`
 }
 
-// DecodeEvent decodes raw strictly: unknown fields, wrong types and trailing
-// data are errors. Empty input, null and an EventBridge scheduled event
-// decode to the zero Event, which runs the default action.
+// maxEventDepth bounds how deeply an event's JSON may nest. An Event is
+// flat (depth 1, 2 for a scheduled event's detail); the bound only keeps a
+// hostile payload from costing a deep recursion in the decoder.
+const maxEventDepth = 32
+
+// eventFields lists the Event's JSON names, for the message about an
+// unknown field.
+const eventFields = "action, cluster, region, namespace, name, image, replicas, roleArn, externalId, " +
+	"manifest, kind, selector, force, dryRun, propagation, wait"
+
+// DecodeEvent decodes raw, the payload exactly as Lambda received it,
+// strictly: field names match case-sensitively, an unknown or repeated
+// field, a wrong type, data after the object, invalid UTF-8 and nesting
+// deeper than maxEventDepth are all errors. Empty input, null and an
+// EventBridge scheduled event decode to the zero Event, which runs the
+// default action.
 func DecodeEvent(raw []byte) (Event, error) {
 	if len(raw) > maxEventBytes {
 		return Event{}, invalid("event is %d bytes; at most %d are accepted", len(raw), maxEventBytes)
 	}
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+	trimmed := bytes.Trim(raw, jsonSpace)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
 		return Event{}, nil
 	}
 	if trimmed[0] != '{' {
-		return Event{}, invalid("event must be a JSON object")
+		return Event{}, invalid("event must be a JSON object, not %s", describeValue(trimmed))
 	}
-	var sched scheduledEvent
-	if err := json.Unmarshal(trimmed, &sched); err == nil &&
-		sched.Source == "aws.events" && sched.DetailType == "Scheduled Event" {
+	if !utf8.Valid(trimmed) {
+		return Event{}, invalid("event is not valid UTF-8")
+	}
+	if err := checkDepth(trimmed, maxEventDepth); err != nil {
+		return Event{}, err
+	}
+	var ev Event
+	strictErrs, err := sigsjson.UnmarshalStrict(trimmed, &ev)
+	if err == nil && len(strictErrs) == 0 {
+		return ev, nil
+	}
+	if isScheduledEvent(trimmed) {
 		return Event{}, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	var ev Event
-	if err := dec.Decode(&ev); err != nil {
-		return Event{}, invalid("%s", describeJSONError(err))
+	if err != nil {
+		return Event{}, invalid("%s", describeJSONError(trimmed, err))
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Event{}, invalid("event has data after its JSON object")
-	}
-	return ev, nil
+	return Event{}, invalid("%s", describeStrictErrors(strictErrs))
 }
 
-func describeJSONError(err error) string {
+// jsonSpace is JSON's whitespace; bytes.TrimSpace would also drop Unicode
+// spaces that JSON does not allow.
+const jsonSpace = " \t\r\n"
+
+// isScheduledEvent reports whether b is an EventBridge scheduled event.
+func isScheduledEvent(b []byte) bool {
+	var sched scheduledEvent
+	strictErrs, err := sigsjson.UnmarshalStrict(b, &sched)
+	return err == nil && len(strictErrs) == 0 &&
+		sched.Source == "aws.events" && sched.DetailType == "Scheduled Event"
+}
+
+// checkDepth refuses JSON nested deeper than limit, counting brackets
+// outside strings, before any decoder recurses into it.
+func checkDepth(b []byte, limit int) error {
+	depth, inString, escaped := 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			if depth++; depth > limit {
+				return invalid("event nests deeper than %d levels", limit)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return nil
+}
+
+// describeValue names the kind of JSON value b starts with.
+func describeValue(b []byte) string {
+	switch c := b[0]; {
+	case c == '[':
+		return "an array"
+	case c == '"':
+		return "a string"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == '-' || (c >= '0' && c <= '9'):
+		return "a number"
+	}
+	return "valid JSON"
+}
+
+// maxStrictErrors bounds how many unknown or repeated fields one message lists.
+const maxStrictErrors = 5
+
+// describeStrictErrors words sigs.k8s.io/json's strict errors: unknown
+// fields (a misspelt or wrongly cased name) and repeated fields (which of
+// two values counts is ambiguous, so neither does).
+func describeStrictErrors(errs []error) string {
+	msgs := make([]string, 0, min(len(errs), maxStrictErrors))
+	unknown := false
+	for _, err := range errs[:min(len(errs), maxStrictErrors)] {
+		msgs = append(msgs, err.Error())
+		unknown = unknown || strings.HasPrefix(err.Error(), "unknown field")
+	}
+	if len(errs) > maxStrictErrors {
+		msgs = append(msgs, fmt.Sprintf("and %d more", len(errs)-maxStrictErrors))
+	}
+	msg := strings.Join(msgs, "; ")
+	if unknown {
+		msg += "; field names are case-sensitive; known fields: " + eventFields
+	}
+	return msg
+}
+
+func describeJSONError(b []byte, err error) string {
 	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
 	var replicasErr *replicasError
 	switch {
 	case errors.As(err, &replicasErr):
 		return replicasErr.Error()
 	case errors.As(err, &typeErr):
 		return fmt.Sprintf("field %q must be a JSON %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-	case errors.As(err, &syntaxErr):
-		return fmt.Sprintf("event is not valid JSON at byte %d: %s", syntaxErr.Offset, syntaxErr.Error())
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "event is not valid JSON: it ends too early"
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Sprintf("unknown field %s; known fields: action, cluster, region, namespace, name, image, replicas, roleArn, externalId, "+
-			"manifest, kind, selector, force, dryRun, propagation, wait",
-			strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case hasTrailingData(b):
+		return "event has data after its JSON object"
+	}
+	if ok, offset := sigsjson.SyntaxErrorOffset(err); ok {
+		return fmt.Sprintf("event is not valid JSON at byte %d: %s", offset, err.Error())
 	}
 	return "event: " + err.Error()
+}
+
+// hasTrailingData reports whether b holds one valid JSON value followed by
+// more than whitespace.
+func hasTrailingData(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var v json.RawMessage
+	if dec.Decode(&v) != nil {
+		return false
+	}
+	_, err := dec.Token()
+	return !errors.Is(err, io.EOF)
 }
 
 func jsonKind(goKind string) string {
@@ -234,6 +347,17 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 		RoleARN:    or(ev.RoleARN, cfg.RoleARN),
 		ExternalID: or(ev.ExternalID, cfg.ExternalID),
 	}
+	if err := checkControls(
+		"action", ev.Action, "cluster", ev.Cluster, "region", ev.Region, "namespace", ev.Namespace,
+		"name", ev.Name, "image", ev.Image, "roleArn", ev.RoleARN, "externalId", ev.ExternalID,
+		"kind", ev.Kind, "selector", ev.Selector, "propagation", ev.Propagation, "wait", ev.Wait,
+	); err != nil {
+		return Request{}, err
+	}
+	if i := strings.IndexFunc(ev.Manifest, isManifestControl); i >= 0 {
+		return Request{}, invalid("manifest has control character %U at byte %d; YAML and JSON allow only tab, newline and carriage return",
+			[]rune(ev.Manifest[i:])[0], i)
+	}
 	if ev.Replicas != nil {
 		r.Replicas, r.Restore = ev.Replicas.Count, ev.Replicas.Restore
 	}
@@ -285,6 +409,27 @@ func Resolve(ev Event, cfg Config) (Request, error) {
 		return Request{}, err
 	}
 	return r, nil
+}
+
+// checkControls refuses a control character (U+0000 to U+001F, U+007F to
+// U+009F) in any of the named values (name, value pairs): it is never part
+// of a valid name, selector or image, and some parsers stop at it (a
+// selector "app=web\x00" would read as "app=web").
+func checkControls(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		name, v := pairs[i], pairs[i+1]
+		if j := strings.IndexFunc(v, unicode.IsControl); j >= 0 {
+			return invalid("%s %q has control character %U at byte %d; names, selectors and images never hold one",
+				name, v, []rune(v[j:])[0], j)
+		}
+	}
+	return nil
+}
+
+// isManifestControl reports a control character YAML does not allow (it
+// allows tab, newline, carriage return and next-line).
+func isManifestControl(r rune) bool {
+	return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' && r != '\u0085'
 }
 
 // fieldsOf lists the event fields an action reads, beyond those every

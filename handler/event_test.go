@@ -59,6 +59,37 @@ func TestDecodeAndResolve(t *testing.T) {
 		{"bad image", `{"image":"nginx latest"}`, Request{}, "image"},
 		{"bad role", `{"roleArn":"arn:aws:iam::123:user/bob"}`, Request{}, "roleArn"},
 		{"external id without role", `{"externalId":"abc"}`, Request{}, "only used with roleArn"},
+
+		// Strict decoding (issue 8): names match exactly, nothing is read twice.
+		{"duplicate field", `{"action":"status","action":"delete"}`, Request{}, `duplicate field "action"`},
+		{"field in another case", `{"Replicas":3}`, Request{}, `unknown field "Replicas"; field names are case-sensitive`},
+		{"dryRun overridden in another case", `{"action":"restart","dryRun":true,"DRYRUN":false}`, Request{}, `unknown field "DRYRUN"`},
+		{"trailing garbage", `{"action":"status"}x`, Request{}, "data after its JSON object"},
+		{"trailing object", `{"action":"status"}{"action":"delete"}`, Request{}, "data after its JSON object"},
+		{"not JSON", `hello`, Request{}, "must be a JSON object"},
+		{"a string", `"{}"`, Request{}, "must be a JSON object, not a string"},
+		{"a number", `3`, Request{}, "not a number"},
+		{"deep nesting", `{"detail":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`, Request{}, "nests deeper than 32"},
+		{"brackets in strings do not count", `{"name":"` + strings.Repeat("[", 100) + `"}`, Request{}, "name"},
+		{"invalid UTF-8", "{\"name\":\"a\xff\"}", Request{}, "not valid UTF-8"},
+		{"non-JSON space", "\u00a0{}", Request{}, "must be a JSON object"},
+		{"scheduled event with an action", `{"source":"aws.events","detail-type":"Scheduled Event","action":"delete"}`, Request{}, `unknown field "source"`},
+		{"scheduled event in another case", `{"Source":"aws.events","detail-type":"Scheduled Event"}`, Request{}, "unknown field"},
+		{"scheduled event with a duplicate", `{"source":"aws.events","source":"aws.events","detail-type":"Scheduled Event"}`, Request{}, "unknown field"},
+		{"scheduled event with a detail", `{"source":"aws.events","detail-type":"Scheduled Event","detail":{"action":"delete"}}`, Request{}, "unknown field"},
+		{"scheduled event of another source", `{"source":"aws.evil","detail-type":"Scheduled Event"}`, Request{}, "unknown field"},
+
+		// Control characters (issue 8): refused in every name, selector and image.
+		{"NUL in a selector", `{"action":"scale","selector":"app=web\u0000","replicas":0}`, Request{}, `selector "app=web\x00" has control character U+0000`},
+		{"NUL in an image", `{"image":"nginx:1.27\u0000evil"}`, Request{}, "image"},
+		{"NUL in a name", `{"action":"delete","kind":"ConfigMap","name":"a\u0000"}`, Request{}, "name"},
+		{"escape in a namespace", `{"namespace":"default\u001b[31m"}`, Request{}, "control character U+001B"},
+		{"C1 control in a cluster", `{"cluster":"demo\u0085"}`, Request{}, "cluster"},
+		{"newline in a kind", `{"action":"status","kind":"Deployment\n","name":"a"}`, Request{}, "kind"},
+		{"tab in a role", `{"roleArn":"arn:aws:iam::123456789012:role/a\t"}`, Request{}, "roleArn"},
+		{"NUL in a wait", `{"action":"restart","wait":"1m\u0000"}`, Request{}, "wait"},
+		{"NUL in a propagation", `{"action":"delete","kind":"ConfigMap","name":"a","propagation":"Foreground\u0000"}`, Request{}, "propagation"},
+		{"NUL in a manifest", `{"action":"apply","manifest":"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a\u0000}\n"}`, Request{}, "manifest has control character U+0000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,11 +5,21 @@
 package handler
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/kube"
@@ -46,6 +56,10 @@ const deadlineMargin = 500 * time.Millisecond
 // says how far the rollout got.
 const waitMargin = 500 * time.Millisecond
 
+// maxConns bounds the connections a process keeps: one per target (cluster,
+// region, role) it was asked for, the least recently used dropped first.
+const maxConns = 16
+
 // Handler serves invocations. Build it once per process.
 type Handler struct {
 	cfg     Config
@@ -53,19 +67,39 @@ type Handler struct {
 	log     *slog.Logger
 
 	mu    sync.Mutex
-	conns map[auth.Target]*Conn
+	conns []cachedConn // least recently used first
+}
+
+// cachedConn is a Conn and the target it reaches.
+type cachedConn struct {
+	target auth.Target
+	conn   *Conn
 }
 
 // New returns a Handler.
 func New(cfg Config, connect Connector, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, connect: connect, log: log, conns: make(map[auth.Target]*Conn)}
+	return &Handler{cfg: cfg, connect: connect, log: log}
 }
 
-// Invoke is the Lambda handler: it returns a Response, or an error Lambda
-// reports with the error's code as errorType.
-func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (*Response, error) {
+// Invoke is the Lambda handler (Handler is a lambda.Handler): it takes the
+// payload exactly as Lambda received it, so that nothing but DecodeEvent
+// decodes it, and returns the Response as JSON, or an error Lambda reports
+// with the error's code as errorType. A CloudFormation custom resource
+// request goes to customResource.
+func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	if isCustomResource(payload) {
+		out, err := h.customResource(ctx, payload)
+		if err != nil {
+			return nil, appError(err).lambdaError()
+		}
+		return out, nil
+	}
 	start := time.Now()
-	resp, err := h.invoke(ctx, raw)
+	resp, err := h.invoke(ctx, payload)
+	var out []byte
+	if err == nil {
+		out, err = marshalResponse(resp)
+	}
 	if err != nil {
 		e := appError(err)
 		h.log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
@@ -74,10 +108,40 @@ func (h *Handler) Invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 	}
 	h.log.InfoContext(ctx, "invocation done", "cluster", resp.Cluster, "action", resp.Action,
 		"objects", len(resp.Objects), "duration_ms", time.Since(start).Milliseconds())
-	return resp, nil
+	return out, nil
 }
 
-func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, error) {
+// marshalResponse writes resp as aws-lambda-go writes a handler's value: no
+// HTML escaping, no trailing newline.
+func marshalResponse(resp *Response) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(resp); err != nil {
+		return nil, fmt.Errorf("encode response: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// isCustomResource reports whether payload is a CloudFormation custom
+// resource request: a JSON object with RequestType and ResponseURL (names
+// matched case-sensitively). Only the top level is looked at; the request
+// itself is checked by customResource.
+func isCustomResource(payload []byte) bool {
+	if !bytes.Contains(payload, []byte(`"RequestType"`)) || !bytes.Contains(payload, []byte(`"ResponseURL"`)) {
+		return false
+	}
+	var probe struct {
+		RequestType *string `json:"RequestType"`
+		ResponseURL *string `json:"ResponseURL"`
+	}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(payload, &probe); err != nil {
+		return false
+	}
+	return probe.RequestType != nil && probe.ResponseURL != nil
+}
+
+func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
 	ev, err := DecodeEvent(raw)
 	if err != nil {
 		return nil, err
@@ -121,17 +185,19 @@ func (h *Handler) invoke(ctx context.Context, raw json.RawMessage) (*Response, e
 	diag.callerARN = conn.CallerARN
 
 	objects, err := h.run(ctx, conn.Kube, req)
-	if err != nil {
-		return nil, classify(ctx, err, diag)
-	}
-	if req.Wait > 0 {
+	if err == nil && req.Wait > 0 {
 		bound := req.Wait
 		if deadline, ok := ctx.Deadline(); ok {
 			bound = min(bound, time.Until(deadline)-waitMargin)
 		}
-		if objects, err = conn.Kube.Wait(ctx, objects, max(bound, 0), h.log); err != nil {
-			return nil, classify(ctx, err, diag)
+		objects, err = conn.Kube.Wait(ctx, objects, max(bound, 0), h.log)
+	}
+	if err != nil {
+		if reason := stale(err); reason != "" {
+			h.forget(t, conn)
+			h.log.WarnContext(ctx, "connection dropped", "cluster", t.Cluster, "region", t.Region, "reason", reason)
 		}
+		return nil, classify(ctx, err, diag)
 	}
 	if objects == nil {
 		objects = []kube.ObjectResult{}
@@ -189,17 +255,13 @@ func checkWait(ctx context.Context, wait time.Duration) error {
 // conn returns the cached connection to t, opening it on first use. A
 // failed attempt is not cached: the next invocation tries again.
 func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
-	h.mu.Lock()
-	c, ok := h.conns[t]
-	h.mu.Unlock()
-	if !ok {
+	c := h.cached(t)
+	if c == nil {
 		var err error
 		if c, err = h.connect(ctx, t); err != nil {
 			return nil, err
 		}
-		h.mu.Lock()
-		h.conns[t] = c
-		h.mu.Unlock()
+		h.keep(t, c)
 	}
 	if c.Prepare != nil {
 		if err := c.Prepare(ctx); err != nil {
@@ -207,4 +269,66 @@ func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
 		}
 	}
 	return c, nil
+}
+
+// cached returns the connection to t, now the most recently used, or nil.
+func (h *Handler) cached(t auth.Target) *Conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := slices.IndexFunc(h.conns, func(cc cachedConn) bool { return cc.target == t })
+	if i < 0 {
+		return nil
+	}
+	cc := h.conns[i]
+	h.conns = append(slices.Delete(h.conns, i, i+1), cc)
+	return cc.conn
+}
+
+// keep caches c as the most recently used connection, dropping the least
+// recently used one beyond maxConns.
+func (h *Handler) keep(t auth.Target, c *Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns = slices.DeleteFunc(h.conns, func(cc cachedConn) bool { return cc.target == t })
+	if len(h.conns) >= maxConns {
+		h.conns = slices.Delete(h.conns, 0, len(h.conns)-maxConns+1)
+	}
+	h.conns = append(h.conns, cachedConn{target: t, conn: c})
+}
+
+// forget drops c, if it is still the connection to t, so that the next
+// invocation opens a new one (eks:DescribeCluster again).
+func (h *Handler) forget(t auth.Target, c *Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns = slices.DeleteFunc(h.conns, func(cc cachedConn) bool { return cc.target == t && cc.conn == c })
+}
+
+// stale says why err shows that a connection no longer reaches the cluster
+// it was opened for, or "" when it does not. The endpoint and CA came from
+// eks:DescribeCluster when the connection was opened; a cluster deleted and
+// created again under the same name has new ones. So a certificate the CA
+// does not verify, an endpoint name that no longer resolves, and a 401 that
+// outlived the retry with a fresh token (kube retries once) all mean: ask
+// EKS again.
+func stale(err error) string {
+	var (
+		verify    *tls.CertificateVerificationError
+		authority x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		badCert   x509.CertificateInvalidError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		dns       *net.DNSError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &badCert),
+		errors.As(err, &record), errors.As(err, &alert):
+		return "tls"
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "endpoint name not found"
+	case apierrors.IsUnauthorized(err):
+		return "401 after a fresh token"
+	}
+	return ""
 }

@@ -23,21 +23,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// fakeConnector connects every target to one fake clientset and counts connects.
-func fakeConnector(cs *fake.Clientset, connects *int) Connector {
-	return func(context.Context, auth.Target) (*Conn, error) {
-		*connects++
-		return &Conn{Kube: kube.New(cs, nil, nil)}, nil
-	}
-}
 
 func lambdaErr(tb testing.TB, err error) messages.InvokeResponse_Error {
 	tb.Helper()
@@ -49,9 +40,9 @@ func lambdaErr(tb testing.TB, err error) messages.InvokeResponse_Error {
 }
 
 func TestHandlerEnsureNginx(t *testing.T) {
-	cs := fake.NewClientset()
+	dyn := newFakeDynamic()
 	connects := 0
-	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
+	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
 	ctx := context.Background()
 
 	steps := []struct {
@@ -62,13 +53,9 @@ func TestHandlerEnsureNginx(t *testing.T) {
 		{`{"action":"ensure-nginx","replicas":5}`, "configured"},
 	}
 	for _, s := range steps {
-		resp, err := h.Invoke(ctx, json.RawMessage(s.event))
+		got, err := h.Invoke(ctx, []byte(s.event))
 		if err != nil {
 			t.Fatalf("%s: %v", s.event, err)
-		}
-		got, err := json.Marshal(resp)
-		if err != nil {
-			t.Fatal(err)
 		}
 		want := `{"cluster":"demo","action":"ensure-nginx","objects":[{"apiVersion":"apps/v1","kind":"Deployment",` +
 			`"namespace":"default","name":"nginx","result":"` + s.want + `"}]}`
@@ -82,17 +69,21 @@ func TestHandlerEnsureNginx(t *testing.T) {
 }
 
 func TestHandlerInvalidEventWritesNothing(t *testing.T) {
-	cs := fake.NewClientset()
+	dyn := newFakeDynamic()
 	connects := 0
-	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
-	for _, ev := range []string{`{"replicas":-4}`, `{"nmae":"x"}`, `{"namespace":"UPPER"}`} {
-		_, err := h.Invoke(context.Background(), json.RawMessage(ev))
+	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
+	for _, ev := range []string{`{"replicas":-4}`, `{"nmae":"x"}`, `{"namespace":"UPPER"}`,
+		`{"action":"status","kind":"Deployment","name":"nginx","action":"delete"}`, `{"action":"restart","dryRun":true,"DRYRUN":false}`,
+		`{"Replicas":3}`, `{"action":"status"} {"action":"delete"}`, `not json`, `[{}]`, `"x"`,
+		`{"name":` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5000) + `}`,
+		`{"action":"scale","selector":"app=web\u0000","replicas":0}`} {
+		_, err := h.Invoke(context.Background(), []byte(ev))
 		if le := lambdaErr(t, err); le.Type != "InvalidEvent" {
 			t.Errorf("%s: errorType %s, want InvalidEvent", ev, le.Type)
 		}
 	}
-	if connects != 0 || len(cs.Actions()) != 0 {
-		t.Errorf("invalid events connected %d times and made %d requests, want none", connects, len(cs.Actions()))
+	if connects != 0 || len(dyn.Actions()) != 0 {
+		t.Errorf("invalid events connected %d times and made %d requests, want none", connects, len(dyn.Actions()))
 	}
 }
 
@@ -245,17 +236,18 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	resp, err := h.Invoke(ctx, json.RawMessage(`{}`))
+	out, err := h.Invoke(ctx, []byte(`{}`))
 	if err != nil {
 		t.Fatalf("first invocation: %v", err)
 	}
-	if resp.Objects[0].Result != kube.Created {
-		t.Errorf("result %s, want created", resp.Objects[0].Result)
+	var resp Response
+	if err := json.Unmarshal(out, &resp); err != nil || len(resp.Objects) != 1 || resp.Objects[0].Result != kube.Created {
+		t.Errorf("response %s (%v), want one object created", out, err)
 	}
 	fc.mu.Lock()
 	fc.unauthorized = true
 	fc.mu.Unlock()
-	_, err = h.Invoke(ctx, json.RawMessage(`{}`))
+	_, err = h.Invoke(ctx, []byte(`{}`))
 	le := lambdaErr(t, err)
 	if le.Type != "Unauthorized" || !strings.Contains(le.Message, "arn:aws:iam::123456789012:role/fn-role") {
 		t.Errorf("401: got %s %q, want Unauthorized naming the role", le.Type, le.Message)
@@ -267,10 +259,10 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 	if len(bearers) == 0 || !strings.HasPrefix(bearers[0], "Bearer k8s-aws-v1.") {
 		t.Fatal("the API server saw no EKS bearer token; the test proves nothing")
 	}
-	out := logs.String() + le.Message
+	seen := logs.String() + le.Message
 	for _, secret := range []string{"k8s-aws-v1.", "X-Amz-Signature", "secret", "ASIAEXAMPLEEXAMPLE01"} {
-		if strings.Contains(out, secret) {
-			t.Errorf("logs or error contain %q:\n%s", secret, out)
+		if strings.Contains(seen, secret) {
+			t.Errorf("logs or error contain %q:\n%s", secret, seen)
 		}
 	}
 	if !strings.Contains(logs.String(), `"invocation failed"`) || !strings.Contains(logs.String(), `"invocation done"`) {

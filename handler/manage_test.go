@@ -12,9 +12,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/utils/ptr"
 
 	"github.com/lambda-eks/lambda-eks/kube"
 )
@@ -190,10 +189,11 @@ func TestResponseDryRunAndExtras(t *testing.T) {
 }
 
 func TestHandlerScaleAndRestart(t *testing.T) {
-	cs := fake.NewClientset(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)}})
+	web := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"namespace": "default", "name": "web"}, "spec": map[string]any{"replicas": int64(3)}}}
+	dyn := newFakeDynamic(web)
 	connects := 0
-	h := New(testConfig, fakeConnector(cs, &connects), discardLogger())
+	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
 	ctx := context.Background()
 	steps := []struct{ event, want string }{
 		{`{"action":"restart","name":"web","dryRun":true}`,
@@ -204,23 +204,19 @@ func TestHandlerScaleAndRestart(t *testing.T) {
 			`{"cluster":"demo","action":"scale","objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"web","result":"unchanged","from":3,"to":3}]}`},
 	}
 	for _, s := range steps {
-		resp, err := h.Invoke(ctx, json.RawMessage(s.event))
+		got, err := h.Invoke(ctx, []byte(s.event))
 		if err != nil {
 			t.Fatalf("%s: %v", s.event, err)
-		}
-		got, err := json.Marshal(resp)
-		if err != nil {
-			t.Fatal(err)
 		}
 		if diff := cmp.Diff(s.want, string(got)); diff != "" {
 			t.Errorf("%s: response (-want +got):\n%s", s.event, diff)
 		}
 	}
-	d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	d, err := dyn.Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace("default").Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Spec.Template.Annotations[kube.RestartedAtAnnotation] == "" {
+	if at, _, _ := unstructured.NestedString(d.Object, "spec", "template", "metadata", "annotations", kube.RestartedAtAnnotation); at == "" {
 		t.Error("restart did not set the restartedAt annotation")
 	}
 }

@@ -14,6 +14,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
+// OwnerAnnotation names, on an object applied for an owner (a CloudFormation
+// resource), that owner: delete and prune remove only objects whose
+// annotation still names the resource being deleted or updated.
+const OwnerAnnotation = "lambda-eks.io/owner"
+
 // ApplyOptions are an apply's settings.
 type ApplyOptions struct {
 	// Namespace is given to namespaced objects that name none.
@@ -22,6 +27,32 @@ type ApplyOptions struct {
 	Force bool
 	// DryRun asks the API server to check and not persist.
 	DryRun bool
+	// Owner, when set, is written to every object as OwnerAnnotation.
+	Owner string
+}
+
+// ApplyError is an apply that failed after writing some objects: they stay
+// applied, and Written lists them.
+type ApplyError struct {
+	Written []ObjectResult
+	Err     error
+}
+
+func (e *ApplyError) Error() string {
+	names := make([]string, len(e.Written))
+	for i, w := range e.Written {
+		names[i] = w.Kind + " " + qualified(w.Namespace, w.Name) + " " + string(w.Result)
+	}
+	return fmt.Sprintf("%s (written before the failure: %s)", e.Err.Error(), strings.Join(names, ", "))
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+func qualified(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
 }
 
 // crdSettle bounds how long a custom resource of a just-established CRD
@@ -30,43 +61,75 @@ const crdSettle = 5 * time.Second
 
 // Apply server-side applies every object of m, as the field manager
 // lambda-eks, and reports each as created, configured or unchanged, in
-// manifest order. Every object is resolved against the cluster first: one
-// that cannot be applied as written (an unknown kind, a namespace on a
-// cluster-scoped kind) fails the call as a *ManifestError before anything is
-// written. Namespaces and CRDs are applied first; custom resources of a CRD
+// manifest order.
+//
+// Nothing is written unless every object can be: each is resolved against
+// the cluster's kinds (a *ManifestError if it cannot be), and a manifest of
+// several objects is first applied as a server-side dry run, which checks
+// what only the server knows (schema, names, admission policies); a document
+// it refuses is a *ManifestError quoting the server. Objects this process
+// applied before with the same content skip the dry run, so a warm re-apply
+// of an unchanged manifest costs one request per object; a changed object
+// costs two. Namespaces and CRDs are applied first; custom resources of a CRD
 // of the manifest wait until it is established. The rest are applied with
-// bounded concurrency.
+// bounded concurrency. A failure after some writes is an *ApplyError naming
+// them.
 //
-// Results come from the state before and after each apply: the first time a
-// process meets an object it reads it (one GET); later applies send the
-// resourceVersion it saw as a precondition, so a warm re-apply is one request
-// per object. An unchanged resourceVersion means unchanged; a new uid means
-// created (someone deleted it meanwhile); otherwise the content, without
-// resourceVersion and managed fields, decides. The alternative - one apply
-// and no read, telling created from the HTTP status - would need a REST
-// client of our own instead of the dynamic client, and still could not tell
-// configured from unchanged on a first sight.
+// Results: see resultOf. The first time a process meets an object it reads
+// it (one GET); later applies are one request, except within seconds of
+// lambda-eks's last change to the object, where the apply is preconditioned
+// on the resourceVersion seen (and, if another writer came between, read
+// again).
 //
-// A dry run reads every object, as nothing it applies is remembered.
+// A user's dry run reads every object, as nothing it applies is remembered.
 // Objects in a namespace, or of a CRD, that the same dry run would create
-// cannot be checked by the server (the namespace or kind does not exist);
-// they are reported created without a request.
-//
-// The first error stops the call; objects applied before it stay applied.
+// cannot be checked by the server; they are reported created without a
+// request.
 func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]ObjectResult, error) {
 	ts, err := c.resolveManifest(ctx, m, o.Namespace)
 	if err != nil {
 		return nil, err
 	}
+	if o.Owner != "" {
+		for _, t := range ts {
+			annotations := t.obj.GetAnnotations()
+			if annotations == nil {
+				annotations = map[string]string{}
+			}
+			annotations[OwnerAnnotation] = o.Owner
+			t.obj.SetAnnotations(annotations)
+		}
+	}
+	if !o.DryRun && len(ts) > 1 {
+		if err := c.check(ctx, ts, o.Force); err != nil {
+			return nil, err
+		}
+	}
+	return c.applyTargets(ctx, ts, o)
+}
+
+func (c *Client) applyTargets(ctx context.Context, ts []target, o ApplyOptions) ([]ObjectResult, error) {
 	results := make([]ObjectResult, len(ts))
+	fail := func(err error) error {
+		var written []ObjectResult
+		for _, r := range results {
+			if r.Result != "" && !o.DryRun {
+				written = append(written, r)
+			}
+		}
+		if len(written) == 0 {
+			return err
+		}
+		return &ApplyError{Written: written, Err: err}
+	}
 	first, rest := phases(ts)
-	err = each(ctx, first, func(ctx context.Context, i int) error {
+	err := each(ctx, first, func(ctx context.Context, i int) error {
 		var err error
 		results[i], err = c.applyObject(ctx, ts[i], o)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fail(err)
 	}
 
 	// In a dry run nothing of the first phase exists: objects in a new
@@ -78,9 +141,9 @@ func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]Objec
 		}
 	}
 	if !o.DryRun {
-		for _, crd := range c.crdsToSettle(ts) {
+		for _, crd := range crdsToSettle(ts) {
 			if err := c.waitEstablished(ctx, crd); err != nil {
-				return nil, err
+				return nil, fail(err)
 			}
 		}
 	}
@@ -95,13 +158,73 @@ func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]Objec
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, fail(err)
 	}
 	return results, nil
 }
 
+// check applies ts as a server-side dry run, skipping what the server
+// cannot check yet (objects of a CRD of the manifest, objects in a
+// namespace the manifest creates) and objects this process applied with
+// the same content. A refused document is a *ManifestError.
+func (c *Client) check(ctx context.Context, ts []target, force bool) error {
+	newNamespaces := map[string]bool{}
+	for _, t := range ts {
+		if t.mapping.GroupVersionKind.GroupKind() == namespaceGK {
+			newNamespaces[t.name] = true
+		}
+	}
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: force, DryRun: []string{metav1.DryRunAll}}
+	return each(ctx, indexes(len(ts)), func(ctx context.Context, i int) error {
+		t := ts[i]
+		if t.definedBy != "" {
+			return nil
+		}
+		if s, ok := c.seen.get(t.key()); ok && s.intent != "" && s.intent == t.intent() {
+			return nil
+		}
+		err := do(ctx, t.op("patch"), func(ctx context.Context) error {
+			_, err := c.resource(t).Apply(ctx, t.name, t.obj, opts)
+			return err
+		})
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsNotFound(err) && newNamespaces[t.namespace]:
+			return nil // its namespace comes with the manifest
+		case refusesDocument(err):
+			return t.manifestError("the API server refused it (server-side dry run): %s", apiMessage(err))
+		}
+		return err
+	})
+}
+
+// refusesDocument reports whether the API server refused what was sent, as
+// opposed to who sent it or how it travelled: invalid, malformed, too large,
+// in a namespace that does not exist, or a value that does not fit the
+// schema (which the API server answers with 500 "failed to create typed
+// patch object").
+func refusesDocument(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) ||
+		apierrors.IsNotFound(err) || IsSchemaError(err)
+}
+
+// IsSchemaError reports whether err is the API server's answer to an object
+// that does not fit its kind's schema.
+func IsSchemaError(err error) bool {
+	return apierrors.IsInternalError(err) && strings.Contains(apiMessage(err), "failed to create typed")
+}
+
+func apiMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return status.Status().Message
+	}
+	return err.Error()
+}
+
 // crdsToSettle names the manifest's CRDs that its other objects need.
-func (c *Client) crdsToSettle(ts []target) []string {
+func crdsToSettle(ts []target) []string {
 	need := map[string]bool{}
 	for _, t := range ts {
 		if t.definedBy != "" {
@@ -147,21 +270,30 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	ri := c.resource(t)
 	res := t.result("")
 	settleUntil := c.now().Add(crdSettle)
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: o.Force}
+	if o.DryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+
+	before, known := c.seen.get(key)
+	// A first sight, and a dry run (nothing it writes is remembered), read
+	// the object as it is now.
+	whole := !known || o.DryRun
+	if whole {
+		var err error
+		if before, err = c.read(ctx, t); err != nil {
+			return res, err
+		}
+	}
+	// Within seconds of lambda-eks's own last change, its managed-fields time
+	// cannot tell a new change: precondition the apply instead.
+	exclusive := !whole && before.exists && before.ambiguous(c.now())
 
 	for attempt := 0; attempt < 3; attempt++ {
-		before, known := c.lastSeen(key)
-		// A dry run compares with the object as it is now, not as this
-		// process last saw it: nothing it writes will be remembered.
-		if !known || o.DryRun {
-			var err error
-			if before, err = c.read(ctx, t); err != nil {
-				return res, err
-			}
-		}
-		obj := t.obj.DeepCopy()
-		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: o.Force}
-		if o.DryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
+		obj := t.obj
+		if exclusive {
+			obj = t.obj.DeepCopy()
+			obj.SetResourceVersion(before.resourceVersion)
 		}
 		var out *unstructured.Unstructured
 		err := do(ctx, t.op("patch"), func(ctx context.Context) error {
@@ -178,24 +310,34 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			}
 			return err
 		})
-		if IsFieldConflict(err) && !opts.Force && onlyOwnConflicts(err) {
+		switch {
+		case exclusive && apierrors.IsConflict(err) && !IsFieldConflict(err):
+			// Another writer came between: read what it left, then apply.
+			exclusive = false
+			if before, err = c.read(ctx, t); err != nil {
+				return res, err
+			}
+			whole = true
+			continue
+		case IsFieldConflict(err) && !opts.Force && onlyOwnConflicts(err):
 			// The other manager is lambda-eks itself, through the scale
 			// subresource (a scale, then a re-apply of the manifest): its
 			// own fields are not another team's to protect.
-			o.Force = true
+			opts.Force = true
 			continue
-		}
-		if err != nil {
-			c.forget(key)
+		case err != nil:
+			c.seen.forget(key)
 			return res, err
 		}
-		after, err := seenOf(out, t.obj.Object)
+		after, err := stateOf(out, t.obj.Object, whole)
 		if err != nil {
 			return res, err
 		}
-		res.Result = resultOf(before, after, o.DryRun)
+		res.Result = resultOf(before, after, o.DryRun, exclusive)
 		if !o.DryRun {
-			c.remember(key, after)
+			after.fingerprint = ""
+			after.intent = t.intent()
+			c.seen.put(key, after)
 		}
 		return res, nil
 	}
@@ -204,19 +346,19 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	return res, &op
 }
 
-// read gets an object's current state; absent is not an error.
-func (c *Client) read(ctx context.Context, t target) (seenObject, error) {
-	var s seenObject
+// read gets an object's current state, whole; absent is not an error.
+func (c *Client) read(ctx context.Context, t target) (state, error) {
+	var s state
 	err := do(ctx, t.op("get"), func(ctx context.Context) error {
 		cur, err := c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			s = seenObject{}
+			s = state{}
 			return nil
 		case err != nil:
 			return err
 		}
-		s, err = seenOf(cur, t.obj.Object)
+		s, err = stateOf(cur, t.obj.Object, true)
 		return err
 	})
 	return s, err
@@ -231,38 +373,37 @@ func IsFieldConflict(err error) bool {
 // onlyOwnConflicts reports whether every field conflict of err is with
 // lambda-eks itself (under another operation or subresource).
 func onlyOwnConflicts(err error) bool {
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) || status.Status().Details == nil {
-		return false
-	}
-	n := 0
-	for _, cause := range status.Status().Details.Causes {
-		if cause.Type != metav1.CauseTypeFieldManagerConflict {
-			continue
-		}
-		n++
+	causes := conflictCauses(err)
+	for _, cause := range causes {
 		// conflict with "lambda-eks" with subresource "scale" using apps/v1
 		if !strings.HasPrefix(cause.Message, `conflict with "`+FieldManager+`"`) {
 			return false
 		}
 	}
-	return n > 0
+	return len(causes) > 0
 }
 
 // FieldConflicts describes a field-manager conflict: each field and the
 // manager that owns it, as the API server reported them.
 func FieldConflicts(err error) []string {
+	var out []string
+	for _, cause := range conflictCauses(err) {
+		// The message reads: conflict with "manager" using v1
+		out = append(out, fmt.Sprintf("%s (%s)", cause.Field, strings.TrimPrefix(cause.Message, "conflict with ")))
+	}
+	return out
+}
+
+func conflictCauses(err error) []metav1.StatusCause {
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) || status.Status().Details == nil {
 		return nil
 	}
-	var out []string
+	var out []metav1.StatusCause
 	for _, cause := range status.Status().Details.Causes {
-		if cause.Type != metav1.CauseTypeFieldManagerConflict {
-			continue
+		if cause.Type == metav1.CauseTypeFieldManagerConflict {
+			out = append(out, cause)
 		}
-		// The message reads: conflict with "manager" using v1
-		out = append(out, fmt.Sprintf("%s (%s)", cause.Field, strings.TrimPrefix(cause.Message, "conflict with ")))
 	}
 	return out
 }

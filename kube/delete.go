@@ -7,6 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // DeleteOptions are a delete's settings.
@@ -17,6 +18,9 @@ type DeleteOptions struct {
 	Propagation metav1.DeletionPropagation
 	// DryRun asks the API server to check and not persist.
 	DryRun bool
+	// Owner, when set, limits the delete to objects whose OwnerAnnotation
+	// still names it; others are Kept.
+	Owner string
 }
 
 // DeleteManifest deletes the objects of m, in the reverse of apply's order
@@ -33,17 +37,9 @@ func (c *Client) DeleteManifest(ctx context.Context, m Manifest, o DeleteOptions
 
 // Delete deletes the objects refs name.
 func (c *Client) Delete(ctx context.Context, refs []Ref, o DeleteOptions) ([]ObjectResult, error) {
-	mp := &mapper{c: c}
-	ts := make([]target, 0, len(refs))
-	for _, r := range refs {
-		if r.Namespace == "" {
-			r.Namespace = o.Namespace
-		}
-		t, err := c.resolveRef(ctx, mp, r)
-		if err != nil {
-			return nil, err
-		}
-		ts = append(ts, t)
+	ts, err := c.resolveRefs(ctx, refs, o.Namespace)
+	if err != nil {
+		return nil, err
 	}
 	return c.deleteTargets(ctx, ts, o)
 }
@@ -92,6 +88,17 @@ func (c *Client) deleteObject(ctx context.Context, t target, o DeleteOptions) (O
 	if o.DryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
+	if o.Owner != "" {
+		owned, note, err := c.ownedBy(ctx, t, o.Owner, &opts)
+		if err != nil || !owned {
+			res := t.result(Kept)
+			if note == "" {
+				res.Result = Absent
+			}
+			res.Note = note
+			return res, err
+		}
+	}
 	err := do(ctx, t.op("delete"), func(ctx context.Context) error {
 		return c.resource(t).Delete(ctx, t.name, opts)
 	})
@@ -102,7 +109,35 @@ func (c *Client) deleteObject(ctx context.Context, t target, o DeleteOptions) (O
 		return t.result(""), err
 	}
 	if !o.DryRun {
-		c.forget(t.key())
+		c.seen.forget(t.key())
 	}
 	return t.result(Deleted), nil
+}
+
+// ownedBy reads t and reports whether its OwnerAnnotation names owner; if
+// so, opts is preconditioned on what was read, so that an object another
+// resource took over meanwhile is not deleted. An absent object is not
+// owned and has no note; a kept one says who holds it.
+func (c *Client) ownedBy(ctx context.Context, t target, owner string, opts *metav1.DeleteOptions) (bool, string, error) {
+	var u *unstructured.Unstructured
+	err := do(ctx, t.op("get"), func(ctx context.Context) error {
+		var err error
+		u, err = c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
+		return err
+	})
+	switch {
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		return false, "", nil
+	case err != nil:
+		return false, "", err
+	}
+	if holder := u.GetAnnotations()[OwnerAnnotation]; holder != owner {
+		if holder == "" {
+			return false, "not applied by this resource (no " + OwnerAnnotation + " annotation): left in place", nil
+		}
+		return false, "owned by " + holder + ": left in place", nil
+	}
+	uid, rv := u.GetUID(), u.GetResourceVersion()
+	opts.Preconditions = &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}
+	return true, "", nil
 }

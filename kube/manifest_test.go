@@ -161,7 +161,7 @@ func TestResolveManifest(t *testing.T) {
 				t.Fatal(err)
 			}
 			mapper := newTestMapper()
-			c := New(nil, nil, mapper)
+			c := New(nil, mapper)
 			ts, err := c.resolveManifest(context.Background(), m, "dflt")
 			if mapper.resets != tt.wantResets {
 				t.Errorf("discovery reset %d times, want %d", mapper.resets, tt.wantResets)
@@ -191,7 +191,7 @@ func TestResolveManifest(t *testing.T) {
 }
 
 func TestResolveRef(t *testing.T) {
-	c := New(nil, nil, newTestMapper())
+	c := New(nil, newTestMapper())
 	tests := []struct {
 		ref          Ref
 		wantResource string

@@ -45,6 +45,21 @@ type target struct {
 	definedBy string
 }
 
+// intent hashes what t applies, to tell whether it was applied before.
+func (t target) intent() string {
+	h, err := hash(t.obj.Object)
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// manifestError is a problem with t's document.
+func (t target) manifestError(format string, args ...any) *ManifestError {
+	return &ManifestError{Index: t.index, Item: t.item, Kind: t.mapping.GroupVersionKind.Kind, Name: t.name,
+		Problem: fmt.Sprintf(format, args...)}
+}
+
 func (t target) gr() string { return t.mapping.Resource.GroupResource().String() }
 
 func (t target) key() objectKey {
@@ -65,6 +80,40 @@ func (t target) result(r Result) ObjectResult {
 func (t target) first() bool {
 	gk := t.mapping.GroupVersionKind.GroupKind()
 	return gk == namespaceGK || gk == crdGK
+}
+
+// Workload kinds: scale and restart act on them, and their mappings are
+// fixed, so those actions (and ensure-nginx) never read discovery.
+const (
+	KindDeployment  = "Deployment"
+	KindStatefulSet = "StatefulSet"
+	KindDaemonSet   = "DaemonSet"
+)
+
+// workloadKind is what scale and restart know of a workload kind.
+type workloadKind struct {
+	mapping  *meta.RESTMapping
+	scalable bool // has a scale subresource
+}
+
+var workloads = map[string]workloadKind{
+	KindDeployment:  {mapping: appsMapping(KindDeployment, "deployments"), scalable: true},
+	KindStatefulSet: {mapping: appsMapping(KindStatefulSet, "statefulsets"), scalable: true},
+	KindDaemonSet:   {mapping: appsMapping(KindDaemonSet, "daemonsets")},
+}
+
+func appsMapping(kind, resource string) *meta.RESTMapping {
+	gv := schema.GroupVersion{Group: "apps", Version: "v1"}
+	return &meta.RESTMapping{Resource: gv.WithResource(resource), GroupVersionKind: gv.WithKind(kind), Scope: meta.RESTScopeNamespace}
+}
+
+// workloadTarget names one workload of a known kind.
+func workloadTarget(kind, namespace, name string) (target, error) {
+	w, ok := workloads[kind]
+	if !ok {
+		return target{}, fmt.Errorf("kind %q is not a workload: want Deployment, StatefulSet or DaemonSet", kind)
+	}
+	return target{mapping: w.mapping, namespace: namespace, name: name}, nil
 }
 
 func (c *Client) resource(t target) dynamic.ResourceInterface {
@@ -211,6 +260,9 @@ func (c *Client) resolveManifest(ctx context.Context, m Manifest, defaultNS stri
 
 // resolveRef maps a Ref to its resource.
 func (c *Client) resolveRef(ctx context.Context, mp *mapper, r Ref) (target, error) {
+	if _, ok := workloads[r.Kind]; ok && (r.APIVersion == "" || r.APIVersion == "apps/v1") {
+		return workloadTarget(r.Kind, r.Namespace, r.Name)
+	}
 	var gk schema.GroupKind
 	var versions []string
 	switch {
@@ -246,6 +298,24 @@ func (c *Client) resolveRef(ctx context.Context, mp *mapper, r Ref) (target, err
 	return t, nil
 }
 
+// resolveRefs maps refs to their resources; a ref without a namespace is in
+// namespace.
+func (c *Client) resolveRefs(ctx context.Context, refs []Ref, namespace string) ([]target, error) {
+	mp := &mapper{c: c}
+	ts := make([]target, 0, len(refs))
+	for _, r := range refs {
+		if r.Namespace == "" {
+			r.Namespace = namespace
+		}
+		t, err := c.resolveRef(ctx, mp, r)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
 // RefError is a Ref that names no kind the cluster knows.
 type RefError struct {
 	Ref     Ref
@@ -253,6 +323,15 @@ type RefError struct {
 }
 
 func (e *RefError) Error() string { return fmt.Sprintf("%s %q: %s", e.Ref.Kind, e.Ref.Name, e.Problem) }
+
+// indexes is 0..n-1.
+func indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
 
 // each runs fn for every index in idx, at most concurrency at a time; the
 // first error cancels the rest.

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 )
@@ -16,6 +16,10 @@ import (
 // ReplicasAnnotation remembers, on a workload scaled to 0 by lambda-eks, how
 // many replicas it had, so that a restore can put them back.
 const ReplicasAnnotation = "lambda-eks.io/replicas-before-scale-down"
+
+// RestartedAtAnnotation is the pod-template annotation `kubectl rollout
+// restart` sets: changing it rolls every pod.
+const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
 // ScaleRequest says what to scale and to what.
 type ScaleRequest struct {
@@ -32,99 +36,19 @@ type ScaleRequest struct {
 	DryRun   bool
 }
 
-// Scalable kinds.
-const (
-	KindDeployment  = "Deployment"
-	KindStatefulSet = "StatefulSet"
-	KindDaemonSet   = "DaemonSet"
-)
-
-// workload is what scale and restart need of a Deployment or StatefulSet,
-// through the typed clients: read it, patch its metadata, set its scale.
-type workload struct {
-	kind, resource string // resource with group, for RBAC messages
-	get            func(ctx context.Context, name string) (metav1.ObjectMeta, *int32, error)
-	list           func(ctx context.Context, selector string) ([]metav1.ObjectMeta, error)
-	patch          func(ctx context.Context, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (metav1.ObjectMeta, error)
-	updateScale    func(ctx context.Context, name string, s *autoscalingv1.Scale, opts metav1.UpdateOptions) error
+// RestartRequest names the workload to restart.
+type RestartRequest struct {
+	Namespace string
+	Kind      string // Deployment (default), StatefulSet or DaemonSet
+	Name      string
+	DryRun    bool
 }
 
-func (c *Client) workload(ns, kind string) (workload, error) {
-	switch kind {
-	case KindDeployment, "":
-		d := c.cs.AppsV1().Deployments(ns)
-		return workload{
-			kind: KindDeployment, resource: "deployments.apps",
-			get: func(ctx context.Context, name string) (metav1.ObjectMeta, *int32, error) {
-				o, err := d.Get(ctx, name, metav1.GetOptions{})
-				if err != nil {
-					return metav1.ObjectMeta{}, nil, err
-				}
-				return o.ObjectMeta, o.Spec.Replicas, nil
-			},
-			list: func(ctx context.Context, sel string) ([]metav1.ObjectMeta, error) {
-				l, err := d.List(ctx, metav1.ListOptions{LabelSelector: sel})
-				if err != nil {
-					return nil, err
-				}
-				return metas(l.Items, func(o appsv1.Deployment) metav1.ObjectMeta { return o.ObjectMeta }), nil
-			},
-			patch: func(ctx context.Context, name string, pt types.PatchType, b []byte, opts metav1.PatchOptions) (metav1.ObjectMeta, error) {
-				o, err := d.Patch(ctx, name, pt, b, opts)
-				if err != nil {
-					return metav1.ObjectMeta{}, err
-				}
-				return o.ObjectMeta, nil
-			},
-			updateScale: func(ctx context.Context, name string, s *autoscalingv1.Scale, opts metav1.UpdateOptions) error {
-				_, err := d.UpdateScale(ctx, name, s, opts)
-				return err
-			},
-		}, nil
-	case KindStatefulSet:
-		s := c.cs.AppsV1().StatefulSets(ns)
-		return workload{
-			kind: KindStatefulSet, resource: "statefulsets.apps",
-			get: func(ctx context.Context, name string) (metav1.ObjectMeta, *int32, error) {
-				o, err := s.Get(ctx, name, metav1.GetOptions{})
-				if err != nil {
-					return metav1.ObjectMeta{}, nil, err
-				}
-				return o.ObjectMeta, o.Spec.Replicas, nil
-			},
-			list: func(ctx context.Context, sel string) ([]metav1.ObjectMeta, error) {
-				l, err := s.List(ctx, metav1.ListOptions{LabelSelector: sel})
-				if err != nil {
-					return nil, err
-				}
-				return metas(l.Items, func(o appsv1.StatefulSet) metav1.ObjectMeta { return o.ObjectMeta }), nil
-			},
-			patch: func(ctx context.Context, name string, pt types.PatchType, b []byte, opts metav1.PatchOptions) (metav1.ObjectMeta, error) {
-				o, err := s.Patch(ctx, name, pt, b, opts)
-				if err != nil {
-					return metav1.ObjectMeta{}, err
-				}
-				return o.ObjectMeta, nil
-			},
-			updateScale: func(ctx context.Context, name string, sc *autoscalingv1.Scale, opts metav1.UpdateOptions) error {
-				_, err := s.UpdateScale(ctx, name, sc, opts)
-				return err
-			},
-		}, nil
+func dryRunOf(dryRun bool) []string {
+	if dryRun {
+		return []string{metav1.DryRunAll}
 	}
-	return workload{}, fmt.Errorf("cannot scale kind %q: want Deployment or StatefulSet", kind)
-}
-
-func metas[T any](items []T, meta func(T) metav1.ObjectMeta) []metav1.ObjectMeta {
-	out := make([]metav1.ObjectMeta, len(items))
-	for i, it := range items {
-		out[i] = meta(it)
-	}
-	return out
-}
-
-func (w workload) op(verb, ns, name string) OpError {
-	return OpError{Verb: verb, Resource: w.resource, Namespace: ns, Name: name}
+	return nil
 }
 
 // Scale sets the replicas of one workload, or of every Deployment and
@@ -133,50 +57,42 @@ func (w workload) op(verb, ns, name string) OpError {
 // ReplicasAnnotation; a restore scales back to them and drops the
 // annotation. Results are scaled or unchanged, with From and To.
 func (c *Client) Scale(ctx context.Context, r ScaleRequest) ([]ObjectResult, error) {
-	if r.Selector == "" {
-		w, err := c.workload(r.Namespace, r.Kind)
-		if err != nil {
-			return nil, err
-		}
-		res, err := c.scaleOne(ctx, w, r, r.Name)
-		if err != nil {
-			return nil, err
-		}
-		return []ObjectResult{res}, nil
-	}
 	kinds := []string{KindDeployment, KindStatefulSet}
 	if r.Kind != "" {
 		kinds = []string{r.Kind}
 	}
-	var results []ObjectResult
+	var ts []target
 	for _, kind := range kinds {
-		w, err := c.workload(r.Namespace, kind)
-		if err != nil {
-			return nil, err
+		if w, ok := workloads[kind]; !ok || !w.scalable {
+			return nil, fmt.Errorf("cannot scale kind %q: want Deployment or StatefulSet", kind)
 		}
-		var items []metav1.ObjectMeta
-		err = do(ctx, w.op("list", r.Namespace, ""), func(ctx context.Context) error {
+		t, _ := workloadTarget(kind, r.Namespace, r.Name)
+		if r.Selector == "" {
+			ts = append(ts, t)
+			continue
+		}
+		var list *unstructured.UnstructuredList
+		err := do(ctx, t.op("list"), func(ctx context.Context) error {
 			var err error
-			items, err = w.list(ctx, r.Selector)
+			list, err = c.resource(t).List(ctx, metav1.ListOptions{LabelSelector: r.Selector})
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		part := make([]ObjectResult, len(items))
-		idx := make([]int, len(items))
-		for i := range idx {
-			idx[i] = i
+		for _, item := range list.Items {
+			t.name = item.GetName()
+			ts = append(ts, t)
 		}
-		err = each(ctx, idx, func(ctx context.Context, i int) error {
-			var err error
-			part[i], err = c.scaleOne(ctx, w, r, items[i].Name)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		results = append(results, part...)
+	}
+	results := make([]ObjectResult, len(ts))
+	err := each(ctx, indexes(len(ts)), func(ctx context.Context, i int) error {
+		var err error
+		results[i], err = c.scaleOne(ctx, ts[i], r)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return results, nil
 }
@@ -188,10 +104,13 @@ type scalePlan struct {
 	annotate string
 	// unannotate drops ReplicasAnnotation after scaling.
 	unannotate bool
+	note       string
 }
 
 // planScale decides a scale from the workload's replicas and annotations.
-// It is pure, so its rules are tested without a server.
+// It is pure, so its rules are tested without a server. A restore acts only
+// on a workload still at 0: one scaled up since keeps its replicas, and the
+// stale annotation goes.
 func planScale(replicas *int32, annotations map[string]string, target int32, restore bool) (scalePlan, error) {
 	from := int32(1) // the API's default for an unset spec.replicas
 	if replicas != nil {
@@ -200,9 +119,14 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 	p := scalePlan{from: from, to: target}
 	remembered, has := annotations[ReplicasAnnotation]
 	if restore {
-		if !has {
-			// Nothing remembered: leave it as it is.
-			p.to = from
+		p.to = from
+		switch {
+		case !has:
+			p.note = "nothing to restore: not scaled down by lambda-eks"
+			return p, nil
+		case from > 0:
+			p.note = fmt.Sprintf("scaled to %d since the scale-down: left as it is, %s removed", from, ReplicasAnnotation)
+			p.unannotate = true
 			return p, nil
 		}
 		n, err := strconv.ParseInt(remembered, 10, 32)
@@ -220,48 +144,51 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 	return p, nil
 }
 
-func (c *Client) scaleOne(ctx context.Context, w workload, r ScaleRequest, name string) (ObjectResult, error) {
-	res := ObjectResult{APIVersion: "apps/v1", Kind: w.kind, Namespace: r.Namespace, Name: name}
-	dryRun := []string(nil)
-	if r.DryRun {
-		dryRun = []string{metav1.DryRunAll}
-	}
+func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (ObjectResult, error) {
+	res := t.result("")
+	dryRun := dryRunOf(r.DryRun)
+	ri := c.resource(t)
 	// Read, decide, write, preconditioned on the resourceVersion read: a
 	// concurrent change makes the writes conflict, and the loop reads again.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var meta metav1.ObjectMeta
-		var replicas *int32
-		err := do(ctx, w.op("get", r.Namespace, name), func(ctx context.Context) error {
+		var cur *unstructured.Unstructured
+		err := do(ctx, t.op("get"), func(ctx context.Context) error {
 			var err error
-			meta, replicas, err = w.get(ctx, name)
+			cur, err = ri.Get(ctx, t.name, metav1.GetOptions{})
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		p, err := planScale(replicas, meta.Annotations, r.Replicas, r.Restore)
+		var replicas *int32
+		if n, found, _ := unstructured.NestedInt64(cur.Object, "spec", "replicas"); found {
+			replicas = new(int32(n))
+		}
+		p, err := planScale(replicas, cur.GetAnnotations(), r.Replicas, r.Restore)
 		if err != nil {
 			return err
 		}
-		res.From, res.To, res.Result = &p.from, &p.to, Unchanged
-		rv := meta.ResourceVersion
+		res.From, res.To, res.Result, res.Note = &p.from, &p.to, Unchanged, p.note
+		rv := cur.GetResourceVersion()
 		if p.annotate != "" {
-			if rv, err = c.annotate(ctx, w, r.Namespace, name, rv, &p.annotate, dryRun); err != nil {
+			if rv, err = c.annotate(ctx, t, rv, &p.annotate, dryRun); err != nil {
 				return err
 			}
 			if r.DryRun {
-				rv = meta.ResourceVersion
+				rv = cur.GetResourceVersion()
 			}
 		}
 		if p.to != p.from {
-			scale := &autoscalingv1.Scale{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace, ResourceVersion: rv},
-				Spec:       autoscalingv1.ScaleSpec{Replicas: p.to},
-			}
-			op := w.op("update", r.Namespace, name)
-			op.Resource = w.resource + "/scale"
+			scale := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "autoscaling/v1", "kind": "Scale",
+				"metadata": map[string]any{"name": t.name, "namespace": t.namespace, "resourceVersion": rv},
+				"spec":     map[string]any{"replicas": int64(p.to)},
+			}}
+			op := t.op("update")
+			op.Resource += "/scale"
 			err := do(ctx, op, func(ctx context.Context) error {
-				return w.updateScale(ctx, name, scale, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun})
+				_, err := ri.Update(ctx, scale, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun}, "scale")
+				return err
 			})
 			if err != nil {
 				return err
@@ -270,12 +197,12 @@ func (c *Client) scaleOne(ctx context.Context, w workload, r ScaleRequest, name 
 			rv = "" // the scale changed it; the annotation drop needs no precondition
 		}
 		if p.unannotate {
-			if _, err := c.annotate(ctx, w, r.Namespace, name, rv, nil, dryRun); err != nil {
+			if _, err := c.annotate(ctx, t, rv, nil, dryRun); err != nil {
 				return err
 			}
 		}
 		if !r.DryRun && (p.annotate != "" || p.unannotate || p.to != p.from) {
-			c.forget(objectKey{resource: w.resource, namespace: r.Namespace, name: name})
+			c.seen.forget(t.key())
 		}
 		return nil
 	})
@@ -284,7 +211,7 @@ func (c *Client) scaleOne(ctx context.Context, w workload, r ScaleRequest, name 
 
 // annotate sets (value non-nil) or drops ReplicasAnnotation with a merge
 // patch, preconditioned on rv when set, and returns the new resourceVersion.
-func (c *Client) annotate(ctx context.Context, w workload, ns, name, rv string, value *string, dryRun []string) (string, error) {
+func (c *Client) annotate(ctx context.Context, t target, rv string, value *string, dryRun []string) (string, error) {
 	md := map[string]any{"annotations": map[string]any{ReplicasAnnotation: value}}
 	if rv != "" {
 		md["resourceVersion"] = rv
@@ -293,11 +220,50 @@ func (c *Client) annotate(ctx context.Context, w workload, ns, name, rv string, 
 	if err != nil {
 		return "", err
 	}
-	var out metav1.ObjectMeta
-	err = do(ctx, w.op("patch", ns, name), func(ctx context.Context) error {
+	var out *unstructured.Unstructured
+	err = do(ctx, t.op("patch"), func(ctx context.Context) error {
 		var err error
-		out, err = w.patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: FieldManager, DryRun: dryRun})
+		out, err = c.resource(t).Patch(ctx, t.name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: FieldManager, DryRun: dryRun})
 		return err
 	})
-	return out.ResourceVersion, err
+	if err != nil {
+		return "", err
+	}
+	return out.GetResourceVersion(), nil
+}
+
+// restartPatch is the strategic merge patch `kubectl rollout restart` sends.
+func restartPatch(at time.Time) ([]byte, error) {
+	return json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{RestartedAtAnnotation: at.UTC().Format(time.RFC3339)}},
+	}}})
+}
+
+// Restart rolls a workload's pods the way `kubectl rollout restart` does: a
+// new value of the restartedAt pod-template annotation.
+func (c *Client) Restart(ctx context.Context, r RestartRequest) (ObjectResult, error) {
+	kind := r.Kind
+	if kind == "" {
+		kind = KindDeployment
+	}
+	t, err := workloadTarget(kind, r.Namespace, r.Name)
+	if err != nil {
+		return ObjectResult{APIVersion: "apps/v1", Kind: kind, Namespace: r.Namespace, Name: r.Name}, fmt.Errorf("cannot restart: %w", err)
+	}
+	res := t.result("")
+	body, err := restartPatch(c.now())
+	if err != nil {
+		return res, err
+	}
+	opts := metav1.PatchOptions{FieldManager: FieldManager, DryRun: dryRunOf(r.DryRun)}
+	err = do(ctx, t.op("patch"), func(ctx context.Context) error {
+		_, err := c.resource(t).Patch(ctx, t.name, types.StrategicMergePatchType, body, opts)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	c.seen.forget(t.key())
+	res.Result = Restarted
+	return res, nil
 }

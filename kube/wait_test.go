@@ -21,7 +21,11 @@ func TestWait(t *testing.T) {
 	t.Cleanup(func() { waitInterval = time.Second })
 	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	progressing := map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(1), "availableReplicas": int64(1)}
-	done := map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(2), "availableReplicas": int64(2)}
+	done := map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(2), "availableReplicas": int64(2),
+		"conditions": []any{
+			map[string]any{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+			map[string]any{"type": "Available", "status": "True"},
+		}}
 	objs := []ObjectResult{
 		{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "team", Name: "web", Result: Configured},
 		{APIVersion: "v1", Kind: "ConfigMap", Namespace: "team", Name: "settings", Result: Unchanged},
@@ -47,7 +51,7 @@ func TestWait(t *testing.T) {
 			}
 			return false, nil, nil
 		})
-		got, err := New(nil, dyn, newTestMapper()).Wait(context.Background(), objs, 5*time.Second, log)
+		got, err := New(dyn, newTestMapper()).Wait(context.Background(), objs, 5*time.Second, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +67,7 @@ func TestWait(t *testing.T) {
 		dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), unstructuredObj("apps/v1", "Deployment", "team", "web",
 			map[string]any{"spec": map[string]any{"replicas": int64(2)}, "status": progressing}))
 		start := time.Now()
-		_, err := New(nil, dyn, newTestMapper()).Wait(context.Background(), objs, 100*time.Millisecond, log)
+		_, err := New(dyn, newTestMapper()).Wait(context.Background(), objs, 100*time.Millisecond, log)
 		var te *WaitTimeoutError
 		if !errors.As(err, &te) {
 			t.Fatalf("err = %v, want a *WaitTimeoutError", err)
@@ -71,7 +75,7 @@ func TestWait(t *testing.T) {
 		if took := time.Since(start); took > time.Second {
 			t.Errorf("returned after %s, want about the 100 ms bound", took)
 		}
-		if !strings.Contains(te.Error(), "Deployment team/web progressing (desired 2, updated 2, ready 1") {
+		if !strings.Contains(te.Error(), "Deployment team/web progressing (InProgress; desired 2, updated 2, ready 1") {
 			t.Errorf("message %q does not carry the readiness seen", te.Error())
 		}
 	})

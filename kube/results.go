@@ -1,0 +1,218 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/lru"
+)
+
+// Result says what a request did to one object.
+type Result string
+
+// Results of writes and reads.
+const (
+	Created    Result = "created"
+	Configured Result = "configured"
+	Unchanged  Result = "unchanged"
+	Deleted    Result = "deleted"
+	Absent     Result = "absent" // delete or status of an object that does not exist
+	// Kept is an object a delete left alone: another owner holds it.
+	Kept      Result = "kept"
+	Scaled    Result = "scaled"
+	Restarted Result = "restarted"
+	Ready     Result = "ready"
+	// Progressing is a rollout or reconciliation not complete yet.
+	Progressing Result = "progressing"
+	// Failed is a rollout past its progress deadline, a failed Job, or an
+	// object whose controller says it stalled.
+	Failed Result = "failed"
+	// Terminating is an object being deleted.
+	Terminating Result = "terminating"
+)
+
+// ObjectResult is one line of an invocation's response. The optional fields
+// are set only by the actions they belong to, so ensure-nginx's line keeps
+// its five fields.
+type ObjectResult struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
+	Result     Result `json:"result"`
+	// From and To are the replicas before and after a scale.
+	From *int32 `json:"from,omitempty"`
+	To   *int32 `json:"to,omitempty"`
+	// Note explains a result that needs it (a restore that found the
+	// workload scaled up already, an object kept for another owner).
+	Note string `json:"note,omitempty"`
+	// Readiness is set by status, and by a wait.
+	Readiness *Readiness `json:"readiness,omitempty"`
+}
+
+// state is what this process knows of an object: whether it exists, its
+// uid and resourceVersion, and when lambda-eks's apply last changed it (the
+// time of its managedFields entry). fingerprint, set only where the object
+// was read whole (a first sight, a dry run), hashes the values at the
+// fields lambda-eks applies.
+type state struct {
+	exists          bool
+	uid             types.UID
+	resourceVersion string
+	applied         time.Time
+	fingerprint     string
+	// intent hashes what was applied last, so that the same intent is not
+	// checked by a dry run again.
+	intent string
+}
+
+// stateOf records obj; intent is what lambda-eks applies to it. whole asks
+// for the fingerprint too.
+func stateOf(obj metav1.Object, intent map[string]any, whole bool) (state, error) {
+	s := state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj)}
+	if whole {
+		var err error
+		if s.fingerprint, err = fingerprint(obj, intent); err != nil {
+			return state{}, err
+		}
+	}
+	return s, nil
+}
+
+// appliedAt is the time of lambda-eks's Apply entry in obj's managed fields.
+// The API server moves it only when an apply by this manager changes the
+// object (structured-merge-diff returns no object for a no-op), so it says
+// whether an apply changed anything without a read before it. It has
+// one-second resolution: see ambiguous.
+func appliedAt(obj metav1.Object) time.Time {
+	for _, e := range obj.GetManagedFields() {
+		if e.Manager == FieldManager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" && e.Time != nil {
+			return e.Time.Time
+		}
+	}
+	return time.Time{}
+}
+
+// ambiguityWindow is how recent lambda-eks's last change may be for the
+// managed-fields time to be unable to tell a new change from it (one second
+// of resolution, plus clock skew between the function and the API server).
+const ambiguityWindow = 3 * time.Second
+
+// ambiguous reports whether an apply after before, at now, could change the
+// object within the same second of managed-fields time as before's change.
+func (before state) ambiguous(now time.Time) bool {
+	return before.applied.IsZero() || now.Sub(before.applied) < ambiguityWindow
+}
+
+// resultOf says what an apply did from the object before and after it.
+//   - created: there was none, or another object (uid) stands in its place;
+//   - the same resourceVersion: nothing was written at all;
+//   - exclusive (the apply was preconditioned on before's resourceVersion):
+//     only this apply wrote, so a new resourceVersion means it changed it;
+//   - otherwise others may have written too (status, their own fields):
+//     this apply changed the object if lambda-eks's managed-fields time moved,
+//     or, where the object was read whole before, if the values at the
+//     applied fields differ.
+//
+// A dry run keeps the resourceVersion, so there only the time and the values
+// decide.
+func resultOf(before, after state, dryRun, exclusive bool) Result {
+	switch {
+	case !before.exists || (before.uid != "" && after.uid != before.uid):
+		return Created
+	case !dryRun && after.resourceVersion == before.resourceVersion:
+		return Unchanged
+	case exclusive && !dryRun:
+		return Configured
+	case after.applied.After(before.applied):
+		return Configured
+	case before.fingerprint != "" && after.fingerprint != before.fingerprint:
+		return Configured
+	}
+	return Unchanged
+}
+
+// fingerprint hashes the values obj holds at the fields intent sets: what an
+// apply of intent owns, without status, other managers' fields or the
+// bookkeeping every write touches.
+func fingerprint(obj metav1.Object, intent map[string]any) (string, error) {
+	live, err := asMap(obj)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	return hash(project(intent, live))
+}
+
+// hash is a digest of v's JSON form; encoding/json sorts map keys, so the
+// same values give the same digest.
+func hash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:]), nil
+}
+
+// project returns the parts of live at the paths intent sets. Lists are
+// taken whole: without the schema their merge keys are unknown.
+func project(intent, live any) any {
+	im, ok := intent.(map[string]any)
+	if !ok {
+		return live
+	}
+	lm, ok := live.(map[string]any)
+	if !ok {
+		return live
+	}
+	out := make(map[string]any, len(im))
+	for k, iv := range im {
+		if lv, ok := lm[k]; ok {
+			out[k] = project(iv, lv)
+		}
+	}
+	return out
+}
+
+// asMap is v (an apply configuration, an object) as JSON's map form.
+func asMap(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+type objectKey struct {
+	resource, namespace, name string
+}
+
+// maxRemembered bounds the objects a process remembers: past it the least
+// recently used is forgotten, and costs one read when it is applied again.
+const maxRemembered = 4096
+
+// objectMemory is the bounded, concurrency-safe record of objects as this
+// process last wrote or read them.
+type objectMemory struct{ cache *lru.Cache }
+
+func newObjectMemory(size int) *objectMemory { return &objectMemory{cache: lru.New(size)} }
+
+func (m *objectMemory) get(k objectKey) (state, bool) {
+	v, ok := m.cache.Get(k)
+	if !ok {
+		return state{}, false
+	}
+	return v.(state), true
+}
+
+func (m *objectMemory) put(k objectKey, s state) { m.cache.Add(k, s) }
+
+func (m *objectMemory) forget(k objectKey) { m.cache.Remove(k) }

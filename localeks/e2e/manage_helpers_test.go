@@ -38,16 +38,18 @@ type manageObject struct {
 	Result     string     `json:"result"`
 	From       *int32     `json:"from"`
 	To         *int32     `json:"to"`
+	Note       string     `json:"note"`
 	Readiness  *readiness `json:"readiness"`
 }
 
 type readiness struct {
-	Desired            int32 `json:"desired"`
-	Updated            int32 `json:"updated"`
-	Ready              int32 `json:"ready"`
-	Available          int32 `json:"available"`
-	Generation         int64 `json:"generation"`
-	ObservedGeneration int64 `json:"observedGeneration"`
+	Status             string `json:"status"`
+	Desired            int32  `json:"desired"`
+	Updated            int32  `json:"updated"`
+	Ready              int32  `json:"ready"`
+	Available          int32  `json:"available"`
+	Generation         int64  `json:"generation"`
+	ObservedGeneration int64  `json:"observedGeneration"`
 	Conditions         []struct {
 		Type    string `json:"type"`
 		Status  string `json:"status"`

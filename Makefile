@@ -14,7 +14,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 MAX_BOOTSTRAP_BYTES := 33554432
 
-.PHONY: test prereqs unit lint vet fmt cfn-lint check-binary e2e bench fuzz tools clean
+.PHONY: test prereqs unit lint vet fmt cfn-lint check-binary e2e parts qemu bench fuzz tools clean
 
 ## test: everything CI runs, in order of speed
 test: prereqs fmt vet lint unit check-binary cfn-lint e2e
@@ -60,9 +60,23 @@ cfn-lint:
 	cfn-lint template.yml
 	python3 scripts/check-template.py
 
-## e2e: end-to-end tests through the built bootstrap on the local EKS replica
-e2e:
-	cd localeks && go test -count=1 -timeout 30m ./...
+## e2e: end-to-end tests through the built bootstrap on the local EKS replica;
+## builds the parts that are missing (cached per version outside the checkout)
+## and runs the function under aws-lambda-rie, the arm64 one through QEMU
+e2e: qemu
+	parts="$$(localeks/parts/build.sh)"; cd localeks && \
+	  LOCALEKS_PARTS="$$parts" LOCALEKS_RIE="$$parts/aws-lambda-rie" go test -count=1 -timeout 60m ./...
+
+## parts: build the local replica's parts that are missing
+parts:
+	localeks/parts/build.sh
+
+## qemu: qemu-aarch64-static (Debian's qemu-user-static) runs the arm64 bootstrap
+qemu:
+	@command -v qemu-aarch64-static >/dev/null || { \
+	  echo "installing qemu-user-static with apt-get (once)" >&2; \
+	  sudo=; if (( $$(id -u) != 0 )); then sudo=sudo; fi; \
+	  $$sudo apt-get install -y -q qemu-user-static >&2 || { $$sudo apt-get update -q >&2 && $$sudo apt-get install -y -q qemu-user-static >&2; }; }
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./auth ./handler

@@ -122,8 +122,14 @@ func (s *Stack) checkMotoState(ctx context.Context) error {
 // AssumeRole returns credentials for a session of role from moto's STS: the
 // same kind (ASIA..., assumed-role) that Lambda injects for an execution role.
 func (s *Stack) AssumeRole(ctx context.Context, role, session string) (aws.Credentials, error) {
+	return s.AssumeRoleARN(ctx, RoleARN(role), session)
+}
+
+// AssumeRoleARN is AssumeRole for a role of any account, e.g.
+// TargetRoleARN(TargetRole).
+func (s *Stack) AssumeRoleARN(ctx context.Context, role, session string) (aws.Credentials, error) {
 	out, err := sts.NewFromConfig(s.motoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
-		RoleArn:         aws.String(RoleARN(role)),
+		RoleArn:         aws.String(role),
 		RoleSessionName: aws.String(session),
 		DurationSeconds: aws.Int32(3600),
 	})

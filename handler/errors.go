@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/lambda-eks/lambda-eks/auth"
@@ -84,7 +89,10 @@ type diagnosis struct {
 }
 
 // classify maps an error from AWS or Kubernetes to an *Error whose message
-// says what to do.
+// says what happened and what to do. It claims only what the error shows:
+// Unavailable is a transport failure (no answer, a refused or timed-out
+// connect) or a 5xx or 429 answer after client-go's and the SDK's retries;
+// an error nothing here recognises is Internal, with its text.
 func classify(ctx context.Context, err error, d diagnosis) *Error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -92,19 +100,16 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 	}
 	msg := redact(err.Error())
 	var (
-		notFound  *auth.ClusterNotFoundError
-		notActive *auth.ClusterNotActiveError
-		op        *kube.OpError
-		apiErr    smithy.APIError
-		manifest  *kube.ManifestError
-		ref       *kube.RefError
-		waited    *kube.WaitTimeoutError
+		notFound   *auth.ClusterNotFoundError
+		notActive  *auth.ClusterNotActiveError
+		endpoint   *auth.EndpointError
+		assumeRole *auth.AssumeRoleError
+		manifest   *kube.ManifestError
+		ref        *kube.RefError
+		waited     *kube.WaitTimeoutError
+		apiErr     smithy.APIError
 	)
 	switch {
-	case errors.As(err, &manifest):
-		return &Error{Code: InvalidEvent, Err: err, Message: manifest.Error() + "; nothing was changed"}
-	case errors.As(err, &ref):
-		return &Error{Code: InvalidEvent, Err: err, Message: ref.Error() + "; nothing was changed"}
 	case errors.As(err, &waited):
 		return &Error{Code: Timeout, Err: err, Message: redact(waited.Error()) +
 			"; the changes were made. Wait longer (at most the function's Timeout), or look at the pods' events"}
@@ -112,80 +117,230 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 		return &Error{Code: Conflict, Err: err, Message: fmt.Sprintf(
 			"%s: fields owned by another field manager: %s; set \"force\": true to take them over, or leave them out of the manifest",
 			opName(err), strings.Join(kube.FieldConflicts(err), ", "))}
+	case apierrors.IsForbidden(err):
+		// Before the manifest case: a dry run refused by RBAC or a policy
+		// is a 403 first.
+		return forbidden(err, msg, d)
+	case errors.As(err, &manifest):
+		return &Error{Code: InvalidEvent, Err: err, Message: redact(manifest.Error()) + "; nothing was changed"}
+	case errors.As(err, &ref):
+		return &Error{Code: InvalidEvent, Err: err, Message: redact(ref.Error()) + "; nothing was changed"}
 	case errors.As(err, &notFound):
 		return &Error{Code: ClusterNotFound, Err: err, Message: fmt.Sprintf(
 			"%s: check the cluster name and region (CLUSTER_NAME, CLUSTER_REGION or the event's cluster and region)", notFound.Error())}
 	case errors.As(err, &notActive):
 		return &Error{Code: Unavailable, Err: err, Message: notActive.Error() + ": try again when it is ACTIVE"}
+	case errors.As(err, &assumeRole):
+		caller := assumeRole.Caller
+		if caller == "" {
+			caller = "the function's execution role"
+		}
+		return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
+			"%s: AWS refused to let %s assume %s; the execution role needs sts:AssumeRole on %s (template.yml grants it for TargetRoleArn), "+
+				"the trust policy of %s must allow %s, and its sts:ExternalId condition must match the external ID sent (EXTERNAL_ID or the event's externalId)",
+			msg, caller, assumeRole.Target, assumeRole.Target, assumeRole.Target, caller)}
+	case errors.As(err, &endpoint) && ctx.Err() == nil:
+		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
+			"%s: AWS %s at %s did not answer; check the function's network access to it (VpcConfig: a NAT gateway or a %s interface endpoint in the subnets, security groups allowing 443 out)",
+			msg, endpoint.Service, endpoint.Endpoint, strings.ToLower(endpoint.Service))}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Code: Timeout, Err: err, Message: fmt.Sprintf(
 			"the invocation deadline came first (%s); raise the function's Timeout, or check that the API server of cluster %s answers in time", msg, d.req.Cluster)}
 	case apierrors.IsUnauthorized(err):
-		who := "the function's role"
-		if d.callerARN != nil {
-			if arn, aerr := d.callerARN(ctx); aerr == nil {
-				who = arn
-			} else if d.req.RoleARN != "" {
-				if arn, aerr := auth.CanonicalARN(d.req.RoleARN); aerr == nil {
-					who = arn
-				}
-			}
-		}
 		return &Error{Code: Unauthorized, Err: err, Message: fmt.Sprintf(
 			"the API server of cluster %s rejected the token (401): map %s to the Kubernetes group lambda-eks, "+
 				"with an EKS access entry (template.yml, AccessMode=access-entry) or a mapRoles entry in kube-system/aws-auth "+
-				"(./deploy.sh with AccessMode=aws-auth)", d.req.Cluster, who)}
-	case apierrors.IsForbidden(err):
-		if errors.As(err, &op) {
-			verb := op.Verb
-			// The server names the verb it checked: server-side apply of a
-			// new object is authorized as create, not patch.
-			if m := refusedVerbRE.FindStringSubmatch(msg); m != nil {
-				verb = m[1]
-			}
-			if op.Namespace == "" {
-				return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
-					"RBAC does not allow verb %q on cluster-scoped resource %q (403): grant it to the group lambda-eks with a ClusterRole, as permissions-cluster.yml does (kubectl apply -f permissions-cluster.yml)",
-					verb, op.Resource)}
-			}
-			return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
-				"RBAC does not allow verb %q on resource %q in namespace %q (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
-				verb, op.Resource, op.Namespace)}
-		}
-		return &Error{Code: Forbidden, Err: err, Message: msg + ": grant it to the group lambda-eks in permissions.yml"}
+				"(./deploy.sh with AccessMode=aws-auth)", d.req.Cluster, d.who(ctx))}
+	case typedPatchRE.MatchString(msg) && statusCode(err) == http.StatusInternalServerError:
+		// The server answers a patch it cannot type against the object's
+		// schema with a 500; the patch, not the server, is at fault.
+		return &Error{Code: InvalidEvent, Err: err, Message: fmt.Sprintf(
+			"%s: the API server cannot apply this object: %s does not fit the object's schema (a field it does not declare, or a value of the wrong type); fix the event or manifest",
+			msg, schemaField(msg))}
 	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err):
 		// The server checked the object and refused it: what was sent is
 		// wrong, not the network.
 		return &Error{Code: InvalidEvent, Err: err, Message: msg +
-			": the API server refused the object as written; fix the event or manifest (objects listed before it in an apply may already be applied)"}
+			": the API server refused the object as written; fix the event or manifest"}
 	case apierrors.IsNotFound(err):
 		return &Error{Code: NotFound, Err: err, Message: msg}
-	case apierrors.IsConflict(err):
-		return &Error{Code: Conflict, Err: err, Message: msg}
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		return &Error{Code: Conflict, Err: err, Message: msg + ": another writer changed the object; try again"}
+	case statusCode(err) >= http.StatusInternalServerError || statusCode(err) == http.StatusTooManyRequests:
+		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
+			"%s: the API server of cluster %s answered %d after client-go's retries; try again later", msg, d.req.Cluster, statusCode(err))}
 	case errors.As(err, &apiErr) && isAccessDenied(apiErr.ErrorCode()):
 		return &Error{Code: Forbidden, Err: err, Message: awsDenied(d.req, msg)}
 	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "ExpiredToken":
 		return &Error{Code: Unauthorized, Err: err, Message: msg + ": the AWS credentials expired; they are renewed on the next call"}
+	case isAWSOverloaded(err):
+		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
+			"%s: AWS %s is throttling or failing after the SDK's retries; try again later", msg, awsService(err))}
+	case stale(err) == "tls":
+		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
+			"%s: the API server at %s did not present a certificate of cluster %s's CA (as eks:DescribeCluster gave it); the connection was dropped, "+
+				"so the next invocation describes the cluster again (a cluster re-created under the same name has a new CA)", msg, endpointOf(err), d.req.Cluster)}
+	case isTransport(err):
+		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
+			"%s: %s did not answer; check network access from the function to it (VpcConfig, security groups allowing 443, the cluster's endpoint public or private access)",
+			msg, endpointOf(err))}
 	}
-	return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf("%s: could not reach %s after retries; check network access (VpcConfig, security groups, endpoint access) and try again",
-		msg, endpointOf(err))}
+	return &Error{Code: Internal, Err: err, Message: msg + ": an error lambda-eks does not recognise; see the function's logs"}
 }
 
-// refusedVerbRE finds the verb in an API server's 403 message:
+// who names the identity the cluster sees, for a 401: the caller's
+// canonical ARN, else the target role's, else "the function's role".
+func (d diagnosis) who(ctx context.Context) string {
+	if d.callerARN != nil {
+		if arn, err := d.callerARN(ctx); err == nil {
+			return arn
+		}
+	}
+	if d.req.RoleARN != "" {
+		if arn, err := auth.CanonicalARN(d.req.RoleARN); err == nil {
+			return arn
+		}
+	}
+	return "the function's role"
+}
+
+// forbidden words a 403. RBAC's refusal names the verb it checked
+// (`User "x" cannot create resource "configmaps" ...`) and is fixed in
+// permissions.yml; anything else that answers 403 is an admission check (a
+// ValidatingAdmissionPolicy, a webhook, Pod Security, a quota, a
+// terminating namespace) refusing the object, and permissions do not help.
+func forbidden(err error, msg string, d diagnosis) *Error {
+	var op *kube.OpError
+	hasOp := errors.As(err, &op)
+	m := refusedVerbRE.FindStringSubmatch(msg)
+	if m == nil {
+		what := "the request"
+		var manifest *kube.ManifestError
+		switch {
+		case errors.As(err, &manifest):
+			what = fmt.Sprintf("manifest document %d (%s %q)", manifest.Index, manifest.Kind, manifest.Name)
+		case hasOp:
+			what = opName(err)
+		}
+		return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
+			"an admission policy or webhook of cluster %s refused %s (403): %q; this is not RBAC: change the object so that the policy admits it, or ask the cluster's administrators about the policy",
+			d.req.Cluster, what, serverMessage(err, msg))}
+	}
+	verb := m[1] // server-side apply of a new object is authorized as create, not patch
+	switch {
+	case !hasOp:
+		return &Error{Code: Forbidden, Err: err, Message: msg + ": grant it to the group lambda-eks in permissions.yml"}
+	case op.Namespace == "":
+		return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
+			"RBAC does not allow verb %q on cluster-scoped resource %q (403): grant it to the group lambda-eks with a ClusterRole, as permissions-cluster.yml does (kubectl apply -f permissions-cluster.yml)",
+			verb, op.Resource)}
+	}
+	return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
+		"RBAC does not allow verb %q on resource %q in namespace %q (403): grant it to the group lambda-eks in permissions.yml and apply it (kubectl apply -f permissions.yml)",
+		verb, op.Resource, op.Namespace)}
+}
+
+// refusedVerbRE finds the verb in RBAC's 403 message:
 // `User "x" cannot create resource "configmaps" ...`.
 var refusedVerbRE = regexp.MustCompile(`cannot ([a-z]+) resource`)
 
-// opName names the request err is about, or says nothing useful.
+// typedPatchRE matches the API server's 500 for a server-side apply whose
+// patch does not fit the schema:
+// `failed to create typed patch object (ns/name; apps/v1, Kind=Deployment): .spec.replicas: expected numeric ...`.
+var typedPatchRE = regexp.MustCompile(`failed to create typed patch object`)
+
+// schemaFieldRE finds the first field path in a schema error.
+var schemaFieldRE = regexp.MustCompile(`(\.[A-Za-z0-9_$-][^\s:]*):`)
+
+// schemaField names the field a schema error is about.
+func schemaField(msg string) string {
+	if m := schemaFieldRE.FindStringSubmatch(msg); m != nil {
+		return "field " + m[1]
+	}
+	return "a field"
+}
+
+// serverMessage is the API server's own message in err, or msg.
+func serverMessage(err error, msg string) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Message != "" {
+		return redact(status.Status().Message)
+	}
+	return msg
+}
+
+// statusCode is the HTTP status of the API server's answer in err, or 0.
+func statusCode(err error) int {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return int(status.Status().Code)
+	}
+	return 0
+}
+
+// isTransport reports a failure to get any answer: a refused, reset or
+// timed-out connection, a name that does not resolve, a connection closed
+// before the answer. Only a url.Error's cause decides, since url.Error
+// itself wraps anything the transport returns (a token source's error too).
+func isTransport(err error) bool {
+	var (
+		op   *net.OpError
+		dns  *net.DNSError
+		uerr *url.Error
+		nerr net.Error
+	)
+	switch {
+	case errors.As(err, &op), errors.As(err, &dns),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &uerr):
+		return uerr.Timeout() || errors.Is(uerr.Err, io.EOF)
+	}
+	return errors.As(err, &nerr) && nerr.Timeout()
+}
+
+// isAWSOverloaded reports an AWS answer of 429 or 5xx, or a throttling
+// error code, that outlasted the SDK's retries.
+func isAWSOverloaded(err error) bool {
+	var resp *smithyhttp.ResponseError
+	if errors.As(err, &resp) {
+		if c := resp.HTTPStatusCode(); c == http.StatusTooManyRequests || c >= http.StatusInternalServerError {
+			return true
+		}
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "ServiceUnavailable", "ServiceUnavailableException":
+			return true
+		}
+	}
+	return false
+}
+
+// awsService names the AWS service of a failed call.
+func awsService(err error) string {
+	var oerr *smithy.OperationError
+	if errors.As(err, &oerr) {
+		return oerr.ServiceID
+	}
+	return "the service"
+}
+
+// opName names the request err is about.
 func opName(err error) string {
 	var op *kube.OpError
 	if errors.As(err, &op) {
-		s := op.Resource + " " + op.Name
+		s := op.Verb + " " + op.Resource
+		if op.Name != "" {
+			s += " " + op.Name
+		}
 		if op.Namespace != "" {
 			s += " in namespace " + op.Namespace
 		}
-		return "apply " + s
+		return s
 	}
-	return "apply"
+	return "the request"
 }
 
 func isAccessDenied(code string) bool {
@@ -212,5 +367,5 @@ func endpointOf(err error) string {
 	if errors.As(err, &oerr) {
 		return "AWS " + oerr.ServiceID
 	}
-	return "the service"
+	return "the endpoint"
 }

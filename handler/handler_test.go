@@ -3,16 +3,23 @@ package handler
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -87,6 +95,13 @@ func TestHandlerInvalidEventWritesNothing(t *testing.T) {
 	}
 }
 
+// timeoutErr is a net.Error that timed out.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
 // apiError is a minimal smithy.APIError.
 type apiError struct{ code string }
 
@@ -98,9 +113,17 @@ func (e apiError) ErrorFault() smithy.ErrorFault { return smithy.FaultClient }
 func TestClassify(t *testing.T) {
 	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
 	forbidden := &kube.OpError{Verb: "patch", Resource: "deployments.apps", Namespace: "other", Name: "nginx",
-		Err: apierrors.NewForbidden(gr, "nginx", errors.New("denied"))}
+		Err: apierrors.NewForbidden(gr, "nginx", errors.New(`User "lambda:fn" cannot patch resource "deployments" in API group "apps" in the namespace "other"`))}
+	vap := &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "default", Name: "a",
+		Err: apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "a",
+			errors.New(`ValidatingAdmissionPolicy 'no-blue' with binding 'no-blue' denied request: blue is not allowed here`))}
+	webhook := &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "default", Name: "a",
+		Err: apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "a",
+			errors.New(`admission webhook "policy.example.com" denied the request: images must come from ECR`))}
 	unauthorized := &kube.OpError{Verb: "get", Resource: "deployments.apps", Namespace: "default",
 		Err: apierrors.NewUnauthorized("Unauthorized")}
+	const apiURL = "https://ABCD.gr7.us-east-1.eks.amazonaws.com/apis/apps/v1/namespaces/default/deployments/nginx"
+	refused := &url.Error{Op: "Get", URL: apiURL, Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
 	caller := func(context.Context) (string, error) { return "arn:aws:iam::123456789012:role/fn-role", nil }
 	noCaller := func(context.Context) (string, error) { return "", errors.New("sts down") }
 
@@ -123,11 +146,41 @@ func TestClassify(t *testing.T) {
 			[]string{"arn:aws:iam::210987654321:role/admin"}},
 		{"403 names verb, resource, namespace", forbidden, nil, "", Forbidden,
 			[]string{`"patch"`, `"deployments.apps"`, `"other"`, "permissions.yml"}},
+		{"403 from a ValidatingAdmissionPolicy quotes it", vap, nil, "", Forbidden,
+			[]string{"admission policy", "refused patch configmaps a in namespace default", "blue is not allowed here", "not RBAC"}},
+		{"403 from a webhook quotes it", webhook, nil, "", Forbidden, []string{"admission policy or webhook", "images must come from ECR"}},
 		{"AssumeRole denied names the target", apiError{"AccessDenied"}, nil, "arn:aws:iam::210987654321:role/t", Forbidden,
 			[]string{"sts:AssumeRole", "arn:aws:iam::210987654321:role/t"}},
 		{"DescribeCluster denied", apiError{"AccessDeniedException"}, nil, "", Forbidden, []string{"eks:DescribeCluster"}},
-		{"unreachable", &kube.OpError{Verb: "get", Resource: "deployments.apps",
-			Err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused")}, nil, "", Unavailable, []string{"connection refused"}},
+		{"unreachable", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: refused}, nil, "", Unavailable,
+			[]string{"connection refused", "https://ABCD.gr7.us-east-1.eks.amazonaws.com did not answer", "VpcConfig"}},
+		{"connect timeout", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: &url.Error{Op: "Get", URL: apiURL,
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}}}, nil, "", Unavailable, []string{"https://ABCD.gr7.us-east-1.eks.amazonaws.com"}},
+		{"certificate of another CA", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: &url.Error{Op: "Get", URL: apiURL,
+			Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}}, nil, "", Unavailable,
+			[]string{"certificate", "describes the cluster again"}},
+		{"AWS endpoint silent", fmt.Errorf("credentials: %w", &auth.EndpointError{Service: "STS", Endpoint: "https://sts.us-east-1.amazonaws.com",
+			Err: errors.New("no answer")}), nil, "", Unavailable, []string{"STS", "https://sts.us-east-1.amazonaws.com", "sts interface endpoint"}},
+		{"AssumeRole denied names both roles", &auth.AssumeRoleError{Caller: "arn:aws:iam::123456789012:role/fn-role",
+			Target: "arn:aws:iam::210987654321:role/t", Err: apiError{"AccessDenied"}}, nil, "", Forbidden,
+			[]string{"arn:aws:iam::123456789012:role/fn-role may", "assume arn:aws:iam::210987654321:role/t", "trust policy"}},
+		{"AWS throttling", apiError{"ThrottlingException"}, nil, "", Unavailable, []string{"throttling"}},
+		{"AWS 500", &smithy.OperationError{ServiceID: "EKS", OperationName: "DescribeCluster", Err: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 500}}, Err: errors.New("internal")}}, nil, "", Unavailable,
+			[]string{"AWS EKS"}},
+		{"500 from the API server", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: apierrors.NewInternalError(errors.New("etcd is down"))},
+			nil, "", Unavailable, []string{"answered 500", "etcd is down"}},
+		{"429 from the API server", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: apierrors.NewTooManyRequests("busy", 1)},
+			nil, "", Unavailable, []string{"answered 429"}},
+		{"typed patch 500 is the event's fault", &kube.OpError{Verb: "patch", Resource: "configmaps", Name: "a", Err: apierrors.NewInternalError(
+			errors.New("failed to create typed patch object (default/a; /v1, Kind=ConfigMap): .spec: field not declared in schema"))},
+			nil, "", InvalidEvent, []string{"field .spec", "does not fit the object's schema"}},
+		{"an unknown error is Internal with its text", &kube.OpError{Verb: "patch", Resource: "deployments.apps",
+			Err: errors.New(`unable to find api field in struct Unstructured for the json field "spec"`)}, nil, "", Internal,
+			[]string{"unable to find api field"}},
+		{"a transport wrapping a non-network error is Internal", &kube.OpError{Verb: "get", Resource: "deployments.apps",
+			Err: &url.Error{Op: "Get", URL: apiURL, Err: errors.New("failed to refresh cached credentials")}}, nil, "", Internal,
+			[]string{"failed to refresh cached credentials"}},
 		{"already classified", invalid("bad"), nil, "", InvalidEvent, []string{"bad"}},
 		{"422 from the server is the event's fault", &kube.OpError{Verb: "patch", Resource: "deployments.apps",
 			Err: apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "nginx", nil)}, nil, "", InvalidEvent,
@@ -135,7 +188,7 @@ func TestClassify(t *testing.T) {
 		{"400 from the server is the event's fault", apierrors.NewBadRequest("field not declared in schema"), nil, "", InvalidEvent,
 			[]string{"field not declared in schema"}},
 		{"a secret in an error is redacted", errors.New("Get https://sts.amazonaws.com/?X-Amz-Signature=abc123&X-Amz-Credential=AKIA: Bearer k8s-aws-v1.aHR0cHM6Ly9zdHM"),
-			nil, "", Unavailable, []string{"X-Amz-Signature=REDACTED", "k8s-aws-v1.REDACTED"}},
+			nil, "", Internal, []string{"X-Amz-Signature=REDACTED", "k8s-aws-v1.REDACTED"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +202,14 @@ func TestClassify(t *testing.T) {
 				if !strings.Contains(got.Message, s) {
 					t.Errorf("message %q lacks %q", got.Message, s)
 				}
+			}
+			if strings.Contains(tt.name, "policy") || strings.Contains(tt.name, "webhook") {
+				if strings.Contains(got.Message, "permissions") || strings.Contains(got.Message, "grant") {
+					t.Errorf("a policy refusal points to permissions: %q", got.Message)
+				}
+			}
+			if got.Code != Unavailable && strings.Contains(got.Message, "network access") {
+				t.Errorf("a %s error points to the network: %q", got.Code, got.Message)
 			}
 			if strings.Contains(got.Message, "abc123") || strings.Contains(got.Message, "aHR0cHM6Ly9zdHM") {
 				t.Errorf("message leaks a secret: %q", got.Message)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -96,8 +98,53 @@ func TestLocalSh(t *testing.T) {
 		}
 	})
 	t.Run("status", func(t *testing.T) {
-		if out, code := run(t, "status"); code != 0 {
+		out, code := run(t, "status")
+		if code != 0 {
 			t.Errorf("exit %d, want 0 for a healthy stack:\n%s", code, out)
 		}
+		// Every part, each healthy.
+		for _, part := range []string{"etcd", "moto", "shim", "aws-iam-authenticator", "kube-apiserver",
+			"kube-controller-manager", "kube-scheduler", "kwok"} {
+			if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(part) + ` +pid \d+ +healthy$`).Match(out) {
+				t.Errorf("status does not list %s as healthy:\n%s", part, out)
+			}
+		}
 	})
+}
+
+// Issue 8: concurrent ./local.sh runs all work. Each builds the CLI and the
+// function into files of its own before renaming them into place, and they
+// share one replica (the stack's lock makes one of them start it).
+func TestLocalShConcurrent(t *testing.T) {
+	h := mustHarness(t)
+	const runs = 8
+	type result struct {
+		out, stderr []byte
+		err         error
+	}
+	done := make(chan result, runs)
+	for range runs {
+		go func() {
+			cmd := exec.Command(filepath.Join(h.root, "local.sh"), "-")
+			cmd.Dir = h.root
+			cmd.Env = append(os.Environ(), "LOCALEKS_DIR="+h.stack.Paths.Dir)
+			cmd.Stdin = strings.NewReader(`{"action":"status","name":"nginx"}`)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			done <- result{out, stderr.Bytes(), err}
+		}()
+	}
+	failed := 0
+	for range runs {
+		r := <-done
+		var got struct {
+			Action string `json:"action"`
+		}
+		if r.err != nil || json.Unmarshal(r.out, &got) != nil || got.Action != "status" {
+			failed++
+			t.Errorf("./local.sh: %v, stdout %s\nstderr:\n%s", r.err, r.out, r.stderr)
+		}
+	}
+	t.Logf("%d of %d concurrent runs succeeded", runs-failed, runs)
 }

@@ -34,6 +34,8 @@ var h *harness
 
 type harness struct {
 	root      string // repository root
+	parts     string // the parts directory (localeks/parts/build.sh)
+	self      string // the localeks CLI
 	stack     *stack.Stack
 	bootstrap string
 	admin     kubernetes.Interface
@@ -151,7 +153,7 @@ func setup(ctx context.Context) (*harness, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &harness{root: root, stack: s, bootstrap: bootstrap, admin: admin}, nil
+	return &harness{root: root, parts: parts, self: self, stack: s, bootstrap: bootstrap, admin: admin}, nil
 }
 
 // output runs a command, passing its stderr through, and returns its stdout.

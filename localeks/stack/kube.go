@@ -189,6 +189,20 @@ func (s *Stack) check(ctx context.Context, name string) error {
 		}
 		_, err = s.get(ctx, tc, s.APIServerURL()+"/readyz")
 		return err
+	case controllerManagerName, schedulerName:
+		tc, err := s.tlsConfig(false)
+		if err != nil {
+			return err
+		}
+		port := s.Ports.ControllerManager
+		if name == schedulerName {
+			port = s.Ports.Scheduler
+		}
+		_, err = s.get(ctx, tc, "https://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+		return err
+	case kwokName:
+		_, err := s.get(ctx, nil, "http://127.0.0.1:"+strconv.Itoa(s.Ports.Kwok)+"/healthz")
+		return err
 	}
 	return nil
 }

@@ -32,22 +32,24 @@ type leaf struct {
 	server       bool
 }
 
-// writePKI creates, once, every key and certificate the stack needs: the
-// cluster CA and what it signs (apiserver serving cert, admin client cert, the
-// authenticator's serving cert), the service-account key pair, and the shim's
-// own CA. An existing, complete PKI is kept so that kubeconfigs stay valid.
+// writePKI creates every key and certificate the stack needs, each once:
+// the cluster CA and what it signs (apiserver serving cert, admin client
+// cert, the authenticator's serving cert, the client certs of
+// kube-controller-manager, kube-scheduler and kwok, and the controllers'
+// serving cert), the service-account key pair, and the shim's own CA. What
+// exists is kept, so that kubeconfigs stay valid; what a newer version of
+// the stack needs is added to an older PKI.
 func writePKI(p Paths) error {
-	if _, err := os.Stat(p.PKI("done")); err == nil {
-		return nil
-	}
 	if err := os.MkdirAll(p.PKI(""), 0o700); err != nil {
 		return err
 	}
-	cluster, err := newCA("localeks cluster CA")
-	if err != nil {
-		return err
+	cluster, err := loadCA(p.PKI("ca.pem"), p.PKI("ca-key.pem"))
+	if errors.Is(err, os.ErrNotExist) {
+		if cluster, err = newCA("localeks cluster CA"); err == nil {
+			err = cluster.write(p.PKI("ca.pem"), p.PKI("ca-key.pem"))
+		}
 	}
-	if err := cluster.write(p.PKI("ca.pem"), p.PKI("ca-key.pem")); err != nil {
+	if err != nil {
 		return err
 	}
 	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -59,34 +61,69 @@ func writePKI(p Paths) error {
 		{"admin", leaf{commonName: "localeks-admin", organization: []string{"system:masters"}}},
 		{"authenticator", leaf{commonName: "aws-iam-authenticator", dnsNames: []string{"localhost"}, ips: loopback, server: true}},
 		{"apiserver-webhook-client", leaf{commonName: "kube-apiserver-webhook-client"}},
+		// The identities the apiserver's bootstrap RBAC binds, as kubeadm
+		// issues them.
+		{controllerManagerName, leaf{commonName: "system:kube-controller-manager"}},
+		{schedulerName, leaf{commonName: "system:kube-scheduler"}},
+		// kwok plays every node's kubelet: no single system:node:NAME
+		// identity (which the Node authorizer wants) fits it.
+		{kwokName, leaf{commonName: "kwok-controller", organization: []string{"system:masters"}}},
+		{"controllers-serving", leaf{commonName: "localeks-controllers", dnsNames: []string{"localhost"}, ips: loopback, server: true}},
 	}
 	for _, i := range issue {
+		if _, err := os.Stat(p.PKI(i.name + ".pem")); err == nil {
+			continue
+		}
 		if err := cluster.issue(i.leaf, p.PKI(i.name+".pem"), p.PKI(i.name+"-key.pem")); err != nil {
 			return fmt.Errorf("issue %s certificate: %w", i.name, err)
 		}
 	}
-	sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := os.Stat(p.PKI("sa.pem")); err != nil {
+		sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		if err := writeKey(p.PKI("sa-key.pem"), sa); err != nil {
+			return err
+		}
+		pub, err := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+		if err != nil {
+			return err
+		}
+		if err := writeFile(p.PKI("sa.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(p.PKI("shim-ca.pem")); err != nil {
+		shimCA, err := newCA("localeks shim CA")
+		if err != nil {
+			return err
+		}
+		if err := shimCA.write(p.PKI("shim-ca.pem"), p.PKI("shim-ca-key.pem")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadCA reads a CA written by ca.write.
+func loadCA(certFile, keyFile string) (*ca, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return err
+		if _, serr := os.Stat(certFile); errors.Is(serr, os.ErrNotExist) {
+			return nil, serr
+		}
+		return nil, fmt.Errorf("load CA %s: %w", certFile, err)
 	}
-	if err := writeKey(p.PKI("sa-key.pem"), sa); err != nil {
-		return err
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := os.WriteFile(p.PKI("sa.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
-		return err
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("CA key %s is not ECDSA", keyFile)
 	}
-	shimCA, err := newCA("localeks shim CA")
-	if err != nil {
-		return err
-	}
-	if err := shimCA.write(p.PKI("shim-ca.pem"), p.PKI("shim-ca-key.pem")); err != nil {
-		return err
-	}
-	return os.WriteFile(p.PKI("done"), nil, 0o600)
+	return &ca{cert: cert, key: key}, nil
 }
 
 func newCA(name string) (*ca, error) {

@@ -1,6 +1,8 @@
 // Package stack runs the local EKS replica: etcd, kube-apiserver with RBAC and
 // the token webhook, the aws-iam-authenticator server in EKSConfigMap mode,
-// moto_server, and the loopback shim in front of moto. It starts them detached,
+// moto_server, the loopback shim in front of moto, and what acts on the
+// objects: kube-controller-manager, kube-scheduler, and kwok simulating
+// NodeCount nodes. It starts them detached,
 // records them in pidfiles under one state directory, stops them by PID in a
 // safe order, and replaces a stack that a crashed run left behind.
 package stack
@@ -55,8 +57,9 @@ func RoleARN(role string) string { return "arn:aws:iam::" + Account + ":role/" +
 type Config struct {
 	// Dir is the state directory; DefaultDir() when empty.
 	Dir string
-	// Parts is the directory holding kube-apiserver, etcd and
-	// aws-iam-authenticator, as printed by localeks/parts/build.sh.
+	// Parts is the directory holding kube-apiserver, etcd,
+	// aws-iam-authenticator, kube-controller-manager, kube-scheduler, kwok
+	// and aws-lambda-rie, as printed by localeks/parts/build.sh.
 	Parts string
 	// Self is the localeks binary; the stack runs `Self shim` as the shim.
 	Self string
@@ -96,6 +99,10 @@ type Ports struct {
 	Authenticator int `json:"authenticator"`
 	Moto          int `json:"moto"`
 	Shim          int `json:"shim"`
+	// Health (HTTPS) of the controllers and the scheduler, kwok's server.
+	ControllerManager int `json:"controllerManager"`
+	Scheduler         int `json:"scheduler"`
+	Kwok              int `json:"kwok"`
 }
 
 // Stack is a running (or recorded) replica.
@@ -115,7 +122,8 @@ const (
 	apiserverName     = "kube-apiserver"
 )
 
-var components = []string{etcdName, motoName, shimName, authenticatorName, apiserverName}
+var components = []string{etcdName, motoName, shimName, authenticatorName, apiserverName,
+	controllerManagerName, schedulerName, kwokName}
 
 func newStack(cfg Config) *Stack {
 	if cfg.Dir == "" {
@@ -296,6 +304,9 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.writeConfigs(); err != nil {
 		return err
 	}
+	if err := s.writeControllerConfigs(); err != nil {
+		return err
+	}
 	bins, err := s.binaries()
 	if err != nil {
 		return err
@@ -328,6 +339,9 @@ func (s *Stack) start(ctx context.Context) error {
 			"--audit-policy-file=" + p.File("audit-policy.yaml"), "--audit-log-path=" + p.AuditLog(),
 			"--profiling=false"},
 	}
+	for name, args := range s.controllerArgv(bins) {
+		argv[name] = args
+	}
 	procEnv := map[string][]string{
 		authenticatorName: append(append([]string{}, env...),
 			"HTTPS_PROXY="+loop(ports.Shim), "https_proxy="+loop(ports.Shim), "SSL_CERT_FILE="+p.PKI("shim-ca.pem")),
@@ -335,8 +349,10 @@ func (s *Stack) start(ctx context.Context) error {
 	deadline, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	// The authenticator starts once the apiserver serves: started earlier,
-	// its first aws-auth watch fails and it waits 5 s before retrying.
-	for _, phase := range [][]string{{etcdName, motoName, shimName, apiserverName}, {authenticatorName}} {
+	// its first aws-auth watch fails and it waits 5 s before retrying. So do
+	// the controllers, which would otherwise back off too.
+	for _, phase := range [][]string{{etcdName, motoName, shimName, apiserverName},
+		{authenticatorName, controllerManagerName, schedulerName, kwokName}} {
 		for _, name := range phase {
 			e := procEnv[name]
 			if e == nil {
@@ -361,13 +377,16 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.probe(deadline); err != nil {
 		return fmt.Errorf("authentication chain not working: %w (logs in %s)", err, p.File("logs"))
 	}
+	if err := s.ensureNodes(deadline); err != nil {
+		return err
+	}
 	return writeFile(s.Paths.File("ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o600)
 }
 
 // binaries resolves the executables of every component.
 func (s *Stack) binaries() (map[string]string, error) {
 	bins := map[string]string{}
-	for _, name := range []string{etcdName, authenticatorName, apiserverName} {
+	for _, name := range []string{etcdName, authenticatorName, apiserverName, controllerManagerName, schedulerName, kwokName} {
 		path := filepath.Join(s.cfg.Parts, name)
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("%s not built in %q (run localeks/parts/build.sh): %w", name, s.cfg.Parts, err)
@@ -411,6 +430,7 @@ func (s *Stack) stopAll() error {
 			errs = append(errs, <-done)
 		}
 	}
+	stop(controllerManagerName, schedulerName, kwokName)
 	stop(apiserverName)
 	stop(authenticatorName, shimName, motoName)
 	stop(etcdName)
@@ -424,7 +444,8 @@ func (s *Stack) stopAll() error {
 		}
 		rank := 1
 		switch cmd := processName(pid); {
-		case strings.Contains(cmd, apiserverName):
+		case strings.Contains(cmd, apiserverName), strings.Contains(cmd, controllerManagerName),
+			strings.Contains(cmd, schedulerName), strings.Contains(cmd, "/"+kwokName+" "):
 			rank = 0
 		case strings.Contains(cmd, "/"+etcdName+" "):
 			rank = 2
@@ -471,7 +492,8 @@ func (s *Stack) choosePorts() error {
 			authenticatorHealthPort, processName(pids[0]))
 	}
 	used := map[int]bool{authenticatorHealthPort: true}
-	for _, port := range []*int{&s.Ports.Etcd, &s.Ports.EtcdPeer, &s.Ports.APIServer, &s.Ports.Authenticator, &s.Ports.Moto, &s.Ports.Shim} {
+	for _, port := range []*int{&s.Ports.Etcd, &s.Ports.EtcdPeer, &s.Ports.APIServer, &s.Ports.Authenticator, &s.Ports.Moto, &s.Ports.Shim,
+		&s.Ports.ControllerManager, &s.Ports.Scheduler, &s.Ports.Kwok} {
 		if *port != 0 && !used[*port] && portFree(*port) {
 			used[*port] = true
 			continue

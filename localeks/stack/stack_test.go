@@ -31,6 +31,9 @@ func TestPKI(t *testing.T) {
 		{"apiserver", x509.ExtKeyUsageServerAuth, "localhost", nil},
 		{"authenticator", x509.ExtKeyUsageServerAuth, "127.0.0.1", nil},
 		{"admin", x509.ExtKeyUsageClientAuth, "", []string{"system:masters"}},
+		{controllerManagerName, x509.ExtKeyUsageClientAuth, "", nil},
+		{schedulerName, x509.ExtKeyUsageClientAuth, "", nil},
+		{"controllers-serving", x509.ExtKeyUsageServerAuth, "127.0.0.1", nil},
 	} {
 		t.Run(tc.name+" "+tc.host, func(t *testing.T) {
 			cert := readCert(t, p.PKI(tc.name+".pem"))
@@ -57,6 +60,21 @@ func TestPKI(t *testing.T) {
 	after, _ := os.ReadFile(p.PKI("ca.pem"))
 	if !slices.Equal(before, after) {
 		t.Error("writePKI replaced an existing CA")
+	}
+	// A PKI of an older stack gains what is missing, signed by its CA.
+	if err := os.Remove(p.PKI(schedulerName + ".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePKI(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCert(t, p.PKI(schedulerName+".pem")).Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("re-issued certificate: %v", err)
+	}
+	for _, want := range []struct{ name, cn string }{{controllerManagerName, "system:kube-controller-manager"}, {schedulerName, "system:kube-scheduler"}} {
+		if got := readCert(t, p.PKI(want.name+".pem")).Subject.CommonName; got != want.cn {
+			t.Errorf("%s certificate CN %q, want %q (the user bootstrap RBAC binds)", want.name, got, want.cn)
+		}
 	}
 }
 

@@ -179,12 +179,12 @@ func status(ctx context.Context, args []string) int {
 		case !st.Healthy:
 			state, code = "unhealthy: "+st.Detail, 1
 		}
-		fmt.Printf("%-22s pid %-7d %s\n", st.Name, st.PID, state)
+		fmt.Printf("%-24s pid %-7d %s\n", st.Name, st.PID, state)
 	}
 	if s, err := stack.Open(cfg); err == nil {
-		fmt.Printf("%-22s %s\n", "apiserver", s.APIServerURL())
-		fmt.Printf("%-22s %s\n", "admin kubeconfig", s.Paths.AdminKubeconfig())
-		fmt.Printf("%-22s %s\n", "logs", s.Paths.File("logs"))
+		fmt.Printf("%-24s %s\n", "apiserver", s.APIServerURL())
+		fmt.Printf("%-24s %s\n", "admin kubeconfig", s.Paths.AdminKubeconfig())
+		fmt.Printf("%-24s %s\n", "logs", s.Paths.File("logs"))
 	}
 	return code
 }

@@ -5,10 +5,15 @@ Runs the SAM transform offline (aws-sam-translator, as cfn-lint does) for a
 few parameter sets and asserts on the resulting IAM: one role, logs only on
 the function's own log group, eks:DescribeCluster on exactly the cluster's
 ARN or sts:AssumeRole on exactly the target role, the VPC policy only with
-subnets, and the access entry only where it can work. Prints one line per
-case and 'N passed, N failed'; exits non-zero on a failure.
+subnets, s3:GetObject only on the ManifestBucket, and the access entry only
+where it can work. Then checks the example examples/manifest-stack.yml (plain
+CloudFormation): cfn-lint clean, and every Custom::KubernetesManifest has a
+ServiceToken, a ServiceTimeout and only properties the function knows, with
+an output read through Fn::GetAtt. Prints one line per case and
+'N passed, N failed'; exits non-zero on a failure.
 """
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
@@ -67,6 +72,7 @@ def conditions_for(params):
         "ScheduleOn": p("ScheduleEnabled") == "true",
         "HasScheduleInput": p("ScheduleInput") != "",
         "ScaleSchedulesOn": p("ScaleSchedulesEnabled") == "true",
+        "HasManifestBucket": p("ManifestBucket") != "",
     }
     c["UseAccessEntry"] = params.get("AccessMode", "access-entry") == "access-entry" and c["NoTargetRole"] and c["ClusterInStackRegion"]
     return c
@@ -112,7 +118,54 @@ cases = [
      {"grants": LOGS + [("sts:AssumeRole", TARGET)], "managed": [], "access_entry": False}),
     ("private endpoint: VPC policy only with subnets", {"ClusterName": "demo", "SubnetIds": "subnet-1", "SecurityGroupIds": "sg-1"},
      {"grants": LOGS + [DESCRIBE], "managed": VPC, "access_entry": True}),
+    ("manifests from S3: read only the ManifestBucket", {"ClusterName": "demo", "ManifestBucket": "manifests"},
+     {"grants": LOGS + [DESCRIBE, ("s3:GetObject", "arn:aws:s3:::manifests/*")], "managed": [], "access_entry": True}),
 ]
+
+# The properties handler/customresource_props.go accepts (knownProperties).
+CUSTOM_PROPERTIES = {"Manifest", "ManifestS3", "Namespace", "Force", "Prune", "Wait", "Cluster", "Region",
+                     "RoleArn", "ExternalId", "Outputs", "ServiceToken", "ServiceTimeout"}
+OUTPUT_FIELDS = {"Kind", "Name", "Namespace", "ApiVersion", "JSONPath"}
+
+
+def check_example(name, path):
+    problems = []
+    lint = subprocess.run(["cfn-lint", path], capture_output=True, text=True)
+    if lint.returncode != 0:
+        problems.append("cfn-lint: " + (lint.stdout + lint.stderr).strip().replace("\n", "\n     "))
+    template = yaml_parse(open(path).read())
+    if "Transform" in template:
+        problems.append("a SAM template: check it through the transform instead")
+    custom = {k: v for k, v in template["Resources"].items() if v["Type"] == "Custom::KubernetesManifest"}
+    if not custom:
+        problems.append("no Custom::KubernetesManifest")
+    for logical, res in custom.items():
+        props = res.get("Properties", {})
+        for need in ("ServiceToken", "ServiceTimeout"):
+            if need not in props:
+                problems.append(f"{logical}: no {need}")
+        if ("Manifest" in props) == ("ManifestS3" in props):
+            problems.append(f"{logical}: want exactly one of Manifest and ManifestS3")
+        unknown = set(props) - CUSTOM_PROPERTIES
+        if unknown:
+            problems.append(f"{logical}: properties the function refuses: {sorted(unknown)}")
+        for out, spec in props.get("Outputs", {}).items():
+            if set(spec) - OUTPUT_FIELDS or not {"Kind", "Name", "JSONPath"} <= set(spec):
+                problems.append(f"{logical}: output {out} has fields {sorted(spec)}")
+    getatts = [o["Value"]["Fn::GetAtt"] for o in template.get("Outputs", {}).values()
+               if isinstance(o.get("Value"), dict) and "Fn::GetAtt" in o["Value"]]
+    for att in getatts:
+        logical, attr = att if isinstance(att, list) else att.split(".", 1)
+        if logical not in custom or attr not in custom[logical]["Properties"].get("Outputs", {}):
+            problems.append(f"output Fn::GetAtt {logical}.{attr} names no output of a Custom::KubernetesManifest")
+    if not getatts:
+        problems.append("no output read with Fn::GetAtt")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
 results = [check(*c) for c in cases]
+results.append(check_example("example: Custom::KubernetesManifest stack",
+                             os.path.join(os.path.dirname(__file__), "..", "examples", "manifest-stack.yml")))
 print(f"{results.count(True)} passed, {results.count(False)} failed")
 sys.exit(0 if all(results) else 1)

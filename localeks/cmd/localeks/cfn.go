@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/lambda-eks/lambda-eks/localeks/stack"
+)
+
+// localeks cfn EVENT_FILE|-
+//
+// plays CloudFormation for one custom resource request: the event's
+// ResponseURL is replaced by a presigned S3 PUT URL of the replica's moto
+// (the kind CloudFormation sends), the bootstrap is invoked once, and the
+// body CloudFormation would have received is read back from moto and
+// printed on stdout. Exit status: 0 SUCCESS, 1 FAILED (or no answer at
+// all), 2 usage, 4 harness failure. Flags as for invoke.
+
+// cfnBucket is moto's bucket for the answers.
+const cfnBucket = "localeks-cfn-responses"
+
+// The command is dispatched from here until main's switch names it: this
+// file is the only one the custom-resource work may add to the command.
+func init() {
+	if len(os.Args) < 2 || os.Args[1] != "cfn" {
+		return
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cfnInvoke(ctx, os.Args[2:])
+	stop()
+	os.Exit(code)
+}
+
+func cfnInvoke(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("cfn", flag.ContinueOnError)
+	var sf stackFlags
+	sf.register(fs)
+	bootstrap := fs.String("bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
+	timeout := fs.Duration("timeout", 60*time.Second, "invocation timeout (the function's Lambda Timeout)")
+	role := fs.String("role", stack.ExecRole, "execution role the function runs as")
+	session := fs.String("session", stack.SessionName, "role session name")
+	var extra multiFlag
+	fs.Var(&extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: localeks cfn [flags] EVENT_FILE|-")
+		return 2
+	}
+	fail := func(err error) int {
+		slog.Error("cfn failed", "err", err)
+		return 4
+	}
+	raw, err := readEvent(fs.Arg(0))
+	if err != nil {
+		return fail(err)
+	}
+	var event map[string]any
+	if err := json.Unmarshal(raw, &event); err != nil || event["RequestType"] == nil {
+		return fail(fmt.Errorf("%s is not a CloudFormation custom resource request (no RequestType)", fs.Arg(0)))
+	}
+	cfg, err := sf.config()
+	if err != nil {
+		return fail(err)
+	}
+	fn, err := startFunction(ctx, cfg, fnFlags{bootstrap: *bootstrap, timeout: *timeout, role: *role, session: *session, extra: extra})
+	if err != nil {
+		return fail(err)
+	}
+	defer fn.Stop()
+	s, err := stack.Open(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	direct, presign := cfnS3(s)
+	if err := ensureBucket(ctx, direct); err != nil {
+		return fail(err)
+	}
+	key := fmt.Sprintf("responses/%d", time.Now().UnixNano())
+	signed, err := presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(cfnBucket), Key: aws.String(key)},
+		s3.WithPresignExpires(time.Hour))
+	if err != nil {
+		return fail(fmt.Errorf("presign the ResponseURL: %w", err))
+	}
+	event["ResponseURL"] = signed.URL
+	payload, err := json.Marshal(event)
+	if err != nil {
+		return fail(err)
+	}
+
+	start := time.Now()
+	resp, fnErr, err := fn.Invoke(ctx, payload)
+	took := time.Since(start)
+	if err != nil {
+		return fail(err)
+	}
+	if fnErr != nil {
+		slog.Info("no answer: the function failed", "errorType", fnErr.Type, "took", took.Round(time.Millisecond))
+		b, _ := json.Marshal(fnErr)
+		fmt.Println(string(b))
+		return 1
+	}
+	obj, err := direct.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(cfnBucket), Key: aws.String(key)})
+	if err != nil {
+		return fail(fmt.Errorf("no answer reached the ResponseURL (the function returned %s): %w", bytes.TrimSpace(resp), err))
+	}
+	body, err := io.ReadAll(obj.Body)
+	_ = obj.Body.Close()
+	if err != nil {
+		return fail(err)
+	}
+	var answer struct{ Status string }
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return fail(fmt.Errorf("the answer is not JSON: %w: %s", err, body))
+	}
+	slog.Info("CloudFormation received", "status", answer.Status, "bytes", len(body), "took", took.Round(time.Millisecond))
+	fmt.Println(strings.TrimSpace(string(body)))
+	if answer.Status != "SUCCESS" {
+		return 1
+	}
+	return 0
+}
+
+// cfnS3 returns an S3 client straight to moto (for the harness) and a
+// presigner for the URL CloudFormation would send: https, virtual-hosted,
+// reached by the function through the shim.
+func cfnS3(s *stack.Stack) (*s3.Client, *s3.PresignClient) {
+	creds := credentials.NewStaticCredentialsProvider("AKIALOCALEKSADMIN000", "localeks", "")
+	direct := s3.NewFromConfig(aws.Config{
+		Region:      stack.Region,
+		Credentials: creds,
+		HTTPClient:  &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 30 * time.Second},
+	}, func(o *s3.Options) {
+		o.BaseEndpoint = aws.String("http://127.0.0.1:" + strconv.Itoa(s.Ports.Moto))
+		o.UsePathStyle = true
+	})
+	presign := s3.NewPresignClient(s3.NewFromConfig(aws.Config{
+		Region:                     stack.Region,
+		Credentials:                creds,
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+	}))
+	return direct, presign
+}
+
+func ensureBucket(ctx context.Context, c *s3.Client) error {
+	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(cfnBucket)})
+	var owned *s3types.BucketAlreadyOwnedByYou
+	var exists *s3types.BucketAlreadyExists
+	if err != nil && !errors.As(err, &owned) && !errors.As(err, &exists) {
+		return fmt.Errorf("create bucket %s in moto: %w", cfnBucket, err)
+	}
+	return nil
+}

@@ -339,7 +339,7 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnRequest, spec cfnSpec, pl
 		return "", nil, classify(ctx, err, diag)
 	}
 	h.log.InfoContext(ctx, "custom resource applied", "objects", len(applied), "duration_ms", time.Since(start).Milliseconds())
-	summary := "applied " + countResults(applied)
+	summary := "apply: " + countResults(applied)
 
 	if old != nil {
 		if gone := pruneSet(old.req.Objects, old.req.Namespace, applied); len(gone) > 0 {
@@ -348,7 +348,7 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnRequest, spec cfnSpec, pl
 			if err != nil {
 				return "", nil, classify(ctx, err, diag)
 			}
-			summary += "; pruned " + countResults(pruned)
+			summary += "; prune: " + countResults(pruned)
 			logResults(ctx, h.log, "custom resource pruned", pruned)
 		}
 	}
@@ -409,7 +409,7 @@ func (h *Handler) cfnDelete(ctx context.Context, req cfnRequest, props Propertie
 		return "", classify(ctx, err, diag)
 	}
 	logResults(ctx, h.log, "custom resource deleted", results)
-	return "deleted " + countResults(results), nil
+	return "delete: " + countResults(results), nil
 }
 
 // deleteOwned deletes the objects of m that owner o.Owner holds. An object
@@ -435,24 +435,33 @@ func deleteOwned(ctx context.Context, k *kube.Client, m kube.Manifest, o kube.De
 	return gone, nil
 }
 
-// countResults summarises results: "created 2, unchanged 1, kept 1".
+// countResults summarises results: "created 2, unchanged 1, kept 1", then
+// why each kept object was kept.
 func countResults(results []kube.ObjectResult) string {
 	counts := map[kube.Result]int{}
 	var order []kube.Result
+	var kept []string
 	for _, r := range results {
 		if counts[r.Result] == 0 {
 			order = append(order, r.Result)
 		}
 		counts[r.Result]++
+		if r.Result == kube.Kept {
+			kept = append(kept, fmt.Sprintf("%s %s/%s %s", r.Kind, r.Namespace, r.Name, r.Note))
+		}
 	}
 	if len(order) == 0 {
-		return "0 objects"
+		return "no objects"
 	}
 	parts := make([]string, 0, len(order))
 	for _, r := range order {
 		parts = append(parts, fmt.Sprintf("%s %d", r, counts[r]))
 	}
-	return strings.Join(parts, ", ")
+	s := strings.Join(parts, ", ")
+	if len(kept) > 0 {
+		s += " (" + strings.Join(kept, "; ") + ")"
+	}
+	return s
 }
 
 func logResults(ctx context.Context, log *slog.Logger, msg string, results []kube.ObjectResult) {

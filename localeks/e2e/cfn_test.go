@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -235,6 +236,8 @@ func (h *harness) cfnNamespace(tb testing.TB) string {
 	tb.Helper()
 	ns := "cfn-" + randomHex(4)
 	h.mustNamespace(tb, ns)
+	// What the README says to do for every namespace the function manages.
+	h.kubectl(tb, "", "apply", "-n", ns, "-f", filepath.Join(h.root, "permissions.yml"))
 	tb.Cleanup(func() {
 		_ = h.admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
@@ -330,31 +333,31 @@ func TestCFNMove(t *testing.T) {
 	h := mustHarness(t)
 	ns := h.cfnNamespace(t)
 	c := h.newCFNStack(t, fnOptions{})
-	a1 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("x", "1", "y", "1")}
-	b1 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("z", "1")}
+	a1 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("mx", "1", "my", "1")}
+	b1 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("mz", "1")}
 	idA := c.send(t, cfnRequest{Type: "Create", Logical: "A", Props: a1}).PhysicalResourceID
 	idB := c.send(t, cfnRequest{Type: "Create", Logical: "B", Props: b1}).PhysicalResourceID
 	if idA == idB {
 		t.Fatalf("two resources share the id %s", idA)
 	}
 
-	// x moves from A to B: B is updated first, then A.
-	b2 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("z", "1", "x", "1")}
-	a2 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("y", "1")}
+	// mx moves from A to B: B is updated first, then A.
+	b2 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("mz", "1", "mx", "1")}
+	a2 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("my", "1")}
 	mustStatus(t, c.send(t, cfnRequest{Type: "Update", Logical: "B", Physical: idB, Props: b2, OldProps: b1}), "SUCCESS")
 	upA := c.send(t, cfnRequest{Type: "Update", Logical: "A", Physical: idA, Props: a2, OldProps: a1})
 	mustStatus(t, upA, "SUCCESS")
 	if !strings.Contains(upA.Reason, "kept 1") {
-		t.Errorf("A's Update says %q, want it to report x kept", upA.Reason)
+		t.Errorf("A's Update says %q, want it to report mx kept", upA.Reason)
 	}
-	wantState(t, "after the move", map[string]string{"x": "1 @" + idB, "y": "1 @" + idA, "z": "1 @" + idB}, h.cmState(t, ns, "x", "y", "z"))
+	wantState(t, "after the move", map[string]string{"mx": "1 @" + idB, "my": "1 @" + idA, "mz": "1 @" + idB}, h.cmState(t, ns, "mx", "my", "mz"))
 
-	// y moves from A to B and A is removed from the template: B's Update,
+	// my moves from A to B and A is removed from the template: B's Update,
 	// then (cleanup) A's Delete.
-	b3 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("z", "1", "x", "1", "y", "1")}
+	b3 := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("mz", "1", "mx", "1", "my", "1")}
 	mustStatus(t, c.send(t, cfnRequest{Type: "Update", Logical: "B", Physical: idB, Props: b3, OldProps: b2}), "SUCCESS")
 	mustStatus(t, c.send(t, cfnRequest{Type: "Delete", Logical: "A", Physical: idA, Props: a2}), "SUCCESS")
-	wantState(t, "after A's Delete", map[string]string{"x": "1 @" + idB, "y": "1 @" + idB, "z": "1 @" + idB}, h.cmState(t, ns, "x", "y", "z"))
+	wantState(t, "after A's Delete", map[string]string{"mx": "1 @" + idB, "my": "1 @" + idB, "mz": "1 @" + idB}, h.cmState(t, ns, "mx", "my", "mz"))
 }
 
 // TestCFNDeleteNeverBlocks: Delete answers SUCCESS when the cluster is
@@ -384,7 +387,7 @@ func TestCFNDeleteNeverBlocks(t *testing.T) {
 
 	// A Create the API server refuses (an unknown kind): FAILED, nothing
 	// written; its rollback Delete succeeds.
-	unknown := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("a", "1") + "---\napiVersion: example.com/v1\nkind: Nothing\nmetadata:\n  name: n\n"}
+	unknown := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("a", "1") + "---\napiVersion: example.com/v1\nkind: Nothing\nmetadata:\n  name: nothing\n"}
 	failed = c.send(t, cfnRequest{Type: "Create", Logical: "Unknown", Props: unknown})
 	mustStatus(t, failed, "FAILED")
 	wantState(t, "after the refused Create", map[string]string{"a": "absent"}, h.cmState(t, ns, "a"))

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -114,5 +115,43 @@ func TestRoleChainingWithoutSTSStorm(t *testing.T) {
 				t.Errorf("%d requests carried a token whose session had ended", deadSessions)
 			}
 		})
+	}
+}
+
+// TestPrepareKeepsSessionWhenRenewalFails: a session due for renewal whose
+// renewal fails is kept while it outlives the invocation (no deadline: the
+// longest one), and the failure is returned once it does not.
+func TestPrepareKeepsSessionWhenRenewalFails(t *testing.T) {
+	clock := &simClock{t: time.Now().Truncate(time.Second)}
+	sts := newFakeSTS(t, time.Hour, "", clock.now)
+	cfg := ForTarget(sts.config(), Target{Cluster: "demo", Region: "us-east-1", RoleARN: "arn:aws:iam::210987654321:role/eks-ops"})
+	ts, err := NewTokenSource(cfg, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.now = clock.now
+	ctx := context.Background()
+	if err := ts.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sts.denyAll()
+	clock.advance(43*time.Minute + 30*time.Second) // 16.5 minutes left: due, still outlives an invocation
+	if err := ts.Prepare(ctx); err != nil {
+		t.Errorf("prepare with 16.5 minutes of session left and renewal refused: %v, want the session kept", err)
+	}
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := accessKeyOf(decodeToken(t, tok.AccessToken).Query().Get("X-Amz-Credential")); key != "ASIASESSION000000001" {
+		t.Errorf("token signed by %s, want the first session's key", key)
+	}
+	clock.advance(6 * time.Minute) // 10.5 minutes left: too few for an invocation
+	var denied *AssumeRoleError
+	if err := ts.Prepare(ctx); !errors.As(err, &denied) {
+		t.Errorf("prepare with 10.5 minutes left and renewal refused: %v, want the *AssumeRoleError", err)
+	}
+	if assumes, _ := sts.counts(); assumes != 3 {
+		t.Errorf("AssumeRole called %d times, want 3 (the first, two refused renewals)", assumes)
 	}
 }

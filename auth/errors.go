@@ -22,7 +22,14 @@ type EndpointError struct {
 }
 
 func (e *EndpointError) Error() string {
-	return fmt.Sprintf("%s endpoint %s could not be reached: %v", e.Service, e.Endpoint, e.Err)
+	// The transport's own words (connection refused, EOF, a timeout), not
+	// the SDK's layers around them.
+	cause := e.Err.Error()
+	var uerr *url.Error
+	if errors.As(e.Err, &uerr) && uerr.Err != nil {
+		cause = uerr.Err.Error()
+	}
+	return fmt.Sprintf("%s endpoint %s could not be reached: %s", e.Service, e.Endpoint, cause)
 }
 
 func (e *EndpointError) Unwrap() error { return e.Err }
@@ -41,7 +48,12 @@ func (e *AssumeRoleError) Error() string {
 	if caller == "" {
 		caller = "the execution role"
 	}
-	return fmt.Sprintf("%s may not assume %s: %v", caller, e.Target, e.Err)
+	why := e.Err.Error()
+	var apiErr smithy.APIError
+	if errors.As(e.Err, &apiErr) {
+		why = apiErr.ErrorCode() + ": " + apiErr.ErrorMessage()
+	}
+	return fmt.Sprintf("%s may not assume %s: %s", caller, e.Target, why)
 }
 
 func (e *AssumeRoleError) Unwrap() error { return e.Err }

@@ -26,6 +26,7 @@ type fakeSTS struct {
 	now         func() time.Time
 
 	mu       sync.Mutex
+	deny     bool                 // refuse every AssumeRole
 	assumes  int                  // AssumeRole requests, refused ones included
 	refused  int                  // of those, refused for their DurationSeconds
 	sessions map[string]time.Time // access key ID -> end of the session it signs for
@@ -59,6 +60,13 @@ func (f *fakeSTS) counts() (assumes, refused int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.assumes, f.refused
+}
+
+// denyAll makes every later AssumeRole AccessDenied.
+func (f *fakeSTS) denyAll() {
+	f.mu.Lock()
+	f.deny = true
+	f.mu.Unlock()
 }
 
 // sessionEnd returns the end of the session whose access key signed a
@@ -104,7 +112,7 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 				"The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
 			return
 		}
-		if f.externalID != "" && r.PostForm.Get("ExternalId") != f.externalID {
+		if f.deny || f.externalID != "" && r.PostForm.Get("ExternalId") != f.externalID {
 			f.fail(w, http.StatusForbidden, "AccessDenied", fmt.Sprintf(
 				"User: %s is not authorized to perform: sts:AssumeRole on resource: %s", caller, role))
 			return

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -96,13 +97,27 @@ func (s *TokenSource) Prepare(ctx context.Context) error {
 		if s.fetched && ctx.Err() == nil && s.outlives(ctx, now) {
 			return nil
 		}
-		return fmt.Errorf("retrieve aws credentials: %w", err)
+		return fmt.Errorf("retrieve aws credentials: %w", unwrapCache(err))
 	}
 	s.held, s.fetched = creds, true
 	if creds.CanExpire {
 		s.lifetime = max(s.lifetime, creds.Expires.Sub(now))
 	}
 	return nil
+}
+
+// unwrapCache drops the credentials cache's "failed to refresh cached
+// credentials" from a typed error of the provider.
+func unwrapCache(err error) error {
+	var endpointErr *EndpointError
+	var assumeErr *AssumeRoleError
+	switch {
+	case errors.As(err, &endpointErr):
+		return endpointErr
+	case errors.As(err, &assumeErr):
+		return assumeErr
+	}
+	return err
 }
 
 // window is how long before its end a session is renewed:

@@ -215,12 +215,8 @@ func forbidden(err error, msg string, d diagnosis) *Error {
 	m := refusedVerbRE.FindStringSubmatch(msg)
 	if m == nil {
 		what := "the request"
-		var manifest *kube.ManifestError
-		switch {
-		case errors.As(err, &manifest):
-			what = fmt.Sprintf("manifest document %d (%s %q)", manifest.Index, manifest.Kind, manifest.Name)
-		case hasOp:
-			what = opName(err)
+		if hasOp {
+			what = fmt.Sprintf("the %s of %s", op.Verb, objectName(op))
 		}
 		return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
 			"an admission policy or webhook of cluster %s refused %s (403): %q; this is not RBAC: change the object so that the policy admits it, or ask the cluster's administrators about the policy",
@@ -331,16 +327,21 @@ func awsService(err error) string {
 func opName(err error) string {
 	var op *kube.OpError
 	if errors.As(err, &op) {
-		s := op.Verb + " " + op.Resource
-		if op.Name != "" {
-			s += " " + op.Name
-		}
-		if op.Namespace != "" {
-			s += " in namespace " + op.Namespace
-		}
-		return s
+		return op.Verb + " " + objectName(op)
 	}
 	return "the request"
+}
+
+// objectName names the object of op: resource, name and namespace.
+func objectName(op *kube.OpError) string {
+	s := op.Resource
+	if op.Name != "" {
+		s += " " + op.Name
+	}
+	if op.Namespace != "" {
+		s += " in namespace " + op.Namespace
+	}
+	return s
 }
 
 func isAccessDenied(code string) bool {

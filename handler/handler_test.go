@@ -147,7 +147,7 @@ func TestClassify(t *testing.T) {
 		{"403 names verb, resource, namespace", forbidden, nil, "", Forbidden,
 			[]string{`"patch"`, `"deployments.apps"`, `"other"`, "permissions.yml"}},
 		{"403 from a ValidatingAdmissionPolicy quotes it", vap, nil, "", Forbidden,
-			[]string{"admission policy", "refused patch configmaps a in namespace default", "blue is not allowed here", "not RBAC"}},
+			[]string{"admission policy", "refused the patch of configmaps a in namespace default", "blue is not allowed here", "not RBAC"}},
 		{"403 from a webhook quotes it", webhook, nil, "", Forbidden, []string{"admission policy or webhook", "images must come from ECR"}},
 		{"AssumeRole denied names the target", apiError{"AccessDenied"}, nil, "arn:aws:iam::210987654321:role/t", Forbidden,
 			[]string{"sts:AssumeRole", "arn:aws:iam::210987654321:role/t"}},

@@ -3,6 +3,7 @@ package handler
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 
 	"github.com/lambda-eks/lambda-eks/kube"
@@ -31,8 +32,20 @@ const (
 	DefaultSessionName = "lambda-eks"
 )
 
+// sessionNameRE is STS's RoleSessionName.
+var sessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+
 // ConfigFromEnv reads the configuration with getenv (os.Getenv in main).
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var vars []string
+	for _, name := range []string{"DEFAULT_ACTION", "CLUSTER_NAME", "CLUSTER_REGION", "AWS_REGION", "NAMESPACE", "NAME", "IMAGE",
+		"REPLICAS", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME", "MAX_DOCUMENTS"} {
+		vars = append(vars, name, getenv(name))
+	}
+	var e *Error
+	if err := checkControls(vars...); errors.As(err, &e) {
+		return Config{}, fmt.Errorf("environment: %s", e.Message)
+	}
 	cfg := Config{
 		DefaultAction: or(getenv("DEFAULT_ACTION"), ActionEnsureNginx),
 		Cluster:       getenv("CLUSTER_NAME"),
@@ -51,6 +64,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("REPLICAS=%q: want an integer in 0..%d", v, maxReplicas)
 		}
 		cfg.Replicas = int32(n)
+	}
+	if !sessionNameRE.MatchString(cfg.SessionName) {
+		return Config{}, fmt.Errorf("ROLE_SESSION_NAME=%q: want 2 to 64 letters, digits and +=,.@-", cfg.SessionName)
 	}
 	cfg.MaxDocuments = kube.MaxDocuments
 	if v := getenv("MAX_DOCUMENTS"); v != "" {

@@ -147,6 +147,9 @@ func TestConfigFromEnv(t *testing.T) {
 		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "NAMESPACE": "Bad_NS"},
 		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "DEFAULT_ACTION": "nope"},
 		{"AWS_REGION": "us-east-1", "NAMESPACE": "Bad_NS"}, // checked without a cluster too
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "IMAGE": "nginx:1.27\x00"},
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "EXTERNAL_ID": "x\n", "ROLE_ARN": "arn:aws:iam::123456789012:role/r"},
+		{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "ROLE_SESSION_NAME": "has space"},
 	} {
 		if _, err := ConfigFromEnv(env(bad)); err == nil {
 			t.Errorf("ConfigFromEnv(%v): want an error", bad)

@@ -636,8 +636,10 @@ func TestStatusAndWait(t *testing.T) {
 
 	t.Run("a wait as long as the function's timeout ends inside the deadline", func(t *testing.T) {
 		fnErr := mustFailManage(t, fn, event(t, map[string]any{"action": "restart", "name": stuck, "wait": "12s"}), "Timeout")
-		if !strings.Contains(fnErr.Message, "rollout not complete") {
-			t.Errorf("message %q does not report the rollout", fnErr.Message)
+		for _, want := range []string{stuck, "ready 0"} {
+			if !strings.Contains(fnErr.Message, want) {
+				t.Errorf("message %q does not report the rollout (%q)", fnErr.Message, want)
+			}
 		}
 		fnErr = mustFailManage(t, fn, event(t, map[string]any{"action": "restart", "name": stuck, "wait": "1m"}), "InvalidEvent")
 		if !strings.Contains(fnErr.Message, "longer than the function's timeout") {

@@ -2,6 +2,8 @@ package handler
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -212,5 +214,46 @@ func TestCheckName(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("checkName(%s, %q) = %v, want ok=%v", tt.action, tt.name, err, tt.ok)
 		}
+	}
+}
+
+// TestEventSamples decodes the samples of events/ strictly: each is an
+// Event, a scheduled event or a CloudFormation request, except bad.json.
+func TestEventSamples(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("..", "events", "*.json"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no samples in events/: %v", err)
+	}
+	for _, path := range paths {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			b, err := os.ReadFile(path) //nolint:gosec // G304: the repository's samples
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := filepath.Base(path)
+			if strings.HasPrefix(name, "cfn-") {
+				if !isCustomResource(b) {
+					t.Error("not recognised as a CloudFormation request")
+				}
+				return
+			}
+			if isCustomResource(b) {
+				t.Error("taken for a CloudFormation request")
+			}
+			ev, err := DecodeEvent(b)
+			if err == nil {
+				_, err = Resolve(ev, testConfig)
+			}
+			if name == "bad.json" {
+				var e *Error
+				if !errors.As(err, &e) || e.Code != InvalidEvent {
+					t.Errorf("err = %v, want InvalidEvent", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }

@@ -147,3 +147,24 @@ func TestRegionalEndpoint(t *testing.T) {
 		t.Errorf("regionalEndpoint = %s, want %s", got, want)
 	}
 }
+
+func TestAsEndpointError(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := LoadConfig(ctx, config.WithRegion("us-east-1"), config.WithCredentialsProvider(staticCreds),
+		config.WithBaseEndpoint("http://"+closedPort(t)), config.WithRetryMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, callErr := CallerARN(ctx, cfg) // already an *EndpointError; the raw SDK error below is not
+	var want *EndpointError
+	if !errors.As(callErr, &want) {
+		t.Fatalf("CallerARN: %v, want an *EndpointError", callErr)
+	}
+	var got *EndpointError
+	if !errors.As(AsEndpointError(ctx, errors.Unwrap(want)), &got) || got.Service != "STS" || got.Endpoint != want.Endpoint {
+		t.Errorf("AsEndpointError(%v) = %v, want STS at %s", want.Err, got, want.Endpoint)
+	}
+	if err := AsEndpointError(ctx, context.Canceled); !errors.Is(err, context.Canceled) || errors.As(err, &got) {
+		t.Errorf("AsEndpointError(context.Canceled) = %v, want it unchanged", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go"
@@ -68,6 +69,30 @@ func endpointError(err error, fallback string) *EndpointError {
 		return nil
 	}
 	return &EndpointError{Service: op.ServiceID, Endpoint: endpointOf(err, fallback), Err: err}
+}
+
+// AsEndpointError returns err as an *EndpointError when it is a transport
+// failure of an AWS call made under ctx, and err unchanged otherwise (an
+// answer from AWS, or ctx's own end). It is for AWS calls made outside this
+// package, such as S3's GetObject, whose answer is read after the call
+// returns.
+func AsEndpointError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if e := endpointError(err, "https://"+serviceHost(err)); e != nil {
+		return e
+	}
+	return err
+}
+
+// serviceHost is a service's host when an error does not name the URL.
+func serviceHost(err error) string {
+	var op *smithy.OperationError
+	if errors.As(err, &op) {
+		return strings.ToLower(op.ServiceID) + ".amazonaws.com"
+	}
+	return "amazonaws.com"
 }
 
 // awsCall runs one AWS operation bounded by callTimeout, so that a silent

@@ -247,7 +247,9 @@ func (c *Client) resolveManifest(ctx context.Context, m Manifest, defaultNS stri
 			return nil, o.errorf("%s is cluster-scoped: remove metadata.namespace %q", gvk.Kind, ns)
 		}
 		t.namespace = ns
-		t.obj = o.Object.DeepCopy()
+		// The manifest is this invocation's own: its objects are applied as
+		// they are, not copied (a 6 MiB manifest is tens of MiB of maps).
+		t.obj = o.Object
 		t.obj.SetNamespace(ns)
 		if prev, dup := seen[t.key()]; dup {
 			return nil, o.errorf("the same object as document %d", prev.Index)

@@ -66,14 +66,10 @@ func TestWait(t *testing.T) {
 	t.Run("past its bound a Timeout with the readiness seen", func(t *testing.T) {
 		dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), unstructuredObj("apps/v1", "Deployment", "team", "web",
 			map[string]any{"spec": map[string]any{"replicas": int64(2)}, "status": progressing}))
-		start := time.Now()
 		_, err := New(dyn, newTestMapper()).Wait(context.Background(), objs, 100*time.Millisecond, log)
 		var te *WaitTimeoutError
 		if !errors.As(err, &te) {
 			t.Fatalf("err = %v, want a *WaitTimeoutError", err)
-		}
-		if took := time.Since(start); took > time.Second {
-			t.Errorf("returned after %s, want about the 100 ms bound", took)
 		}
 		if !strings.Contains(te.Error(), "Deployment team/web progressing (InProgress; desired 2, updated 2, ready 1") {
 			t.Errorf("message %q does not carry the readiness seen", te.Error())

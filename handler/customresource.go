@@ -579,7 +579,8 @@ func ReadManifestS3(ctx context.Context, get ObjectGetter, bucket, key string) (
 					"ManifestS3 %s: access denied; the function's execution role needs s3:GetObject on arn:aws:s3:::%s/%s (template.yml grants it for the ManifestBucket parameter)", uri, bucket, key)}
 			}
 		}
-		return "", fmt.Errorf("read ManifestS3 %s: %w", uri, err)
+		// A transport failure names S3's endpoint (Unavailable).
+		return "", fmt.Errorf("read ManifestS3 %s: %w", uri, auth.AsEndpointError(ctx, err))
 	}
 	defer func() { _ = out.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(out.Body, maxManifestS3Bytes+1))

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,7 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
 	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // toServer sends every request to srv, whatever its URL says, as the shim
@@ -187,5 +193,66 @@ func TestCustomResourceWithoutResponseURL(t *testing.T) {
 	}
 	if len(c.rec.bodies) != 0 {
 		t.Errorf("%d answers sent, want none", len(c.rec.bodies))
+	}
+}
+
+// fakeS3 answers GetObject with body, or err.
+type fakeS3 struct {
+	body string
+	err  error
+	got  *s3.GetObjectInput
+}
+
+func (f *fakeS3) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	f.got = in
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &s3.GetObjectOutput{Body: io.NopCloser(strings.NewReader(f.body))}, nil
+}
+
+func TestReadManifestS3(t *testing.T) {
+	tests := []struct {
+		name     string
+		s3       *fakeS3
+		wantCode Code
+		wantMsg  string
+	}{
+		{name: "read", s3: &fakeS3{body: oneConfigMap}},
+		{name: "no such key", s3: &fakeS3{err: &smithy.GenericAPIError{Code: "NoSuchKey"}}, wantCode: NotFound, wantMsg: "ManifestS3 s3://b/k/m.yaml: NoSuchKey"},
+		{name: "denied", s3: &fakeS3{err: &smithy.GenericAPIError{Code: "AccessDenied"}}, wantCode: Forbidden,
+			wantMsg: "s3:GetObject on arn:aws:s3:::b/k/m.yaml"},
+		{name: "too large", s3: &fakeS3{body: strings.Repeat("#", maxManifestS3Bytes+1)}, wantCode: InvalidEvent, wantMsg: "larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ReadManifestS3(t.Context(), tt.s3, "b", "k/m.yaml")
+			if aws.ToString(tt.s3.got.Bucket) != "b" || aws.ToString(tt.s3.got.Key) != "k/m.yaml" {
+				t.Errorf("GetObject of %s/%s, want b/k/m.yaml", aws.ToString(tt.s3.got.Bucket), aws.ToString(tt.s3.got.Key))
+			}
+			if tt.wantCode == "" {
+				if err != nil || got != tt.s3.body {
+					t.Fatalf("ReadManifestS3 = %q, %v; want the body", got, err)
+				}
+				return
+			}
+			if e := appError(err); err == nil || e.Code != tt.wantCode || !strings.Contains(e.Message, tt.wantMsg) {
+				t.Errorf("error %v, want %s containing %q", err, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestCountResults(t *testing.T) {
+	got := countResults([]kube.ObjectResult{
+		{Kind: "ConfigMap", Namespace: "n", Name: "a", Result: kube.Deleted},
+		{Kind: "ConfigMap", Namespace: "n", Name: "b", Result: kube.Kept, Note: "owned by s/B/1: left in place"},
+		{Kind: "ConfigMap", Namespace: "n", Name: "c", Result: kube.Deleted},
+	})
+	if want := "deleted 2, kept 1 (ConfigMap n/b owned by s/B/1: left in place)"; got != want {
+		t.Errorf("countResults = %q, want %q", got, want)
+	}
+	if got := countResults(nil); got != "no objects" {
+		t.Errorf("countResults(nil) = %q", got)
 	}
 }

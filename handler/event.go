@@ -158,7 +158,10 @@ func DecodeEvent(raw []byte) (Event, error) {
 		return Event{}, nil
 	}
 	if trimmed[0] != '{' {
-		return Event{}, invalid("event must be a JSON object, not %s", describeValue(trimmed))
+		if kind := describeValue(trimmed); kind != "" {
+			return Event{}, invalid("event must be a JSON object, not %s", kind)
+		}
+		return Event{}, invalid("event must be a JSON object; it is not JSON")
 	}
 	if !utf8.Valid(trimmed) {
 		return Event{}, invalid("event is not valid UTF-8")
@@ -220,7 +223,7 @@ func checkDepth(b []byte, limit int) error {
 	return nil
 }
 
-// describeValue names the kind of JSON value b starts with.
+// describeValue names the kind of JSON value b starts with, or "".
 func describeValue(b []byte) string {
 	switch c := b[0]; {
 	case c == '[':
@@ -232,7 +235,7 @@ func describeValue(b []byte) string {
 	case c == '-' || (c >= '0' && c <= '9'):
 		return "a number"
 	}
-	return "valid JSON"
+	return ""
 }
 
 // maxStrictErrors bounds how many unknown or repeated fields one message lists.
@@ -293,6 +296,8 @@ func jsonKind(goKind string) string {
 		return "integer"
 	case "string":
 		return "string"
+	case "bool":
+		return "boolean"
 	}
 	return goKind
 }

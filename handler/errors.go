@@ -181,9 +181,14 @@ func classify(ctx context.Context, err error, d diagnosis) *Error {
 			"%s: the API server at %s did not present a certificate of cluster %s's CA (as eks:DescribeCluster gave it); the connection was dropped, "+
 				"so the next invocation describes the cluster again (a cluster re-created under the same name has a new CA)", msg, endpointOf(err), d.req.Cluster)}
 	case isTransport(err):
+		who := endpointOf(err)
+		var op *kube.OpError
+		if errors.As(err, &op) {
+			who = fmt.Sprintf("the API server of cluster %s at %s", d.req.Cluster, who)
+		}
 		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
 			"%s: %s did not answer; check network access from the function to it (VpcConfig, security groups allowing 443, the cluster's endpoint public or private access)",
-			msg, endpointOf(err))}
+			msg, who)}
 	}
 	return &Error{Code: Internal, Err: err, Message: msg + ": an error lambda-eks does not recognise; see the function's logs"}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -14,20 +13,20 @@ import (
 )
 
 const (
-	// sessionDuration is asked for every assumed-role session: the most a
-	// chained session may last, so that a session outlives many tokens and
-	// is renewed about once every 43 minutes (see credentialsWindow).
-	sessionDuration = time.Hour
-	// minSessionDuration is asked instead when STS refuses sessionDuration
-	// for the role; STS's smallest session.
-	minSessionDuration = 15 * time.Minute
+	// sessionSeconds is the session asked for every assumed role: the most
+	// a chained session may last, so that a session outlives many tokens
+	// and is renewed about once every 43 minutes (see credentialsWindow).
+	sessionSeconds int32 = 3600
+	// minSessionSeconds is asked instead when STS refuses sessionSeconds
+	// for the role; STS's shortest session.
+	minSessionSeconds int32 = 900
 	// defaultSessionName names the session when the target names none.
 	defaultSessionName = "lambda-eks"
 )
 
 // assumeRoleProvider assumes one role from the credentials of its STS
-// client, asking for sessionDuration and, once STS has refused that for the
-// role, for minSessionDuration from then on. It does not cache: ForTarget
+// client, asking for sessionSeconds and, once STS has refused that for the
+// role, for minSessionSeconds from then on. It does not cache: ForTarget
 // wraps it in an aws.CredentialsCache and TokenSource.Prepare decides when
 // a session is renewed.
 type assumeRoleProvider struct {
@@ -38,8 +37,8 @@ type assumeRoleProvider struct {
 	// AccessDenied message does not name it.
 	caller func(context.Context) (string, error)
 
-	mu       sync.Mutex
-	duration time.Duration
+	mu      sync.Mutex
+	seconds int32 // the session asked for
 }
 
 func newAssumeRoleProvider(base aws.Config, t Target) *assumeRoleProvider {
@@ -58,21 +57,24 @@ func newAssumeRoleProvider(base aws.Config, t Target) *assumeRoleProvider {
 		endpoint: regionalEndpoint(base, "sts"),
 		input:    input,
 		caller:   func(ctx context.Context) (string, error) { return CallerARN(ctx, base) },
-		duration: sessionDuration,
+		seconds:  sessionSeconds,
 	}
 }
 
-// Retrieve assumes the role, bounded by ctx and callTimeout.
+// Retrieve assumes the role, bounded by callTimeout. Through
+// aws.CredentialsCache, ctx has lost its deadline (the cache shares one
+// fetch among its callers, each of which returns at its own deadline), so
+// callTimeout is what ends a call to a silent endpoint.
 func (p *assumeRoleProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out, err := p.assume(ctx, p.duration)
-	if durationRefused(err) && p.duration > minSessionDuration {
+	out, err := p.assume(ctx, p.seconds)
+	if durationRefused(err) && p.seconds > minSessionSeconds {
 		// The role's MaxSessionDuration (or a chained session's one-hour
 		// limit) is below what was asked: take the shortest session and
 		// keep asking for it.
-		p.duration = minSessionDuration
-		out, err = p.assume(ctx, p.duration)
+		p.seconds = minSessionSeconds
+		out, err = p.assume(ctx, p.seconds)
 	}
 	if err != nil {
 		return aws.Credentials{}, p.wrap(ctx, err)
@@ -91,9 +93,9 @@ func (p *assumeRoleProvider) Retrieve(ctx context.Context) (aws.Credentials, err
 	}, nil
 }
 
-func (p *assumeRoleProvider) assume(ctx context.Context, d time.Duration) (*sts.AssumeRoleOutput, error) {
+func (p *assumeRoleProvider) assume(ctx context.Context, seconds int32) (*sts.AssumeRoleOutput, error) {
 	in := p.input
-	in.DurationSeconds = aws.Int32(int32(d / time.Second))
+	in.DurationSeconds = aws.Int32(seconds)
 	return awsCall(ctx, "STS", p.endpoint, func(ctx context.Context) (*sts.AssumeRoleOutput, error) {
 		return p.sts.AssumeRole(ctx, &in)
 	})

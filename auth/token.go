@@ -85,7 +85,7 @@ func (s *TokenSource) Prepare(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	if s.fetched && !(s.held.CanExpire && s.held.Expires.Sub(now) < s.window()) {
+	if s.fetched && !s.due(now) {
 		return nil
 	}
 	if cache, ok := s.creds.(interface{ Invalidate() }); ok && s.fetched {
@@ -118,6 +118,11 @@ func unwrapCache(err error) error {
 		return assumeErr
 	}
 	return err
+}
+
+// due says whether the held session is to be renewed.
+func (s *TokenSource) due(now time.Time) bool {
+	return s.held.CanExpire && s.held.Expires.Sub(now) < s.window()
 }
 
 // window is how long before its end a session is renewed:

@@ -290,3 +290,35 @@ func TestRequestCheck(t *testing.T) {
 		t.Error("RequestType Upsert: no error")
 	}
 }
+
+// FuzzCustomResourceRequest: no request, however malformed, panics the
+// decoding, the planning or the checks; what decodes has an id to answer
+// with, and a ResponseURL only of an AWS host.
+func FuzzCustomResourceRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"RequestType":"Create","ResponseURL":"https://b.s3.amazonaws.com/k","StackId":"arn:aws:cloudformation:us-east-1:1:stack/s/u","RequestId":"r","LogicalResourceId":"L","ResourceProperties":{"Manifest":"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n","Prune":"false","Wait":"2","Outputs":{"A":{"Kind":"ConfigMap","Name":"a","JSONPath":".data.x"}}}}`,
+		`{"RequestType":"Update","ResponseURL":"https://b.s3.amazonaws.com/k","PhysicalResourceId":"p","ResourceProperties":{"ManifestS3":"s3://b/k"},"OldResourceProperties":{"Cluster":"x"}}`,
+		`{"RequestType":"Delete","ResponseURL":"https://b.s3.amazonaws.com/k","ResourceProperties":null}`,
+		`{"RequestType":7,"ResponseURL":"http://x"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	h := New(Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", Name: "nginx", Image: "nginx:1.27", MaxDocuments: 10},
+		nil, discardLogger())
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		req, err := decodeRequest(payload)
+		if err != nil {
+			return
+		}
+		if checkResponseURL(req.ResponseURL) != nil {
+			t.Fatalf("decoded a request with ResponseURL %q", req.ResponseURL)
+		}
+		p := h.plan(req)
+		if req.check() == nil && (p.id == "" && req.RequestType == requestCreate) {
+			t.Fatalf("no PhysicalResourceId for %s", payload)
+		}
+		if props, err := decodeProperties(req.ResourceProperties, "ResourceProperties"); err == nil && props.ManifestS3 == "" {
+			_, _ = h.resolve(t.Context(), props, 0)
+		}
+	})
+}

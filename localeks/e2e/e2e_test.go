@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,8 +20,9 @@ import (
 
 const fieldManager = "lambda-eks"
 
-// Claim 1: ensure-nginx creates default/nginx, owned by the field manager
-// lambda-eks; a second call is unchanged; other replicas are configured.
+// Claim 1: ensure-nginx creates default/nginx, its spec owned by the field
+// manager lambda-eks; a second call is unchanged; other replicas are
+// configured.
 func TestEnsureNginx(t *testing.T) {
 	h := mustHarness(t)
 	h.mustDeleteDeployment(t, "default", "nginx")
@@ -69,8 +71,13 @@ func observe(d *appsv1.Deployment) observed {
 	if d.Spec.Replicas != nil {
 		o.Replicas = *d.Spec.Replicas
 	}
+	// Who owns the spec: the replica's controllers own the status and the
+	// revision annotation, never a field of the spec.
 	for _, mf := range d.ManagedFields {
-		o.Managers = append(o.Managers, mf.Manager+"/"+string(mf.Operation))
+		var fields map[string]json.RawMessage
+		if mf.FieldsV1 != nil && json.Unmarshal(mf.FieldsV1.Raw, &fields) == nil && fields["f:spec"] != nil {
+			o.Managers = append(o.Managers, mf.Manager+"/"+string(mf.Operation))
+		}
 	}
 	return o
 }
@@ -216,8 +223,11 @@ func TestInvalidEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if before.ResourceVersion != after.ResourceVersion {
-		t.Errorf("default/nginx changed: resourceVersion %s -> %s", before.ResourceVersion, after.ResourceVersion)
+	// The controllers may still write its status: the spec is what the
+	// function would have changed (and the audit log above shows it sent
+	// nothing).
+	if before.Generation != after.Generation {
+		t.Errorf("default/nginx changed: generation %d -> %d", before.Generation, after.Generation)
 	}
 }
 

@@ -111,6 +111,19 @@ func Start(ctx context.Context, bin string, env []string, timeout time.Duration,
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// A free port found here may be taken by another process before the
+	// emulator binds it (it then exits): try again with other ports.
+	for attempt := 1; ; attempt++ {
+		f, err := startOnce(ctx, bin, env, timeout, o)
+		if !errors.Is(err, errExitedAtStart) || o.addr != "" || attempt == 3 {
+			return f, err
+		}
+	}
+}
+
+var errExitedAtStart = errors.New("aws-lambda-rie exited at start")
+
+func startOnce(ctx context.Context, bin string, env []string, timeout time.Duration, o options) (*Function, error) {
 	if o.rie == "" {
 		return nil, fmt.Errorf("no aws-lambda-rie: set %s or pass WithRIE (localeks/parts/build.sh builds it)", RIEVar)
 	}
@@ -203,7 +216,7 @@ func (f *Function) waitListening(ctx context.Context, addr string) error {
 		}
 		select {
 		case <-f.exited:
-			return fmt.Errorf("aws-lambda-rie exited at start:\n%s", f.logs.Bytes())
+			return fmt.Errorf("%w:\n%s", errExitedAtStart, f.logs.Bytes())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):

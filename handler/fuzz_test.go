@@ -61,7 +61,7 @@ func FuzzInvoke(f *testing.F) {
 
 		web := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
 			"metadata": map[string]any{"namespace": "default", "name": "web", "labels": map[string]any{"app": "web"}},
-			"spec": map[string]any{"replicas": int64(2)}}}
+			"spec":     map[string]any{"replicas": int64(2)}}}
 		dyn := newFakeDynamic(web)
 		connects := 0
 		h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())

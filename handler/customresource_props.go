@@ -164,16 +164,6 @@ func (d *cfnDuration) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// propertyError is a property that cannot be decoded.
-func propertyError(which string, err error) error {
-	msg := err.Error()
-	var fe sigsjson.FieldError
-	if errors.As(err, &fe) {
-		msg = fe.FieldPath() + ": " + msg
-	}
-	return invalid("%s: %s", which, msg)
-}
-
 // decodeProperties decodes ResourceProperties strictly: case-sensitive
 // names, no unknown or duplicate property.
 func decodeProperties(raw json.RawMessage, which string) (Properties, error) {

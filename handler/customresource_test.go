@@ -57,7 +57,7 @@ func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
 
 // send invokes the handler with a request and returns the answer
 // CloudFormation received, after checking that the invocation returned it.
-func (c *cfnHarness) send(t *testing.T, ctx context.Context, fields map[string]any) cfnResponse {
+func (c *cfnHarness) send(ctx context.Context, t *testing.T, fields map[string]any) cfnResponse {
 	t.Helper()
 	req := map[string]any{
 		"RequestType": "Create", "ResponseURL": "https://cfn-response.s3.amazonaws.com/r?X-Amz-Signature=secret",
@@ -141,7 +141,7 @@ func TestCustomResourceAnswers(t *testing.T) {
 				}
 			}
 			c := newCFNHarness(t, connect)
-			resp := c.send(t, t.Context(), tt.fields)
+			resp := c.send(t.Context(), t, tt.fields)
 			if resp.Status != tt.wantStatus || !strings.HasPrefix(resp.Reason, tt.wantReason) {
 				t.Errorf("answer %s %q, want %s %q...", resp.Status, resp.Reason, tt.wantStatus, tt.wantReason)
 			}
@@ -171,7 +171,7 @@ func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	resp := c.send(t, ctx, map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}})
+	resp := c.send(ctx, t, map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}})
 	if left := time.Until(deadline); left < deadlineMargin/2 {
 		t.Errorf("answered %s before the deadline, want at least %s", left, deadlineMargin/2)
 	}

@@ -483,3 +483,36 @@ func TestCFNManifestS3(t *testing.T) {
 		t.Errorf("%d ConfigMaps written by a refused manifest", got)
 	}
 }
+
+// TestCFNWaitAndOutputs: with Wait, the answer comes after the rollout
+// (the replica's controllers and kwok's nodes run the pods), and an output
+// read from the Deployment's status says so.
+func TestCFNWaitAndOutputs(t *testing.T) {
+	h := mustHarness(t)
+	ns := h.cfnNamespace(t)
+	c := h.newCFNStack(t, fnOptions{timeout: 120 * time.Second})
+	manifest := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: cfn-web}
+  template:
+    metadata:
+      labels: {app: cfn-web}
+    spec:
+      containers:
+      - {name: web, image: "nginx:1.27"}
+`
+	props := map[string]any{"Namespace": ns, "Manifest": manifest, "Wait": "90s",
+		"Outputs": map[string]any{"Ready": map[string]any{"Kind": "Deployment", "ApiVersion": "apps/v1", "Name": "web",
+			"JSONPath": "{.status.readyReplicas}"}}}
+	a, took := c.sendRaw(t, cfnRequest{Type: "Create", Logical: "Web", Props: props})
+	mustStatus(t, a, "SUCCESS")
+	if a.Data["Ready"] != "2" {
+		t.Errorf("Data %v, want Ready 2", a.Data)
+	}
+	t.Logf("Create with Wait answered after %s", took.Round(time.Millisecond))
+	mustStatus(t, c.send(t, cfnRequest{Type: "Delete", Logical: "Web", Physical: a.PhysicalResourceID, Props: props}), "SUCCESS")
+}

@@ -80,11 +80,20 @@ var responseClient = &http.Client{Transport: http.DefaultTransport.(*http.Transp
 // ResponseURL, or the PUT failed), so that Lambda's retry of an
 // asynchronous invocation tries again.
 func (h *Handler) customResource(ctx context.Context, payload []byte) ([]byte, error) {
+	return answerCustomResource(ctx, payload, h.log, h.plan, h.serve)
+}
+
+// answerCustomResource is the protocol, whatever the work: decode the
+// envelope, plan the PhysicalResourceIds, run serve until shortly before
+// the deadline (a panic or an overrun is answered FAILED), and PUT the
+// answer within 4,096 bytes before the deadline.
+func answerCustomResource(ctx context.Context, payload []byte, log *slog.Logger,
+	plan func(cfnRequest) cfnPlan, serve func(context.Context, cfnRequest, cfnPlan) cfnResponse) ([]byte, error) {
 	start := time.Now()
 	req, err := decodeRequest(payload)
 	if err != nil {
 		e := appError(err)
-		h.log.ErrorContext(ctx, "custom resource request cannot be answered", "code", string(e.Code), "error", e.Message)
+		log.ErrorContext(ctx, "custom resource request cannot be answered", "code", string(e.Code), "error", e.Message)
 		return nil, e
 	}
 	deadline, ok := ctx.Deadline()
@@ -96,19 +105,23 @@ func (h *Handler) customResource(ctx context.Context, payload []byte) ([]byte, e
 	workCtx, cancel := context.WithDeadline(ctx, answerBy.Add(-reserve))
 	defer cancel()
 
-	plan := h.plan(req)
-	h.log.InfoContext(ctx, "custom resource", "requestType", req.RequestType, "resourceType", req.ResourceType,
-		"logicalResourceId", req.LogicalResourceID, "physicalResourceId", plan.id, "replacement", plan.replacement)
+	p := plan(req)
+	log.InfoContext(ctx, "custom resource", "requestType", req.RequestType, "resourceType", req.ResourceType,
+		"logicalResourceId", req.LogicalResourceID, "physicalResourceId", p.id, "replacement", p.replacement)
 
 	done := make(chan cfnResponse, 1)
 	go func() {
 		defer func() {
-			if p := recover(); p != nil {
-				h.log.ErrorContext(ctx, "custom resource panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				done <- plan.failed(req, &Error{Code: Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", p)})
+			if r := recover(); r != nil {
+				log.ErrorContext(ctx, "custom resource panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				done <- p.failed(req, &Error{Code: Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", r)})
 			}
 		}()
-		done <- h.serve(workCtx, req, plan)
+		if err := req.check(); err != nil {
+			done <- p.failed(req, err)
+			return
+		}
+		done <- serve(workCtx, req, p)
 	}()
 	var resp cfnResponse
 	select {
@@ -117,7 +130,7 @@ func (h *Handler) customResource(ctx context.Context, payload []byte) ([]byte, e
 		select {
 		case resp = <-done:
 		case <-time.After(cutGrace):
-			resp = plan.failed(req, &Error{Code: Timeout, Message: fmt.Sprintf(
+			resp = p.failed(req, &Error{Code: Timeout, Message: fmt.Sprintf(
 				"the work did not end within the function's deadline (%s after the start, less %s to answer); raise the function's Timeout, or lower Wait",
 				time.Since(start).Round(time.Millisecond), reserve+deadlineMargin)})
 		}
@@ -137,11 +150,11 @@ func (h *Handler) customResource(ctx context.Context, payload []byte) ([]byte, e
 		"dataKeys", len(sent.Data), "bytes", len(body), "attempts", put.Attempts, "httpStatus", put.StatusCode,
 		"responseURL", safeURL(req.ResponseURL), "duration_ms", time.Since(start).Milliseconds()}
 	if err != nil {
-		h.log.ErrorContext(ctx, "custom resource answer not delivered", append(attrs, "error", err.Error())...)
+		log.ErrorContext(ctx, "custom resource answer not delivered", append(attrs, "error", err.Error())...)
 		return nil, &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
 			"the answer (%s) could not be delivered to CloudFormation: %s; Lambda retries the invocation", sent.Status, err.Error())}
 	}
-	h.log.InfoContext(ctx, "custom resource answered", attrs...)
+	log.InfoContext(ctx, "custom resource answered", attrs...)
 	return body, nil
 }
 
@@ -281,9 +294,6 @@ func (h *Handler) connectSpec(ctx context.Context, spec cfnSpec) (*Conn, diagnos
 
 // serve does the work of req and says what to answer.
 func (h *Handler) serve(ctx context.Context, req cfnRequest, plan cfnPlan) cfnResponse {
-	if err := req.check(); err != nil {
-		return plan.failed(req, err)
-	}
 	props, perr := decodeProperties(req.ResourceProperties, "ResourceProperties")
 	if req.RequestType == requestDelete {
 		reason, err := h.cfnDelete(ctx, req, props, perr)

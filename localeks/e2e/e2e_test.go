@@ -75,7 +75,7 @@ func observe(d *appsv1.Deployment) observed {
 	// revision annotation, never a field of the spec.
 	for _, mf := range d.ManagedFields {
 		var fields map[string]json.RawMessage
-		if mf.FieldsV1 != nil && json.Unmarshal(mf.FieldsV1.Raw, &fields) == nil && fields["f:spec"] != nil {
+		if mf.FieldsV1 != nil && json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields) == nil && fields["f:spec"] != nil {
 			o.Managers = append(o.Managers, mf.Manager+"/"+string(mf.Operation))
 		}
 	}

@@ -178,7 +178,7 @@ func TestArm64Artifact(t *testing.T) {
 	if diff := cmp.Diff([]string{"Deployment/" + name + "=absent"}, results(r)); diff != "" {
 		t.Errorf("status through the arm64 bootstrap (-want +got):\n%s", diff)
 	}
-	mustFail(t, fn, `{"action":"nope"}`, "InvalidEvent")
+	_ = mustFail(t, fn, `{"action":"nope"}`, "InvalidEvent")
 	if got := processExe(fn.PID()); !strings.Contains(got, "qemu-aarch64") {
 		t.Errorf("the function process runs %q, want qemu-aarch64-static", got)
 	}
@@ -208,7 +208,7 @@ func TestSoak(t *testing.T) {
 			if ev.errorType == "" {
 				mustManage(t, fn, ev.event)
 			} else {
-				mustFailManage(t, fn, ev.event, ev.errorType)
+				_ = mustFailManage(t, fn, ev.event, ev.errorType)
 			}
 		}
 	}

@@ -134,7 +134,7 @@ func (s *Stack) ensureNodes(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d simulated nodes Ready: %w (last error: %v; logs in %s)", ready, NodeCount, ctx.Err(), err, s.Paths.Log(kwokName))
+			return fmt.Errorf("%d of %d simulated nodes Ready: %w (last error: %w; logs in %s)", ready, NodeCount, ctx.Err(), err, s.Paths.Log(kwokName))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

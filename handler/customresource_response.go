@@ -158,7 +158,13 @@ func putResponse(ctx context.Context, client *http.Client, responseURL string, b
 	}
 }
 
+// putAttempt bounds one PUT, so that a stalled connection leaves time to
+// try another within the deadline.
+const putAttempt = 5 * time.Second
+
 func putOnce(ctx context.Context, client *http.Client, responseURL string, body []byte) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, putAttempt)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, responseURL, bytes.NewReader(body))
 	if err != nil {
 		return 0, fmt.Errorf("PUT %s: %s", safeURL(responseURL), redact(err.Error()))

@@ -15,6 +15,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/kube"
@@ -254,5 +258,85 @@ func TestCountResults(t *testing.T) {
 	}
 	if got := countResults(nil); got != "no objects" {
 		t.Errorf("countResults(nil) = %q", got)
+	}
+}
+
+// TestCustomResourceLifecycle plays a stack's life against the dynamic
+// fake: Create, an Update that changes, removes and adds, a replacement by a
+// Cluster change (the fake serves every cluster) whose old resource's Delete
+// keeps what the new one took over, and the last Delete.
+func TestCustomResourceLifecycle(t *testing.T) {
+	dyn := newFakeDynamic()
+	connects := 0
+	c := newCFNHarness(t, fakeConnector(dyn, &connects))
+	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	state := func(names ...string) map[string]string {
+		out := map[string]string{}
+		for _, n := range names {
+			obj, err := dyn.Tracker().Get(cms, "default", n)
+			if apierrors.IsNotFound(err) {
+				out[n] = "absent"
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := obj.(*unstructured.Unstructured)
+			v, _, _ := unstructured.NestedString(u.Object, "data", "v")
+			out[n] = v + " @" + u.GetAnnotations()[kube.OwnerAnnotation]
+		}
+		return out
+	}
+	manifest := func(kv ...string) string {
+		var docs []string
+		for i := 0; i+1 < len(kv); i += 2 {
+			docs = append(docs, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+kv[i]+"\ndata:\n  v: \""+kv[i+1]+"\"\n")
+		}
+		return strings.Join(docs, "---\n")
+	}
+	out := map[string]any{"V": map[string]any{"Kind": "ConfigMap", "Name": "a", "JSONPath": "{.data.v}"}}
+	v1 := map[string]any{"Manifest": manifest("a", "1", "b", "1"), "Outputs": out}
+	created := c.send(t.Context(), t, map[string]any{"ResourceProperties": v1})
+	id := created.PhysicalResourceID
+	if created.Status != statusSuccess || created.Data["V"] != "1" || !strings.HasPrefix(id, "s/Objects/") {
+		t.Fatalf("Create answered %+v", created)
+	}
+	if diff := cmp.Diff(map[string]string{"a": "1 @" + id, "b": "1 @" + id, "c": "absent"}, state("a", "b", "c")); diff != "" {
+		t.Errorf("after Create (-want +got):\n%s", diff)
+	}
+
+	v2 := map[string]any{"Manifest": manifest("a", "2", "c", "1"), "Outputs": out}
+	updated := c.send(t.Context(), t, map[string]any{"RequestType": "Update", "PhysicalResourceId": id,
+		"ResourceProperties": v2, "OldResourceProperties": v1})
+	if updated.Status != statusSuccess || updated.PhysicalResourceID != id || updated.Data["V"] != "2" {
+		t.Fatalf("Update answered %+v", updated)
+	}
+	if diff := cmp.Diff(map[string]string{"a": "2 @" + id, "b": "absent", "c": "1 @" + id}, state("a", "b", "c")); diff != "" {
+		t.Errorf("after Update (-want +got):\n%s", diff)
+	}
+
+	v3 := map[string]any{"Manifest": manifest("a", "3"), "Cluster": "other"}
+	replaced := c.send(t.Context(), t, map[string]any{"RequestType": "Update", "PhysicalResourceId": id,
+		"ResourceProperties": v3, "OldResourceProperties": v2})
+	newID := replaced.PhysicalResourceID
+	if replaced.Status != statusSuccess || newID == id {
+		t.Fatalf("replacing Update answered %+v, want SUCCESS with a new id", replaced)
+	}
+	if diff := cmp.Diff(map[string]string{"a": "3 @" + newID, "c": "1 @" + id}, state("a", "c")); diff != "" {
+		t.Errorf("after the replacing Update, nothing pruned (-want +got):\n%s", diff)
+	}
+	oldDeleted := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": id, "ResourceProperties": v2})
+	if oldDeleted.Status != statusSuccess || !strings.Contains(oldDeleted.Reason, "kept 1") {
+		t.Errorf("the old resource's Delete answered %+v, want SUCCESS keeping a", oldDeleted)
+	}
+	if diff := cmp.Diff(map[string]string{"a": "3 @" + newID, "c": "absent"}, state("a", "c")); diff != "" {
+		t.Errorf("after the old resource's Delete (-want +got):\n%s", diff)
+	}
+	last := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": newID, "ResourceProperties": v3})
+	if last.Status != statusSuccess {
+		t.Errorf("Delete answered %+v", last)
+	}
+	if diff := cmp.Diff(map[string]string{"a": "absent"}, state("a")); diff != "" {
+		t.Errorf("after the Delete (-want +got):\n%s", diff)
 	}
 }

@@ -308,3 +308,54 @@ func owned(rs appsv1.ReplicaSet, deployment string) bool {
 	}
 	return false
 }
+
+// A StatefulSet with a partition is judged as kstatus judges it: a rollout
+// is complete once the ordinals at or above the partition run the new
+// template, and the controller leaves the others as they are.
+func TestStatefulSetPartition(t *testing.T) {
+	h := mustHarness(t)
+	fn := h.startFunction(t, fnOptions{timeout: 120 * time.Second})
+	name := "store-" + runID()
+	t.Cleanup(func() {
+		bg := metav1.DeletePropagationBackground
+		_ = h.admin.AppsV1().StatefulSets("default").Delete(context.Background(), name, metav1.DeleteOptions{PropagationPolicy: &bg})
+	})
+	manifest := func(image string) string {
+		return fmt.Sprintf(`apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: %s}
+spec:
+  replicas: 3
+  serviceName: %s
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {partition: 2}
+  selector:
+    matchLabels: {app: %s}
+  template:
+    metadata:
+      labels: {app: %s}
+    spec:
+      containers:
+      - {name: db, image: %q}
+`, name, name, name, name, image)
+	}
+	r := mustManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": manifest("nginx:1.27"), "wait": "100s"}))
+	if o := r.Objects[0]; o.Result != "created" || o.Readiness == nil || o.Readiness.Status != "Current" || o.Readiness.Ready != 3 {
+		t.Fatalf("apply with wait: %s %+v, want created with 3 ready", o.Result, o.Readiness)
+	}
+	r = mustManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": manifest("nginx:1.28"), "wait": "100s"}))
+	if o := r.Objects[0]; o.Result != "configured" || o.Readiness == nil || o.Readiness.Status != "Current" || o.Readiness.Updated != 1 {
+		t.Fatalf("apply of a new image with wait: %s %+v, want configured and Current with 1 updated (ordinal 2 only)", o.Result, o.Readiness)
+	}
+	images := map[string]string{}
+	for _, p := range h.pods(t, name) {
+		if p.DeletionTimestamp == nil {
+			images[p.Name] = p.Spec.Containers[0].Image
+		}
+	}
+	want := map[string]string{name + "-0": "nginx:1.27", name + "-1": "nginx:1.27", name + "-2": "nginx:1.28"}
+	if diff := cmp.Diff(want, images); diff != "" {
+		t.Errorf("pod images after the partitioned rollout (-want +got):\n%s", diff)
+	}
+}

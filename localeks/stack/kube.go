@@ -106,14 +106,24 @@ contexts:
   context: {cluster: aws-iam-authenticator, user: apiserver}
 current-context: webhook
 `, s.Ports.Authenticator, p.PKI("ca.pem"), p.PKI("apiserver-webhook-client.pem"), p.PKI("apiserver-webhook-client-key.pem"))
-	// Metadata for every request but the apiserver's own: tests count the
-	// requests of the function's user from the apiserver's side.
+	// Metadata for every request but the apiserver's own and the
+	// simulated nodes' and controllers' lease renewals and events (most of
+	// the log otherwise): tests count the requests of the function's user
+	// from the apiserver's side.
 	audit := `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: None
   users: ["system:apiserver"]
+- level: None
+  resources:
+  - group: coordination.k8s.io
+    resources: ["leases"]
+  - group: ""
+    resources: ["events"]
+  - group: events.k8s.io
+    resources: ["events"]
 - level: Metadata
 `
 	shimCfg, err := json.MarshalIndent(shim.Config{

@@ -164,8 +164,8 @@ type cfnPlan struct {
 	// id is the PhysicalResourceId of a successful answer.
 	id string
 	// failedID is the PhysicalResourceId of a FAILED answer: the one
-	// CloudFormation knows (Update, Delete), or for Create the one whose
-	// Delete will clean up what a partial apply left.
+	// CloudFormation knows (Update, Delete), or for Create id with
+	// failedCreateSuffix.
 	failedID    string
 	replacement bool
 }
@@ -187,21 +187,27 @@ func (h *Handler) targetOf(p Properties) cfnTarget {
 	return cfnTarget{Cluster: or(p.Cluster, h.cfg.Cluster), Region: or(p.Region, h.cfg.Region), RoleARN: or(p.RoleArn, h.cfg.RoleARN)}
 }
 
-// plan decides the PhysicalResourceIds. Create: the ID of the target, or,
-// when the properties cannot be read (nothing will be written), one made
-// from the request. Update: the same ID while the target stays, else the
-// new target's. Delete: the request's.
+// failedCreateSuffix ends the PhysicalResourceId of a FAILED Create. The
+// Delete CloudFormation sends for it (a rollback) cleans up what the Create
+// may have written, owned by the ID without the suffix, and answers SUCCESS
+// even when it cannot: a failed Create must never block the rollback.
+const failedCreateSuffix = "/create-failed"
+
+// plan decides the PhysicalResourceIds. Create: the ID of the target (when
+// the properties cannot be read, nothing will be written, one made from the
+// request), and that ID with failedCreateSuffix if it fails. Update: the
+// same ID while the target stays, else the new target's. Delete: the
+// request's.
 func (h *Handler) plan(req cfnRequest) cfnPlan {
 	props, err := decodeProperties(req.ResourceProperties, "ResourceProperties")
 	switch req.RequestType {
 	case requestCreate:
+		id := physicalID(req.StackID, req.LogicalResourceID, h.targetOf(props))
 		if err != nil {
 			sum := sha256.Sum256([]byte(req.RequestID))
-			id := stackName(req.StackID) + "/" + req.LogicalResourceID + "/failed-" + hex.EncodeToString(sum[:4])
-			return cfnPlan{id: id, failedID: id}
+			id = stackName(req.StackID) + "/" + req.LogicalResourceID + "/" + hex.EncodeToString(sum[:8])
 		}
-		id := physicalID(req.StackID, req.LogicalResourceID, h.targetOf(props))
-		return cfnPlan{id: id, failedID: id}
+		return cfnPlan{id: id, failedID: id + failedCreateSuffix}
 	case requestUpdate:
 		p := cfnPlan{id: req.PhysicalResourceID, failedID: req.PhysicalResourceID}
 		if err != nil {
@@ -389,9 +395,21 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnRequest, spec cfnSpec, pl
 
 // cfnDelete serves Delete: every object of the manifest that this resource
 // still owns is deleted, in reverse order. A Delete must not block the
-// stack: properties that never resolved applied nothing, and a cluster that
-// is gone holds nothing; both answer SUCCESS saying so.
+// stack: properties that never resolved applied nothing, a cluster that is
+// gone holds nothing, and the cleanup after a failed Create is best effort;
+// all answer SUCCESS saying so.
 func (h *Handler) cfnDelete(ctx context.Context, req cfnRequest, props Properties, perr error) (string, error) {
+	owner, afterFailedCreate := strings.CutSuffix(req.PhysicalResourceID, failedCreateSuffix)
+	reason, err := h.deleteObjects(ctx, props, perr, owner)
+	if err != nil && afterFailedCreate {
+		return fmt.Sprintf("the Create failed, and so did the cleanup after it (%s); objects it may have written carry the annotation %s=%s",
+			appError(err).Error(), kube.OwnerAnnotation, owner), nil
+	}
+	return reason, err
+}
+
+// deleteObjects deletes the objects of props's manifest that owner holds.
+func (h *Handler) deleteObjects(ctx context.Context, props Properties, perr error, owner string) (string, error) {
 	if perr != nil {
 		return "nothing to delete: the properties never resolved, so nothing was applied (" + appError(perr).Message + ")", nil
 	}
@@ -414,7 +432,7 @@ func (h *Handler) cfnDelete(ctx context.Context, req cfnRequest, props Propertie
 		return "", err
 	}
 	results, err := deleteOwned(ctx, conn.Kube, spec.req.Objects, kube.DeleteOptions{Namespace: spec.req.Namespace,
-		Propagation: "Background", Owner: req.PhysicalResourceID})
+		Propagation: "Background", Owner: owner})
 	if err != nil {
 		return "", classify(ctx, err, diag)
 	}

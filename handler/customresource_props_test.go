@@ -188,8 +188,9 @@ func TestPlan(t *testing.T) {
 		req  cfnRequest
 		want cfnPlan
 	}{
-		{"create", req(requestCreate, "", `{"Manifest":"x"}`, ""), cfnPlan{id: idDemo, failedID: idDemo}},
-		{"create, default cluster spelt out", req(requestCreate, "", `{"Manifest":"x","Cluster":"demo"}`, ""), cfnPlan{id: idDemo, failedID: idDemo}},
+		{"create", req(requestCreate, "", `{"Manifest":"x"}`, ""), cfnPlan{id: idDemo, failedID: idDemo + "/create-failed"}},
+		{"create, default cluster spelt out", req(requestCreate, "", `{"Manifest":"x","Cluster":"demo"}`, ""),
+			cfnPlan{id: idDemo, failedID: idDemo + "/create-failed"}},
 		{"update, same target", req(requestUpdate, "kept-id", `{"Manifest":"y","Namespace":"n"}`, `{"Manifest":"x"}`),
 			cfnPlan{id: "kept-id", failedID: "kept-id"}},
 		{"update, new cluster", req(requestUpdate, idDemo, `{"Manifest":"x","Cluster":"prod"}`, `{"Manifest":"x"}`),
@@ -207,8 +208,8 @@ func TestPlan(t *testing.T) {
 		})
 	}
 	bad := h.plan(req(requestCreate, "", `{"Bad":1}`, ""))
-	if !strings.HasPrefix(bad.id, "s/R/failed-") || bad.failedID != bad.id {
-		t.Errorf("plan of a create with bad properties = %+v, want s/R/failed-...", bad)
+	if !strings.HasPrefix(bad.id, "s/R/") || bad.id == idDemo || bad.failedID != bad.id+"/create-failed" {
+		t.Errorf("plan of a create with bad properties = %+v, want s/R/<hash of the request>, and /create-failed", bad)
 	}
 }
 

@@ -103,6 +103,9 @@ func TestCustomResourceAnswers(t *testing.T) {
 		return nil, &auth.ClusterNotFoundError{Name: "gone", Region: "us-east-1"}
 	}
 	panics := func(context.Context, auth.Target) (*Conn, error) { panic("boom") }
+	unauthorized := func(context.Context, auth.Target) (*Conn, error) {
+		return nil, apierrors.NewUnauthorized("the server has asked for the client to provide credentials")
+	}
 	tests := []struct {
 		name       string
 		connect    Connector
@@ -116,18 +119,27 @@ func TestCustomResourceAnswers(t *testing.T) {
 				"Manifest": oneConfigMap + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}},
 			wantStatus: statusFailed, wantReason: "InvalidEvent: manifest document 2 (ConfigMap \"\"): metadata.name is missing"},
 		{name: "unknown property", fields: map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Prune": "maybe"}},
-			wantStatus: statusFailed, wantReason: "InvalidEvent: ResourceProperties: ", wantID: "s/Objects/failed-"},
+			wantStatus: statusFailed, wantReason: "InvalidEvent: ResourceProperties: ", wantID: "s/Objects/"},
 		{name: "cluster not found on create is FAILED", connect: notFound,
 			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
-			wantStatus: statusFailed, wantReason: "ClusterNotFound: cluster gone not found"},
+			wantStatus: statusFailed, wantReason: "ClusterNotFound: cluster gone not found", wantID: "s/Objects/"},
 		{name: "cluster not found on delete is SUCCESS", connect: notFound,
 			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/0123",
 				"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
 			wantStatus: statusSuccess, wantReason: "nothing to delete: cluster gone is gone", wantID: "s/Objects/0123"},
 		{name: "delete after a create that failed on its properties", connect: panics,
-			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/failed-01",
+			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/01/create-failed",
 				"ResourceProperties": map[string]any{"Manifest": "kind: [", "ServiceToken": "arn"}},
-			wantStatus: statusSuccess, wantReason: "nothing to delete", wantID: "s/Objects/failed-01"},
+			wantStatus: statusSuccess, wantReason: "nothing to delete", wantID: "s/Objects/01/create-failed"},
+		{name: "delete after a create that failed: best effort", connect: unauthorized,
+			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/02/create-failed",
+				"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
+			wantStatus: statusSuccess, wantReason: "the Create failed, and so did the cleanup after it (Unauthorized: ",
+			wantID: "s/Objects/02/create-failed"},
+		{name: "delete of a created resource is not best effort", connect: unauthorized,
+			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/02",
+				"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
+			wantStatus: statusFailed, wantReason: "Unauthorized: ", wantID: "s/Objects/02"},
 		{name: "panic is FAILED", connect: panics,
 			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
 			wantStatus: statusFailed, wantReason: "Internal: the function panicked: boom"},
@@ -338,5 +350,34 @@ func TestCustomResourceLifecycle(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]string{"a": "absent"}, state("a")); diff != "" {
 		t.Errorf("after the Delete (-want +got):\n%s", diff)
+	}
+}
+
+// TestCustomResourceFailedCreateCleanup: a Create that wrote its objects and
+// then failed (an output that stayed empty) is cleaned up by the Delete of
+// its rollback, which carries the FAILED answer's PhysicalResourceId.
+func TestCustomResourceFailedCreateCleanup(t *testing.T) {
+	defer func(d time.Duration) { outputInterval = d }(outputInterval)
+	outputInterval = 50 * time.Millisecond
+	dyn := newFakeDynamic()
+	connects := 0
+	c := newCFNHarness(t, fakeConnector(dyn, &connects))
+	props := map[string]any{"Manifest": oneConfigMap, "Wait": "1",
+		"Outputs": map[string]any{"Never": map[string]any{"Kind": "ConfigMap", "Name": "a", "JSONPath": "{.data.never}"}}}
+	failed := c.send(t.Context(), t, map[string]any{"ResourceProperties": props})
+	if failed.Status != statusFailed || !strings.Contains(failed.Reason, "output Never") || !strings.HasSuffix(failed.PhysicalResourceID, failedCreateSuffix) {
+		t.Fatalf("Create answered %+v, want FAILED naming output Never, with a /create-failed id", failed)
+	}
+	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	if _, err := dyn.Tracker().Get(cms, "default", "a"); err != nil {
+		t.Fatalf("the failed Create wrote nothing (%v): the test needs it to have written", err)
+	}
+	deleted := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": failed.PhysicalResourceID,
+		"ResourceProperties": props})
+	if deleted.Status != statusSuccess || deleted.Reason != "delete: deleted 1" {
+		t.Errorf("Delete answered %+v, want SUCCESS deleting 1", deleted)
+	}
+	if _, err := dyn.Tracker().Get(cms, "default", "a"); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap a still there after the rollback's Delete: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -56,21 +57,22 @@ func TestServeAWSCLI(t *testing.T) {
 	t.Cleanup(func() { h.mustDeleteDeployment(t, "default", name) })
 	for _, tc := range []struct {
 		name, payload     string
+		tail              bool
 		wantFunctionError string
 		check             func(t *testing.T, out []byte)
 	}{
-		{"response", `{"action":"ensure-nginx","name":"` + name + `"}`, "", func(t *testing.T, out []byte) {
+		{"response", `{"action":"ensure-nginx","name":"` + name + `"}`, false, "", func(t *testing.T, out []byte) {
 			var r Response
 			if err := json.Unmarshal(out, &r); err != nil || len(r.Objects) != 1 || r.Objects[0].Name != name {
 				t.Errorf("payload %s (%v), want the ensure-nginx response for %s", out, err, name)
 			}
 		}},
-		{"warm", `{"action":"status","name":"` + name + `"}`, "", func(t *testing.T, out []byte) {
+		{"warm, with the log tail", `{"action":"status","name":"` + name + `"}`, true, "", func(t *testing.T, out []byte) {
 			if !bytes.Contains(out, []byte(`"action":"status"`)) {
 				t.Errorf("payload %s, want the status response", out)
 			}
 		}},
-		{"function error", `{"action":"nope"}`, "Unhandled", func(t *testing.T, out []byte) {
+		{"function error", `{"action":"nope"}`, false, "Unhandled", func(t *testing.T, out []byte) {
 			var fe lambdart.FunctionError
 			if err := json.Unmarshal(out, &fe); err != nil || fe.Type != "InvalidEvent" {
 				t.Errorf("payload %s (%v), want an InvalidEvent error payload", out, err)
@@ -79,8 +81,11 @@ func TestServeAWSCLI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			outFile := filepath.Join(t.TempDir(), "out.json")
-			cmd := exec.Command("aws", "lambda", "invoke", "--endpoint-url", endpoint, //nolint:gosec // G204: fixed program
-				"--function-name", "function", "--payload", tc.payload, outFile)
+			args := []string{"lambda", "invoke", "--endpoint-url", endpoint, "--function-name", "function", "--payload", tc.payload}
+			if tc.tail {
+				args = append(args, "--log-type", "Tail")
+			}
+			cmd := exec.Command("aws", append(args, outFile)...) //nolint:gosec // G204: fixed program
 			cmd.Env = awsCLIEnv()
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -88,20 +93,23 @@ func TestServeAWSCLI(t *testing.T) {
 			if err != nil {
 				t.Fatalf("aws lambda invoke: %v\n%s", err, stderr.Bytes())
 			}
-			var meta struct {
+			type result struct {
 				StatusCode      int
 				FunctionError   string
 				ExecutedVersion string
+			}
+			var meta struct {
+				result
+				LogResult string
 			}
 			if err := json.Unmarshal(stdout, &meta); err != nil {
 				t.Fatalf("aws lambda invoke printed %s: %v", stdout, err)
 			}
-			if diff := cmp.Diff(struct {
-				StatusCode      int
-				FunctionError   string
-				ExecutedVersion string
-			}{200, tc.wantFunctionError, "$LATEST"}, meta); diff != "" {
+			if diff := cmp.Diff(result{200, tc.wantFunctionError, "$LATEST"}, meta.result); diff != "" {
 				t.Errorf("invoke result (-want +got):\n%s", diff)
+			}
+			if logs, err := base64.StdEncoding.DecodeString(meta.LogResult); tc.tail && (err != nil || !bytes.Contains(logs, []byte(`"action":"status"`))) {
+				t.Errorf("log tail %q (%v), want this invocation's log", logs, err)
 			}
 			out, err := os.ReadFile(outFile) //nolint:gosec // G304: our temp file
 			if err != nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -73,7 +75,9 @@ func serve(ctx context.Context, args []string) error {
 
 // invokeAPI answers the Lambda Invoke API
 // (POST /2015-03-31/functions/NAME/invocations) for one function, whatever
-// NAME: RequestResponse, Event (202, run in the background) and DryRun (204).
+// NAME: RequestResponse, Event (202, run in the background) and DryRun (204),
+// with the log tail when asked (X-Amz-Log-Type: Tail, `aws lambda invoke
+// --log-type Tail`).
 func invokeAPI(fn *lambdart.Function) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", func(w http.ResponseWriter, r *http.Request) {
@@ -109,12 +113,26 @@ func invokeAPI(fn *lambdart.Function) http.Handler {
 			return
 		}
 		start := time.Now()
+		logStart := len(fn.Logs())
 		resp, fnErr, err := fn.Invoke(r.Context(), payload)
 		if err != nil {
 			lambdaError(w, http.StatusBadGateway, "ServiceException", err.Error())
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("X-Amz-Log-Type") == "Tail" {
+			// As Lambda: the last 4 KB of this invocation's log, base64. The
+			// emulator's END line closes it; its output may trail the answer.
+			logs := fn.Logs()[logStart:]
+			for wait := 0; wait < 20 && !bytes.Contains(logs, []byte("END RequestId")); wait++ {
+				time.Sleep(25 * time.Millisecond)
+				logs = fn.Logs()[logStart:]
+			}
+			if len(logs) > 4096 {
+				logs = logs[len(logs)-4096:]
+			}
+			w.Header().Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(logs))
+		}
 		if fnErr != nil {
 			slog.Info("invocation failed", "function", r.PathValue("name"), "errorType", fnErr.Type, "took", time.Since(start).Round(time.Microsecond))
 			w.Header().Set("X-Amz-Function-Error", "Unhandled")

@@ -93,7 +93,29 @@ type diagnosis struct {
 // Unavailable is a transport failure (no answer, a refused or timed-out
 // connect) or a 5xx or 429 answer after client-go's and the SDK's retries;
 // an error nothing here recognises is Internal, with its text.
+//
+// An apply that failed after writing some objects says which stay written.
 func classify(ctx context.Context, err error, d diagnosis) *Error {
+	e := classifyOne(ctx, err, d)
+	var applyErr *kube.ApplyError
+	if errors.As(err, &applyErr) && !strings.Contains(e.Message, "written before the failure") {
+		names := make([]string, len(applyErr.Written))
+		for i, w := range applyErr.Written {
+			names[i] = fmt.Sprintf("%s %s (%s)", w.Kind, qualified(w.Namespace, w.Name), w.Result)
+		}
+		e = &Error{Code: e.Code, Err: e.Err, Message: e.Message + "; written before the failure, and still applied: " + strings.Join(names, ", ")}
+	}
+	return e
+}
+
+func qualified(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e

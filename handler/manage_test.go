@@ -159,6 +159,14 @@ func TestClassifyManageErrors(t *testing.T) {
 		{"wait past its bound", &kube.WaitTimeoutError{Waited: 2 * time.Second, Objects: []kube.ObjectResult{{Kind: "Deployment", Namespace: "n", Name: "d",
 			Result: kube.Progressing, Readiness: &kube.Readiness{Desired: 3, Updated: 3, Ready: 1, Available: 1, Generation: 2, ObservedGeneration: 2, Message: "1 of 3 replicas ready"}}}},
 			Timeout, []string{"Deployment n/d", "ready 1", "1 of 3 replicas ready"}},
+		{"an apply that wrote some objects names them", &kube.ApplyError{
+			Written: []kube.ObjectResult{{Kind: "ConfigMap", Namespace: "team", Name: "a", Result: kube.Created}},
+			Err:     &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "b", Err: createForbidden}},
+			Forbidden, []string{`"create"`, "permissions.yml", "written before the failure, and still applied: ConfigMap team/a (created)"}},
+		{"written objects are named once", &kube.ApplyError{
+			Written: []kube.ObjectResult{{Kind: "ConfigMap", Namespace: "team", Name: "a", Result: kube.Created}},
+			Err:     &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "b", Err: errors.New("something odd")}},
+			Internal, []string{"something odd (written before the failure: ConfigMap team/a created)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

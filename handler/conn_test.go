@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -139,5 +141,26 @@ func TestIsCustomResource(t *testing.T) {
 		if got := isCustomResource([]byte(tt.payload)); got != tt.want {
 			t.Errorf("isCustomResource(%s) = %v, want %v", tt.payload, got, tt.want)
 		}
+	}
+}
+
+// TestResponseBytesAsBefore: the raw-payload handler writes a Response
+// byte for byte as aws-lambda-go wrote the typed handler's value before it.
+func TestResponseBytesAsBefore(t *testing.T) {
+	from, to := int32(3), int32(0)
+	resp := &Response{Cluster: "demo", Action: "status", DryRun: true, Objects: []kube.ObjectResult{
+		{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "n", Name: "d", Result: kube.Scaled, From: &from, To: &to,
+			Readiness: &kube.Readiness{Message: `<b>&"quoted"</b> ünïcode`}}}}
+	typed := lambda.NewHandler(func(context.Context, json.RawMessage) (*Response, error) { return resp, nil })
+	want, err := typed.Invoke(context.Background(), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := marshalResponse(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("response bytes (-aws-lambda-go +handler):\n%s", diff)
 	}
 }

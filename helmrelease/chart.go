@@ -1,0 +1,392 @@
+package helmrelease
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecr"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/registry"
+	repo "helm.sh/helm/v4/pkg/repo/v1"
+	"oras.land/oras-go/v2/errdef"
+)
+
+// Bounds on what is downloaded: an index and a chart are read into memory.
+const (
+	maxIndexBytes = 64 << 20
+	maxChartBytes = 32 << 20
+)
+
+// ChartNotFoundError is a chart, or a version of it, that the repository
+// or registry does not have.
+type ChartNotFoundError struct {
+	Ref     ChartRef
+	Problem string
+}
+
+func (e *ChartNotFoundError) Error() string { return e.Ref.String() + ": " + e.Problem }
+
+// RepositoryError is a repository or registry that answered, but not with
+// a chart: a refusal (401/403) or an answer that is not a chart repository.
+type RepositoryError struct {
+	Ref    ChartRef
+	Status int // HTTP status, when there was one
+	Err    error
+}
+
+func (e *RepositoryError) Error() string { return e.Ref.String() + ": " + e.Err.Error() }
+
+func (e *RepositoryError) Unwrap() error { return e.Err }
+
+// Credentials are the user names and passwords of registries and chart
+// repositories, by host[:port] (REGISTRY_CREDENTIALS). ECR registries need
+// none: their tokens come from ecr:GetAuthorizationToken.
+type Credentials map[string]BasicAuth
+
+// BasicAuth is a user name and password.
+type BasicAuth struct{ Username, Password string }
+
+// ParseCredentials reads REGISTRY_CREDENTIALS: a JSON object mapping
+// host[:port] to "username:password".
+func ParseCredentials(s string) (Credentials, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("REGISTRY_CREDENTIALS: want a JSON object of \"host[:port]\": \"username:password\": %w", err)
+	}
+	c := Credentials{}
+	for host, up := range m {
+		u, p, ok := strings.Cut(up, ":")
+		if !ok || u == "" || host == "" || strings.ContainsAny(host, "/@") {
+			return nil, fmt.Errorf("REGISTRY_CREDENTIALS: entry %q: want \"host[:port]\": \"username:password\"", host)
+		}
+		c[host] = BasicAuth{Username: u, Password: p}
+	}
+	return c, nil
+}
+
+// ecrHostRE matches an ECR registry host and captures its region.
+var ecrHostRE = regexp.MustCompile(`^[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|sc2s\.sgov\.gov|c2s\.ic\.gov)$`)
+
+// ECRTokens gets and caches registry tokens with ecr:GetAuthorizationToken,
+// as the function's own identity.
+type ECRTokens struct {
+	cfg aws.Config
+	// extra are hosts treated as ECR registries besides the *.dkr.ecr.*
+	// names (ECR_REGISTRIES), with the function's region.
+	extra map[string]bool
+	now   func() time.Time
+
+	mu     sync.Mutex
+	tokens map[string]ecrToken // by region
+}
+
+type ecrToken struct {
+	auth    BasicAuth
+	expires time.Time
+}
+
+// NewECRTokens returns the token source for ECR registries; extra lists
+// more hosts to treat as ECR (comma separated).
+func NewECRTokens(cfg aws.Config, extra string) *ECRTokens {
+	t := &ECRTokens{cfg: cfg, extra: map[string]bool{}, now: time.Now, tokens: map[string]ecrToken{}}
+	for _, h := range strings.Split(extra, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			t.extra[h] = true
+		}
+	}
+	return t
+}
+
+// region is the ECR region of host, or "" when host is no ECR registry.
+func (t *ECRTokens) region(host string) string {
+	if t == nil {
+		return ""
+	}
+	if m := ecrHostRE.FindStringSubmatch(host); m != nil {
+		return m[1]
+	}
+	if t.extra[host] {
+		return t.cfg.Region
+	}
+	return ""
+}
+
+// auth returns the token of the region's registry, cached until five
+// minutes before it expires.
+func (t *ECRTokens) auth(ctx context.Context, region string) (BasicAuth, error) {
+	t.mu.Lock()
+	tok, ok := t.tokens[region]
+	t.mu.Unlock()
+	if ok && t.now().Before(tok.expires.Add(-5*time.Minute)) {
+		return tok.auth, nil
+	}
+	cli := ecr.NewFromConfig(t.cfg, func(o *ecr.Options) { o.Region = region })
+	out, err := cli.GetAuthorizationToken(ctx, &ecr.GetAuthorizationTokenInput{})
+	if err != nil {
+		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: %w", region, err)
+	}
+	if len(out.AuthorizationData) == 0 || out.AuthorizationData[0].AuthorizationToken == nil {
+		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: no token in the answer", region)
+	}
+	d := out.AuthorizationData[0]
+	raw, err := base64.StdEncoding.DecodeString(aws.ToString(d.AuthorizationToken))
+	if err != nil {
+		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: token is not base64: %w", region, err)
+	}
+	u, p, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: token is not user:password", region)
+	}
+	tok = ecrToken{auth: BasicAuth{Username: u, Password: p}, expires: aws.ToTime(d.ExpiresAt)}
+	t.mu.Lock()
+	t.tokens[region] = tok
+	t.mu.Unlock()
+	return tok.auth, nil
+}
+
+// fetcher downloads charts for one invocation: its HTTP client's timeout
+// ends before the invocation's deadline.
+type fetcher struct {
+	hc    *http.Client
+	creds Credentials
+	ecr   *ECRTokens
+}
+
+// newFetcher returns a fetcher whose every request ends by the deadline.
+func newFetcher(ctx context.Context, creds Credentials, ecrTokens *ECRTokens) *fetcher {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	if d, ok := ctx.Deadline(); ok {
+		hc.Timeout = max(time.Until(d), time.Millisecond)
+	}
+	return &fetcher{hc: hc, creds: creds, ecr: ecrTokens}
+}
+
+// credentialsFor returns the credentials for host, if any.
+func (f *fetcher) credentialsFor(ctx context.Context, host string) (*BasicAuth, error) {
+	if region := f.ecr.region(host); region != "" {
+		a, err := f.ecr.auth(ctx, region)
+		if err != nil {
+			return nil, err
+		}
+		return &a, nil
+	}
+	if a, ok := f.creds[host]; ok {
+		return &a, nil
+	}
+	return nil, nil
+}
+
+// fetch downloads and loads the chart ref names.
+func (f *fetcher) fetch(ctx context.Context, ref ChartRef) (*chartv2.Chart, string, error) {
+	var (
+		data    []byte
+		version string
+		err     error
+	)
+	if ref.OCI != "" {
+		data, version, err = f.pullOCI(ctx, ref)
+	} else {
+		data, version, err = f.getHTTPS(ctx, ref)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	ch, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return nil, "", &RepositoryError{Ref: ref, Err: fmt.Errorf("version %s is not a valid chart archive: %w", version, err)}
+	}
+	return ch, version, nil
+}
+
+// pullOCI resolves the version among the registry's tags and pulls it.
+func (f *fetcher) pullOCI(ctx context.Context, ref ChartRef) ([]byte, string, error) {
+	u, _ := url.Parse(ref.OCI) // checked by Resolve
+	opts := []registry.ClientOption{
+		registry.ClientOptHTTPClient(f.hc),
+		registry.ClientOptEnableCache(true),
+		// No credentials file or docker config: credentials come from
+		// the environment or ECR only.
+		registry.ClientOptCredentialsFile(os.TempDir() + "/lambda-eks-helm-no-credentials.json"),
+	}
+	a, err := f.credentialsFor(ctx, u.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	if a != nil {
+		opts = append(opts, registry.ClientOptBasicAuth(a.Username, a.Password))
+	}
+	rc, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("registry client: %w", err)
+	}
+	base := u.Host + u.Path
+	version := ref.Version
+	if _, serr := semver.StrictNewVersion(version); serr != nil {
+		tags, err := rc.Tags(base)
+		if err != nil {
+			return nil, "", ociError(ref, err)
+		}
+		constraint, _ := semver.NewConstraint(or(ref.Version, "*")) // checked by Resolve
+		version = ""
+		for _, t := range tags {
+			if v, err := semver.NewVersion(t); err == nil && constraint.Check(v) {
+				version = t
+				break
+			}
+		}
+		if version == "" {
+			return nil, "", &ChartNotFoundError{Ref: ref, Problem: fmt.Sprintf("no tag matches (tags: %s)", list(tags))}
+		}
+	}
+	res, err := rc.Pull(base + ":" + strings.ReplaceAll(version, "+", "_"))
+	if err != nil {
+		return nil, "", ociError(ref, err)
+	}
+	if res.Chart == nil || len(res.Chart.Data) == 0 {
+		return nil, "", &RepositoryError{Ref: ref, Err: errors.New("the artifact holds no chart")}
+	}
+	return res.Chart.Data, version, nil
+}
+
+// ociError words a registry error: a missing repository or tag is
+// NotFound, a refusal names the status.
+func ociError(ref ChartRef, err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errdef.ErrNotFound) || strings.Contains(msg, ": not found") || strings.Contains(msg, "NAME_UNKNOWN") ||
+		strings.Contains(msg, "MANIFEST_UNKNOWN"):
+		return &ChartNotFoundError{Ref: ref, Problem: "the registry has no such repository or tag: " + msg}
+	case strings.Contains(msg, "401") || strings.Contains(msg, "unauthorized"):
+		return &RepositoryError{Ref: ref, Status: http.StatusUnauthorized, Err: err}
+	case strings.Contains(msg, "403") || strings.Contains(msg, "denied"):
+		return &RepositoryError{Ref: ref, Status: http.StatusForbidden, Err: err}
+	}
+	return &RepositoryError{Ref: ref, Err: err}
+}
+
+// getHTTPS reads the repository's index.yaml, picks the version and
+// downloads the chart, checking its digest when the index has one.
+func (f *fetcher) getHTTPS(ctx context.Context, ref ChartRef) ([]byte, string, error) {
+	indexURL := strings.TrimSuffix(ref.Repository, "/") + "/index.yaml"
+	raw, err := f.get(ctx, ref, indexURL, maxIndexBytes)
+	if err != nil {
+		return nil, "", err
+	}
+	tmp, err := os.CreateTemp("", "helm-index-*.yaml")
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	if _, err := tmp.Write(raw); err != nil {
+		_ = tmp.Close()
+		return nil, "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, "", err
+	}
+	idx, err := repo.LoadIndexFile(tmp.Name())
+	if err != nil {
+		return nil, "", &RepositoryError{Ref: ref, Err: fmt.Errorf("%s is not a chart repository index: %w", indexURL, err)}
+	}
+	cv, err := idx.Get(ref.Name, ref.Version)
+	if err != nil {
+		var versions []string
+		for _, v := range idx.Entries[ref.Name] {
+			versions = append(versions, v.Version)
+		}
+		if len(versions) == 0 {
+			return nil, "", &ChartNotFoundError{Ref: ref, Problem: "the repository has no chart of that name"}
+		}
+		return nil, "", &ChartNotFoundError{Ref: ref, Problem: fmt.Sprintf("no such version (versions: %s)", list(versions))}
+	}
+	if len(cv.URLs) == 0 {
+		return nil, "", &RepositoryError{Ref: ref, Err: fmt.Errorf("version %s has no download URL in the index", cv.Version)}
+	}
+	chartURL, err := repo.ResolveReferenceURL(ref.Repository, cv.URLs[0])
+	if err != nil {
+		return nil, "", &RepositoryError{Ref: ref, Err: err}
+	}
+	if !strings.HasPrefix(chartURL, "https://") {
+		return nil, "", &RepositoryError{Ref: ref, Err: fmt.Errorf("version %s is served from %s: only https is accepted", cv.Version, chartURL)}
+	}
+	data, err := f.get(ctx, ref, chartURL, maxChartBytes)
+	if err != nil {
+		return nil, "", err
+	}
+	if cv.Digest != "" {
+		sum := sha256.Sum256(data)
+		if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, strings.TrimPrefix(cv.Digest, "sha256:")) {
+			return nil, "", &RepositoryError{Ref: ref, Err: fmt.Errorf("version %s: the archive's sha256 %s is not the index's digest %s", cv.Version, got, cv.Digest)}
+		}
+	}
+	return data, cv.Version, nil
+}
+
+// get reads at most limit bytes of rawURL, with the host's credentials.
+func (f *fetcher) get(ctx context.Context, ref ChartRef, rawURL string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, &RepositoryError{Ref: ref, Err: err}
+	}
+	a, err := f.credentialsFor(ctx, req.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil {
+		req.SetBasicAuth(a.Username, a.Password)
+	}
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", rawURL, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	switch {
+	case resp.StatusCode == http.StatusNotFound && strings.HasSuffix(rawURL, "/index.yaml"):
+		return nil, &RepositoryError{Ref: ref, Status: resp.StatusCode, Err: fmt.Errorf("%s answered 404: not a chart repository", rawURL)}
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, &ChartNotFoundError{Ref: ref, Problem: rawURL + " answered 404"}
+	case resp.StatusCode != http.StatusOK:
+		return nil, &RepositoryError{Ref: ref, Status: resp.StatusCode, Err: fmt.Errorf("%s answered %s", rawURL, resp.Status)}
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", rawURL, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, &RepositoryError{Ref: ref, Err: fmt.Errorf("%s is larger than %d bytes", rawURL, limit)}
+	}
+	return data, nil
+}
+
+// list names at most ten items.
+func list(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	if len(items) > 10 {
+		return strings.Join(items[:10], ", ") + ", ..."
+	}
+	return strings.Join(items, ", ")
+}

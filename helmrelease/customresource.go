@@ -1,0 +1,215 @@
+package helmrelease
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/lambda-eks/lambda-eks/handler"
+)
+
+// Custom::HelmRelease: the contract of Custom::KubernetesManifest (the
+// answer is PUT before the deadline whatever happens, within 4,096 bytes):
+// Create and Update run helm-upgrade, Delete runs helm-uninstall, a release
+// already absent (or a cluster already gone) is SUCCESS, and the outputs
+// are in Data (Release, Namespace, Revision, Status, Chart, ChartVersion,
+// AppVersion).
+//
+// The PhysicalResourceId is <stack name>/<logical id>/<hash of stack ID,
+// logical ID, Cluster, Region, RoleArn, Namespace, Release>: a change of any
+// of those is a replacement (a new release; CloudFormation then deletes the
+// old one). Every revision the resource writes carries OwnerLabel = the
+// hash, and Delete uninstalls only a release whose newest revision still
+// carries it: a release taken over by another resource, or upgraded by
+// hand with helm, is kept.
+
+// HelmProperties are a Custom::HelmRelease's ResourceProperties.
+// CloudFormation passes every scalar as a string.
+type HelmProperties struct {
+	ServiceToken    string          `json:"ServiceToken,omitempty"`
+	Cluster         string          `json:"Cluster,omitempty"`
+	Region          string          `json:"Region,omitempty"`
+	RoleArn         string          `json:"RoleArn,omitempty"`
+	ExternalId      string          `json:"ExternalId,omitempty"` //nolint:revive // CloudFormation's spelling
+	Release         string          `json:"Release"`
+	Namespace       string          `json:"Namespace,omitempty"`
+	Chart           string          `json:"Chart,omitempty"`
+	Version         string          `json:"Version,omitempty"`
+	Repository      string          `json:"Repository,omitempty"`
+	Values          json.RawMessage `json:"Values,omitempty"`
+	CreateNamespace json.RawMessage `json:"CreateNamespace,omitempty"`
+	Wait            json.RawMessage `json:"Wait,omitempty"`
+	Atomic          json.RawMessage `json:"Atomic,omitempty"`
+}
+
+const helmPropertyFields = "ServiceToken, Cluster, Region, RoleArn, ExternalId, Release, Namespace, Chart, Version, Repository, " +
+	"Values, CreateNamespace, Wait, Atomic"
+
+// decodeHelmProperties decodes raw strictly into an Event of action.
+func decodeHelmProperties(raw json.RawMessage, which, action string) (Event, error) {
+	var p HelmProperties
+	if len(raw) == 0 {
+		return Event{}, handler.Invalid("%s: missing", which)
+	}
+	if err := checkDepth(raw, maxDepth); err != nil {
+		return Event{}, err
+	}
+	strictErrs, err := sigsjson.UnmarshalStrict(raw, &p)
+	if err != nil {
+		return Event{}, handler.Invalid("%s: %s", which, describeError(err))
+	}
+	if len(strictErrs) > 0 {
+		return Event{}, handler.Invalid("%s: %s (properties: %s)", which, strictErrs[0].Error(), helmPropertyFields)
+	}
+	ev := Event{Action: action, Cluster: p.Cluster, Region: p.Region, RoleARN: p.RoleArn, ExternalID: p.ExternalId,
+		Release: p.Release, Namespace: p.Namespace, Chart: p.Chart, Version: p.Version, Repository: p.Repository}
+	if ev.CreateNamespace, err = cfnBool(p.CreateNamespace, "CreateNamespace"); err != nil {
+		return Event{}, err
+	}
+	if ev.Atomic, err = cfnBool(p.Atomic, "Atomic"); err != nil {
+		return Event{}, err
+	}
+	if len(p.Wait) > 0 {
+		var w Wait
+		b := p.Wait
+		if s, ok := unquote(b); ok && (s == "true" || s == "false") {
+			b = []byte(s)
+		} else if ok {
+			if n, err := strconv.Atoi(s); err == nil && n > 0 {
+				b = []byte(strconv.Quote(strconv.Itoa(n) + "s"))
+			}
+		}
+		if err := w.UnmarshalJSON(b); err != nil {
+			return Event{}, handler.Invalid("%s: property Wait: %s", which, err.Error())
+		}
+		ev.Wait = &w
+	}
+	// Values: an object, or a string holding one (a template may build
+	// it with Fn::Sub or Fn::ToJsonString).
+	if len(p.Values) > 0 {
+		v := p.Values
+		if s, ok := unquote(v); ok {
+			v = json.RawMessage(s)
+		}
+		var m map[string]any
+		if strictErrs, err := sigsjson.UnmarshalStrict(v, &m); err != nil || m == nil || len(strictErrs) > 0 {
+			return Event{}, handler.Invalid("%s: property Values must be an object of the chart's values (or a string of one in JSON)", which)
+		}
+		ev.Values = v
+	}
+	return ev, nil
+}
+
+func unquote(b []byte) (string, bool) {
+	var s string
+	if len(b) == 0 || b[0] != '"' || json.Unmarshal(b, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+func cfnBool(b json.RawMessage, name string) (bool, error) {
+	if len(b) == 0 {
+		return false, nil
+	}
+	s := string(b)
+	if u, ok := unquote(b); ok {
+		s = u
+	}
+	switch s {
+	case "true":
+		return true, nil
+	case "false", "":
+		return false, nil
+	}
+	return false, handler.Invalid("property %s must be true or false, not %s", name, b)
+}
+
+// ownerHash is the resource's identity: what makes the release another one.
+func (h *Handler) ownerHash(stackID, logicalID string, req Request) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{stackID, logicalID, req.Cluster, req.Region, req.RoleARN,
+		req.Namespace, req.Release}, "\x00")))
+	return hex.EncodeToString(sum[:8])
+}
+
+// physicalID names the resource of a Create or Update answer.
+func (h *Handler) physicalID(req handler.CustomResourceRequest) string {
+	prefix := handler.CustomResourceStackName(req.StackID) + "/" + req.LogicalResourceID + "/"
+	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUpgrade)
+	if err == nil {
+		var r Request
+		if r, err = Resolve(ev, h.cfg); err == nil {
+			return prefix + h.ownerHash(req.StackID, req.LogicalResourceID, r)
+		}
+	}
+	if req.RequestType == "Update" && req.PhysicalResourceID != "" {
+		return req.PhysicalResourceID
+	}
+	sum := sha256.Sum256([]byte(req.RequestID))
+	return prefix + "failed-" + hex.EncodeToString(sum[:4])
+}
+
+// customResource serves Create, Update (helm-upgrade) and Delete
+// (helm-uninstall of the release this resource owns).
+func (h *Handler) customResource(ctx context.Context, req handler.CustomResourceRequest) (string, map[string]string, error) {
+	if req.RequestType == "Delete" {
+		return h.cfnDelete(ctx, req)
+	}
+	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUpgrade)
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := Resolve(ev, h.cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	res, err := h.run(ctx, r, h.ownerHash(req.StackID, req.LogicalResourceID, r))
+	if err != nil {
+		return "", nil, err
+	}
+	reason := fmt.Sprintf("release %s in namespace %s revision %d %s (chart %s %s)", res.Release, res.Namespace, res.Revision,
+		res.Status, res.Chart, res.ChartVersion)
+	if res.Recovered != "" {
+		reason += "; " + res.Recovered
+	}
+	return reason, data(res), nil
+}
+
+func data(res *Result) map[string]string {
+	return map[string]string{"Release": res.Release, "Namespace": res.Namespace, "Revision": strconv.Itoa(res.Revision),
+		"Status": res.Status, "Chart": res.Chart, "ChartVersion": res.ChartVersion, "AppVersion": res.AppVersion}
+}
+
+// cfnDelete uninstalls the release the resource owns. Properties that
+// cannot be read (a Create that failed on them wrote nothing), a release
+// already absent and a cluster already gone are SUCCESS.
+func (h *Handler) cfnDelete(ctx context.Context, req handler.CustomResourceRequest) (string, map[string]string, error) {
+	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUninstall)
+	var r Request
+	if err == nil {
+		ev.Chart, ev.Repository, ev.Version, ev.Values, ev.CreateNamespace, ev.Atomic = "", "", "", nil, false, false
+		r, err = Resolve(ev, h.cfg)
+	}
+	if err != nil {
+		return "nothing to delete: the properties could not be read, so no release was made (" + handler.AsError(err).Message + ")", nil, nil
+	}
+	if !strings.HasSuffix(req.PhysicalResourceID, "/"+h.ownerHash(req.StackID, req.LogicalResourceID, r)) {
+		return "nothing to delete: " + req.PhysicalResourceID + " names no release of these properties", nil, nil
+	}
+	res, err := h.run(ctx, r, h.ownerHash(req.StackID, req.LogicalResourceID, r))
+	var e *handler.Error
+	if errors.As(err, &e) && e.Code == handler.ClusterNotFound {
+		return "nothing to delete: " + e.Message, nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("release %s in namespace %s: %s", res.Release, res.Namespace, res.Status), nil, nil
+}

@@ -1,0 +1,140 @@
+package helmrelease
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lambda-eks/lambda-eks/handler"
+)
+
+func TestDecodeAndResolve(t *testing.T) {
+	cfg := handler.Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "lambda-eks"}
+	for _, tc := range []struct {
+		name    string
+		event   string
+		want    Request
+		problem string // in the InvalidEvent message; "" for success
+	}{
+		{name: "https repository", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://charts.example.com/stable","version":"^1.2","values":{"a":{"b":1}},"wait":"5m","atomic":true}`,
+			want: Request{Ref: ChartRef{Repository: "https://charts.example.com/stable", Name: "demo", Version: "^1.2"},
+				Vals: map[string]any{"a": map[string]any{"b": float64(1)}}}},
+		{name: "oci repository and chart", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"oci://123456789012.dkr.ecr.eu-west-1.amazonaws.com/charts/"}`,
+			want: Request{Ref: ChartRef{OCI: "oci://123456789012.dkr.ecr.eu-west-1.amazonaws.com/charts/demo", Name: "demo"}}},
+		{name: "whole oci reference", event: `{"action":"helm-upgrade","release":"web","chart":"oci://registry.example.com/a/b/demo","version":"1.0.0"}`,
+			want: Request{Ref: ChartRef{OCI: "oci://registry.example.com/a/b/demo", Name: "demo", Version: "1.0.0"}}},
+		{name: "rollback to a revision", event: `{"action":"helm-rollback","release":"web","revision":3,"wait":true}`},
+		{name: "uninstall", event: `{"action":"helm-uninstall","release":"web","namespace":"apps"}`},
+		{name: "no action", event: `{"release":"web"}`, problem: `"action" is required`},
+		{name: "unknown action", event: `{"action":"helm-install","release":"web"}`, problem: `unknown action "helm-install"`},
+		{name: "unknown field", event: `{"action":"helm-status","release":"web","valuez":{}}`, problem: `unknown field "valuez"`},
+		{name: "recased field", event: `{"action":"helm-status","Release":"web"}`, problem: `unknown field "Release"`},
+		{name: "repeated field", event: `{"action":"helm-status","release":"web","release":"x"}`, problem: `duplicate field "release"`},
+		{name: "repeated value key", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://x.example","values":{"a":1,"a":2}}`, problem: `duplicate field "a"`},
+		{name: "values not an object", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://x.example","values":"a: 1"}`, problem: `must be a JSON object`},
+		{name: "values array", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://x.example","values":[1]}`, problem: `must be a JSON object`},
+		{name: "trailing data", event: `{"action":"helm-status","release":"web"} {}`, problem: "event"},
+		{name: "release name", event: `{"action":"helm-status","release":"Web_1"}`, problem: `release "Web_1"`},
+		{name: "release too long", event: `{"action":"helm-status","release":"` + strings.Repeat("a", 54) + `"}`, problem: "at most 53"},
+		{name: "plain http", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"http://x.example"}`, problem: "plain http is refused"},
+		{name: "no repository", event: `{"action":"helm-upgrade","release":"web","chart":"demo"}`, problem: `"repository" is required`},
+		{name: "no chart", event: `{"action":"helm-upgrade","release":"web","repository":"https://x.example"}`, problem: `"chart" is required`},
+		{name: "bad version", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://x.example","version":"latest!"}`, problem: "semver constraint"},
+		{name: "oci reference with a tag", event: `{"action":"helm-upgrade","release":"web","chart":"oci://r.example/demo:1.0.0"}`, problem: "oci://host/path/chart"},
+		{name: "chart fields on status", event: `{"action":"helm-status","release":"web","chart":"demo"}`, problem: "for helm-upgrade only"},
+		{name: "revision on upgrade", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://x.example","revision":2}`, problem: "helm-rollback only"},
+		{name: "wait too long", event: `{"action":"helm-uninstall","release":"web","wait":"16m"}`, problem: "at most 15m"},
+		{name: "wait a number", event: `{"action":"helm-uninstall","release":"web","wait":60}`, problem: `"wait" must be`},
+		{name: "control character", event: `{"action":"helm-status","release":"web","namespace":"a\u0000"}`, problem: "control character"},
+		{name: "bad namespace", event: `{"action":"helm-status","release":"web","namespace":"A"}`, problem: `namespace "A"`},
+		{name: "not an object", event: `[]`, problem: "JSON object"},
+		{name: "deep", event: `{"action":"helm-upgrade","release":"web","values":` + strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat(`}`, 70) + `}`, problem: "deeper"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := DecodeEvent([]byte(tc.event))
+			var req Request
+			if err == nil {
+				req, err = Resolve(ev, cfg)
+			}
+			if tc.problem != "" {
+				var e *handler.Error
+				if !errors.As(err, &e) || e.Code != handler.InvalidEvent || !strings.Contains(e.Message, tc.problem) {
+					t.Fatalf("got %v, want InvalidEvent saying %q", err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want.Ref, req.Ref); diff != "" {
+				t.Errorf("chart (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.want.Vals, req.Vals); diff != "" {
+				t.Errorf("values (-want +got):\n%s", diff)
+			}
+			if req.Target.Cluster != "demo" || req.Target.Region != "us-east-1" {
+				t.Errorf("target %+v", req.Target)
+			}
+		})
+	}
+}
+
+func TestWait(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Wait
+	}{
+		{`true`, Wait{On: true}}, {`false`, Wait{}}, {`"1m30s"`, Wait{On: true, Max: 90 * time.Second}},
+	} {
+		var w Wait
+		if err := w.UnmarshalJSON([]byte(tc.in)); err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if w != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.in, w, tc.want)
+		}
+		b, err := w.MarshalJSON()
+		if err != nil || string(b) != tc.in {
+			t.Errorf("%+v marshals to %s, %v; want %s", w, b, err, tc.in)
+		}
+	}
+}
+
+func TestParseCredentials(t *testing.T) {
+	c, err := ParseCredentials(`{"127.0.0.1:5000":"helm:pa:ss","registry.example.com":"u:p"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Credentials{"127.0.0.1:5000": {"helm", "pa:ss"}, "registry.example.com": {"u", "p"}}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{`[]`, `{"h":"nocolon"}`, `{"https://h":"u:p"}`, `{"h":":p"}`} {
+		if _, err := ParseCredentials(bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		} else if strings.Contains(err.Error(), "p\"") {
+			t.Errorf("%s: the error shows the password: %v", bad, err)
+		}
+	}
+}
+
+func TestECRRegion(t *testing.T) {
+	e := NewECRTokens(awsConfig("eu-central-1"), "127.0.0.1:5000, proxy.example.com")
+	for host, want := range map[string]string{
+		"123456789012.dkr.ecr.us-west-2.amazonaws.com":          "us-west-2",
+		"123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com": "us-gov-west-1",
+		"123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn":      "cn-north-1",
+		"127.0.0.1:5000":       "eu-central-1",
+		"proxy.example.com":    "eu-central-1",
+		"registry.example.com": "",
+		"123456789012.dkr.ecr.us-west-2.amazonaws.com.evil": "",
+		"x123456789012.dkr.ecr.us-west-2.amazonaws.com":     "",
+	} {
+		if got := e.region(host); got != want {
+			t.Errorf("%s: region %q, want %q", host, got, want)
+		}
+	}
+}

@@ -173,3 +173,51 @@ spec:
 		t.Errorf("red configmap: results %v, want it created", got)
 	}
 }
+
+// Issue 8 (3, 4): errors tell the truth through the bootstrap. An object
+// whose fields do not fit its kind's schema, which the API server answers
+// with 500 "failed to create typed patch object", is InvalidEvent naming
+// the field, not a network outage, and is not written; an error the
+// function does not recognise (a remembered replica count that is not a
+// number) is Internal with its text, not "check network access".
+func TestErrorsTellTheTruth(t *testing.T) {
+	h := mustHarness(t)
+	ctx := context.Background()
+	id := "truth-" + runID()
+	fn := h.startFunction(t, fnOptions{})
+
+	for _, tc := range []struct {
+		name, manifest, field string
+	}{
+		{"a field the schema does not declare", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + id + "-cm}\nspec: {color: blue}\n", ".spec"},
+		{"a value of the wrong type", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: " + id + "-d}\nspec:\n  replicas: three\n" +
+			"  selector: {matchLabels: {app: " + id + "}}\n  template:\n    metadata: {labels: {app: " + id + "}}\n" +
+			"    spec: {containers: [{name: c, image: nginx:1.27}]}\n", ".spec.replicas"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := mustFailManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": tc.manifest}), "InvalidEvent")
+			t.Logf("InvalidEvent: %s", fe.Message)
+			if !strings.Contains(fe.Message, tc.field) || strings.Contains(fe.Message, "network") {
+				t.Errorf("message %q does not name field %s, or blames the network", fe.Message, tc.field)
+			}
+		})
+	}
+	if _, err := h.admin.CoreV1().ConfigMaps("default").Get(ctx, id+"-cm", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("configmap %s-cm: %v, want NotFound", id, err)
+	}
+	if _, err := h.admin.AppsV1().Deployments("default").Get(ctx, id+"-d", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("deployment %s-d: %v, want NotFound", id, err)
+	}
+
+	// A workload at 0 whose remembered replicas someone set to a word.
+	dep := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: " + id + "\n  annotations: {lambda-eks.io/replicas-before-scale-down: many}\n" +
+		"spec:\n  replicas: 0\n  selector: {matchLabels: {app: " + id + "}}\n  template:\n    metadata: {labels: {app: " + id + "}}\n" +
+		"    spec: {containers: [{name: c, image: nginx:1.27}]}\n"
+	h.kubectl(t, dep, "apply", "-n", "default", "-f", "-")
+	t.Cleanup(func() { _, _ = h.kubectlErr("", "delete", "-n", "default", "--ignore-not-found", "deployment", id) })
+	fe := mustFailManage(t, fn, event(t, map[string]any{"action": "scale", "name": id, "replicas": "restore"}), "Internal")
+	t.Logf("Internal: %s", fe.Message)
+	if !strings.Contains(fe.Message, `"many"`) || strings.Contains(fe.Message, "network") {
+		t.Errorf("message %q does not quote the bad value, or blames the network", fe.Message)
+	}
+}

@@ -1,5 +1,6 @@
-// Package handler is lambda-eks's invocation boundary: it decodes and checks
-// the event, connects to the cluster (once per process and target), runs the
+// Package handler is lambda-eks's invocation boundary: it takes the raw
+// payload, decodes and checks the event strictly, connects to the cluster
+// (once per process and target, the most recently used kept), runs the
 // action, and maps every failure to one Error whose code is Lambda's
 // errorType.
 package handler

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -515,4 +517,90 @@ spec:
 	}
 	t.Logf("Create with Wait answered after %s", took.Round(time.Millisecond))
 	mustStatus(t, c.send(t, cfnRequest{Type: "Delete", Logical: "Web", Physical: a.PhysicalResourceID, Props: props}), "SUCCESS")
+}
+
+// TestCFNSamples: `localeks cfn` (what ./local.sh runs for a custom resource
+// event) plays CloudFormation for the samples in events/: Create, Update
+// (one ConfigMap changed, one pruned, one added), Delete. It prints the body
+// CloudFormation received and exits 0 for SUCCESS, 1 for FAILED.
+func TestCFNSamples(t *testing.T) {
+	h := mustHarness(t)
+	cache := os.Getenv("LAMBDA_EKS_CACHE")
+	if cache == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache = filepath.Join(base, "lambda-eks")
+	}
+	cli := filepath.Join(cache, "bin", "localeks") // built by TestMain
+	run := func(t *testing.T, event string) (cfnAnswer, int) {
+		t.Helper()
+		cmd := exec.Command(cli, "cfn", "--bootstrap", h.bootstrap, "--dir", h.stack.Paths.Dir,
+			"--parts", filepath.Dir(os.Getenv(lambdart.RIEVar)), "--permissions", filepath.Join(h.root, "permissions.yml"), event)
+		cmd.Dir = h.root
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit):
+			code = exit.ExitCode()
+		case err != nil:
+			t.Fatalf("localeks cfn %s: %v", event, err)
+		}
+		if bytes.Contains(stderr.Bytes(), []byte("X-Amz-Signature")) {
+			t.Errorf("localeks cfn %s: the output shows a presigned signature", event)
+		}
+		var a cfnAnswer
+		dec := json.NewDecoder(&stdout)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&a); err != nil {
+			t.Fatalf("localeks cfn %s (exit %d): stdout is not the answer: %v\nstderr:\n%s", event, code, err, stderr.Bytes())
+		}
+		return a, code
+	}
+	cms := func() map[string]string {
+		return h.cmState(t, "default", "web-config", "web-extra", "web-flags")
+	}
+	id := "lambda-eks-demo/WebObjects/e1c020373ace7850" // in events/cfn-update.json and cfn-delete.json
+
+	created, code := run(t, "events/cfn-create.json")
+	if code != 0 || created.Status != "SUCCESS" || created.PhysicalResourceID != id || created.Data["ClusterIP"] == "" || created.Data["Greeting"] != "hello" {
+		t.Fatalf("create: exit %d, answer %+v; want 0, SUCCESS, %s, a ClusterIP and Greeting hello", code, created, id)
+	}
+	wantState(t, "after create", map[string]string{"web-config": " @" + id, "web-extra": " @" + id, "web-flags": "absent"}, cms())
+
+	updated, code := run(t, "events/cfn-update.json")
+	if code != 0 || updated.Status != "SUCCESS" || updated.PhysicalResourceID != id || updated.Data["Greeting"] != "hello again" {
+		t.Fatalf("update: exit %d, answer %+v", code, updated)
+	}
+	wantState(t, "after update", map[string]string{"web-config": " @" + id, "web-extra": "absent", "web-flags": " @" + id}, cms())
+
+	deleted, code := run(t, "events/cfn-delete.json")
+	if code != 0 || deleted.Status != "SUCCESS" {
+		t.Fatalf("delete: exit %d, answer %+v", code, deleted)
+	}
+	wantState(t, "after delete", map[string]string{"web-config": "absent", "web-extra": "absent", "web-flags": "absent"}, cms())
+
+	// A FAILED answer exits 1 and still prints the body.
+	bad, err := os.ReadFile(filepath.Join(h.root, "events", "cfn-create.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(bad, &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["ResourceProperties"].(map[string]any)["Manifest"] = "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"
+	path := filepath.Join(t.TempDir(), "bad-create.json")
+	b, _ := json.Marshal(ev)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	failed, code := run(t, path)
+	if code != 1 || failed.Status != "FAILED" || !strings.Contains(failed.Reason, "manifest document 1") {
+		t.Errorf("bad create: exit %d, answer %+v; want 1, FAILED naming manifest document 1", code, failed)
+	}
 }

@@ -70,7 +70,6 @@ type options struct {
 	memory int
 	logs   io.Writer
 	rie    string
-	addr   string
 }
 
 // WithName sets the function name (default lambda-eks).
@@ -85,10 +84,6 @@ func WithLogOutput(w io.Writer) Option { return func(o *options) { o.logs = w } 
 
 // WithRIE names the aws-lambda-rie binary (default: $LOCALEKS_RIE).
 func WithRIE(path string) Option { return func(o *options) { o.rie = path } }
-
-// WithAddress makes the emulator's Invoke API listen on addr (a loopback
-// host:port) instead of a free port.
-func WithAddress(addr string) Option { return func(o *options) { o.addr = addr } }
 
 // Function is a bootstrap behind a running aws-lambda-rie.
 type Function struct {
@@ -115,7 +110,7 @@ func Start(ctx context.Context, bin string, env []string, timeout time.Duration,
 	// emulator binds it (it then exits): try again with other ports.
 	for attempt := 1; ; attempt++ {
 		f, err := startOnce(ctx, bin, env, timeout, o)
-		if !errors.Is(err, errExitedAtStart) || o.addr != "" || attempt == 3 {
+		if !errors.Is(err, errExitedAtStart) || attempt == 3 {
 			return f, err
 		}
 	}
@@ -134,10 +129,9 @@ func startOnce(ctx context.Context, bin string, env []string, timeout time.Durat
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("function binary: %w", err)
 	}
-	if o.addr == "" {
-		if o.addr, err = freeAddr(); err != nil {
-			return nil, err
-		}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
 	}
 	runtimeAddr, err := freeAddr()
 	if err != nil {
@@ -172,7 +166,7 @@ func startOnce(ctx context.Context, bin string, env []string, timeout time.Durat
 	}
 	f := &Function{
 		timeout: time.Duration(seconds) * time.Second,
-		url:     "http://" + o.addr + InvokePath,
+		url:     "http://" + addr + InvokePath,
 		logs:    &lockedBuffer{},
 		client:  &http.Client{Transport: &http.Transport{Proxy: nil}},
 		exited:  make(chan struct{}),
@@ -182,7 +176,7 @@ func startOnce(ctx context.Context, bin string, env []string, timeout time.Durat
 		out = io.MultiWriter(f.logs, o.logs)
 	}
 	f.cmd = exec.Command(o.rie, //nolint:gosec // G204: the emulator the caller chose
-		"--runtime-interface-emulator-address", o.addr,
+		"--runtime-interface-emulator-address", addr,
 		"--runtime-api-address", runtimeAddr,
 		"--log-level", "error",
 		bin)
@@ -199,7 +193,7 @@ func startOnce(ctx context.Context, bin string, env []string, timeout time.Durat
 		_ = f.cmd.Wait()
 		close(f.exited)
 	}()
-	if err := f.waitListening(ctx, o.addr); err != nil {
+	if err := f.waitListening(ctx, addr); err != nil {
 		f.Stop()
 		return nil, err
 	}

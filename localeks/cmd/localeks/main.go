@@ -281,7 +281,6 @@ type fnFlags struct {
 	timeout       time.Duration
 	role, session string
 	extra         []string
-	addr          string
 }
 
 // startFunction starts the stack unless it runs, and the bootstrap under
@@ -305,11 +304,8 @@ func startFunction(ctx context.Context, cfg stack.Config, ff fnFlags) (*lambdart
 		}
 	}
 	fnEnv = append(fnEnv, ff.extra...)
-	opts := []lambdart.Option{lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie"))}
-	if ff.addr != "" {
-		opts = append(opts, lambdart.WithAddress(ff.addr))
-	}
-	return lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout, opts...)
+	return lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout,
+		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
 }
 
 func readEvent(name string) ([]byte, error) {

@@ -183,10 +183,19 @@ func (c *Client) check(ctx context.Context, ts []target, force bool) error {
 		if s, ok := c.seen.get(t.key()); ok && s.intent != "" && s.intent == t.intent() {
 			return nil
 		}
-		err := do(ctx, t.op("patch"), func(ctx context.Context) error {
-			_, err := c.resource(t).Apply(ctx, t.name, t.obj, opts)
-			return err
-		})
+		apply := func(opts metav1.ApplyOptions) error {
+			return do(ctx, t.op("patch"), func(ctx context.Context) error {
+				_, err := c.resource(t).Apply(ctx, t.name, t.obj, opts)
+				return err
+			})
+		}
+		err := apply(opts)
+		if IsFieldConflict(err) && onlyOwnConflicts(err) {
+			// As the apply will: lambda-eks's own fields (a scale) are its.
+			forced := opts
+			forced.Force = true
+			err = apply(forced)
+		}
 		switch {
 		case err == nil:
 			return nil

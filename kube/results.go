@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/lru"
 )
@@ -65,6 +66,11 @@ type state struct {
 	resourceVersion string
 	applied         time.Time
 	fingerprint     string
+	// content hashes the whole object but its managed fields and
+	// resourceVersion: where no one else can have written in between (a
+	// preconditioned apply), it tells a change of the object from a write
+	// of bookkeeping only (managed fields the API server moved).
+	content string
 	// intent hashes what was applied last, so that the same intent is not
 	// checked by a dry run again.
 	intent string
@@ -74,8 +80,11 @@ type state struct {
 // for the fingerprint too.
 func stateOf(obj metav1.Object, intent map[string]any, whole bool) (state, error) {
 	s := state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj)}
+	var err error
+	if s.content, err = contentOf(obj); err != nil {
+		return state{}, err
+	}
 	if whole {
-		var err error
 		if s.fingerprint, err = fingerprint(obj, intent); err != nil {
 			return state{}, err
 		}
@@ -112,7 +121,8 @@ func (before state) ambiguous(now time.Time) bool {
 //   - created: there was none, or another object (uid) stands in its place;
 //   - the same resourceVersion: nothing was written at all;
 //   - exclusive (the apply was preconditioned on before's resourceVersion):
-//     only this apply wrote, so a new resourceVersion means it changed it;
+//     only this apply wrote, so the object's content, bookkeeping aside,
+//     decides;
 //   - otherwise others may have written too (status, their own fields):
 //     this apply changed the object if lambda-eks's managed-fields time moved,
 //     or, where the object was read whole before, if the values at the
@@ -126,8 +136,10 @@ func resultOf(before, after state, dryRun, exclusive bool) Result {
 		return Created
 	case !dryRun && after.resourceVersion == before.resourceVersion:
 		return Unchanged
-	case exclusive && !dryRun:
+	case exclusive && !dryRun && after.content != before.content:
 		return Configured
+	case exclusive && !dryRun:
+		return Unchanged
 	case after.applied.After(before.applied):
 		return Configured
 	case before.fingerprint != "" && after.fingerprint != before.fingerprint:
@@ -145,6 +157,27 @@ func fingerprint(obj metav1.Object, intent map[string]any) (string, error) {
 		return "", fmt.Errorf("fingerprint: %w", err)
 	}
 	return hash(project(intent, live))
+}
+
+// contentOf hashes obj without its managed fields and resourceVersion.
+func contentOf(obj metav1.Object) (string, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return "", fmt.Errorf("content of %T: not an unstructured object", obj)
+	}
+	md, _ := u.Object["metadata"].(map[string]any)
+	trimmed := make(map[string]any, len(md))
+	for k, v := range md {
+		if k != "managedFields" && k != "resourceVersion" {
+			trimmed[k] = v
+		}
+	}
+	whole := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		whole[k] = v
+	}
+	whole["metadata"] = trimmed
+	return hash(whole)
 }
 
 // hash is a digest of v's JSON form; encoding/json sorts map keys, so the

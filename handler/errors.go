@@ -158,9 +158,9 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 			caller = "the function's execution role"
 		}
 		return &Error{Code: Forbidden, Err: err, Message: fmt.Sprintf(
-			"%s: AWS refused to let %s assume %s; the execution role needs sts:AssumeRole on %s (template.yml grants it for TargetRoleArn), "+
-				"the trust policy of %s must allow %s, and its sts:ExternalId condition must match the external ID sent (EXTERNAL_ID or the event's externalId)",
-			msg, caller, assumeRole.Target, assumeRole.Target, assumeRole.Target, caller)}
+			"%s: %s needs sts:AssumeRole on %s (template.yml grants it for TargetRoleArn), and the trust policy of %s must allow %s, "+
+				"with the external ID it requires (EXTERNAL_ID or the event's externalId)",
+			msg, caller, assumeRole.Target, assumeRole.Target, caller)}
 	case errors.As(err, &endpoint) && ctx.Err() == nil:
 		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
 			"%s: AWS %s at %s did not answer; check the function's network access to it (VpcConfig: a NAT gateway or a %s interface endpoint in the subnets, security groups allowing 443 out)",

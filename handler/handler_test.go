@@ -163,7 +163,8 @@ func TestClassify(t *testing.T) {
 			Err: errors.New("no answer")}), nil, "", Unavailable, []string{"STS", "https://sts.us-east-1.amazonaws.com", "sts interface endpoint"}},
 		{"AssumeRole denied names both roles", &auth.AssumeRoleError{Caller: "arn:aws:iam::123456789012:role/fn-role",
 			Target: "arn:aws:iam::210987654321:role/t", Err: apiError{"AccessDenied"}}, nil, "", Forbidden,
-			[]string{"arn:aws:iam::123456789012:role/fn-role may", "assume arn:aws:iam::210987654321:role/t", "trust policy"}},
+			[]string{"arn:aws:iam::123456789012:role/fn-role needs sts:AssumeRole on arn:aws:iam::210987654321:role/t",
+				"trust policy of arn:aws:iam::210987654321:role/t must allow arn:aws:iam::123456789012:role/fn-role"}},
 		{"AWS throttling", apiError{"ThrottlingException"}, nil, "", Unavailable, []string{"throttling"}},
 		{"AWS 500", &smithy.OperationError{ServiceID: "EKS", OperationName: "DescribeCluster", Err: &smithyhttp.ResponseError{
 			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 500}}, Err: errors.New("internal")}}, nil, "", Unavailable,

@@ -3,15 +3,21 @@ package handler
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -230,16 +236,26 @@ type fakeCluster struct {
 	mu          sync.Mutex
 	bearers     []string
 	deployments map[string]bool
+	// caPEM is the CA DescribeCluster reports: the API server's, unless a
+	// test replaces it (a cluster created again has another CA).
+	caPEM     []byte
+	describes int
 }
 
 func newFakeCluster(tb testing.TB) *fakeCluster {
 	tb.Helper()
 	fc := &fakeCluster{deployments: map[string]bool{}}
-	fc.api = httptest.NewTLSServer(http.HandlerFunc(fc.serveAPI))
+	fc.api = httptest.NewUnstartedServer(http.HandlerFunc(fc.serveAPI))
+	fc.api.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes a test fails on purpose
+	fc.api.StartTLS()
 	tb.Cleanup(fc.api.Close)
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.api.Certificate().Raw})
+	fc.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.api.Certificate().Raw})
 	fc.aws = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/clusters/") {
+			fc.mu.Lock()
+			fc.describes++
+			caPEM := fc.caPEM
+			fc.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{"cluster": map[string]any{
 				"name": "demo", "status": "ACTIVE", "endpoint": fc.api.URL,
@@ -329,5 +345,66 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"invocation failed"`) || !strings.Contains(logs.String(), `"invocation done"`) {
 		t.Errorf("logs lack the invocation records:\n%s", logs.String())
+	}
+}
+
+// otherCA is the PEM of a self-signed CA that signed nothing the fake API
+// server presents.
+func otherCA(tb testing.TB) []byte {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another cluster"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestCertificateErrorRedescribes runs the real connector and client-go
+// transport against an API server whose certificate the CA from
+// DescribeCluster does not verify, as after the cluster was created again:
+// the invocation is Unavailable saying so, the connection is not kept, and
+// once DescribeCluster reports the right CA the next invocation works,
+// without a new process.
+func TestCertificateErrorRedescribes(t *testing.T) {
+	fc := newFakeCluster(t)
+	right := fc.caPEM
+	fc.caPEM = otherCA(t)
+	awsCfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
+		BaseEndpoint: aws.String(fc.aws.URL),
+	}
+	h := New(testConfig, NewConnector(awsCfg), discardLogger())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	describes := func() int { fc.mu.Lock(); defer fc.mu.Unlock(); return fc.describes }
+
+	for i := range 2 {
+		_, err := h.Invoke(ctx, []byte(`{}`))
+		le := lambdaErr(t, err)
+		if le.Type != "Unavailable" || !strings.Contains(le.Message, "certificate") || !strings.Contains(le.Message, "describes the cluster again") {
+			t.Errorf("invocation %d: %s %q, want Unavailable about the certificate", i+1, le.Type, le.Message)
+		}
+	}
+	if got := describes(); got != 2 {
+		t.Errorf("DescribeCluster called %d times for two invocations, want 2 (the connection dropped each time)", got)
+	}
+	fc.mu.Lock()
+	fc.caPEM = right
+	fc.mu.Unlock()
+	for range 2 {
+		if _, err := h.Invoke(ctx, []byte(`{}`)); err != nil {
+			t.Fatalf("with the right CA: %v", err)
+		}
+	}
+	if got := describes(); got != 3 {
+		t.Errorf("DescribeCluster called %d times in all, want 3 (once more, then the connection is kept)", got)
 	}
 }

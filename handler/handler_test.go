@@ -408,3 +408,32 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 		t.Errorf("DescribeCluster called %d times in all, want 3 (once more, then the connection is kept)", got)
 	}
 }
+
+// TestUnauthorizedRedescribes: an API server that answers 401 even to the
+// retry with a fresh token drops the connection, so each invocation
+// describes the cluster again (a cluster created again under the same name
+// is found), and the message names the identity to map.
+func TestUnauthorizedRedescribes(t *testing.T) {
+	fc := newFakeCluster(t)
+	fc.unauthorized = true
+	awsCfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
+		BaseEndpoint: aws.String(fc.aws.URL),
+	}
+	h := New(testConfig, NewConnector(awsCfg), discardLogger())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 2 {
+		_, err := h.Invoke(ctx, []byte(`{}`))
+		if le := lambdaErr(t, err); le.Type != "Unauthorized" {
+			t.Fatalf("invocation %d: %s %q, want Unauthorized", i+1, le.Type, le.Message)
+		}
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.describes != 2 || len(fc.bearers) != 4 {
+		t.Errorf("%d DescribeCluster calls and %d API requests for two invocations, want 2 and 4 (each request retried once)",
+			fc.describes, len(fc.bearers))
+	}
+}

@@ -236,9 +236,14 @@ func normalized(u *unstructured.Unstructured) map[string]any {
 }
 
 // managers lists an object's field managers and operations.
+// A controller's status writes (subresource status) are left out: they own
+// no part of what was applied.
 func managers(u *unstructured.Unstructured) []string {
 	var out []string
 	for _, mf := range u.GetManagedFields() {
+		if mf.Subresource == "status" {
+			continue
+		}
 		out = append(out, mf.Manager+"/"+string(mf.Operation))
 	}
 	return out

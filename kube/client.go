@@ -25,6 +25,11 @@ const (
 	// dialTimeout bounds a TCP connect to the API server, so that a private
 	// endpoint the function cannot reach is reported quickly.
 	dialTimeout = 3 * time.Second
+	// requestTimeout bounds each request, so that an API server that holds a
+	// connection but stops answering is Unavailable well inside a
+	// function's timeout, not a Timeout at its end. No request here waits
+	// on the server (waits poll), and a slow answer takes far less.
+	requestTimeout = 10 * time.Second
 	// qps and burst replace client-go's default 5/10, which would add 200 ms
 	// to each request of a batch after the tenth. An invocation has at most
 	// 8 requests in flight (concurrency) and the API server's priority and
@@ -92,5 +97,6 @@ func NewRESTConfig(endpoint string, caData []byte, ts oauth2.TokenSource) (*rest
 		Burst:           burst,
 		UserAgent:       "lambda-eks",
 		Dial:            dialer.DialContext,
+		Timeout:         requestTimeout,
 	}, nil
 }

@@ -67,8 +67,6 @@ func TestFaults(t *testing.T) {
 		apiFrozen   = fault{"API server", "frozen (SIGSTOP)", h.apiServerFrozen, apiserver}
 		apiStopped  = fault{"API server", "stopped", h.apiServerStopped, apiserver}
 		unavailable = []string{"Unavailable"}
-		// The API server's requests are bounded by the kube layer, not by
-		// auth: a silent one may hold the invocation to its deadline.
 	)
 	tests := []struct {
 		fault

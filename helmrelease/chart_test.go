@@ -1,0 +1,108 @@
+package helmrelease
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func chartArchive(t *testing.T, version string) []byte {
+	t.Helper()
+	files := map[string]string{
+		"demo/Chart.yaml":        "apiVersion: v2\nname: demo\nversion: " + version + "\n",
+		"demo/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write([]byte(body))
+	}
+	_ = tw.Close()
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
+func TestFetchHTTPS(t *testing.T) {
+	good := chartArchive(t, "1.2.0")
+	old := chartArchive(t, "1.1.0")
+	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+	index := fmt.Sprintf(`apiVersion: v1
+entries:
+  demo:
+  - {apiVersion: v2, name: demo, version: 1.2.0, digest: %s, urls: [demo-1.2.0.tgz]}
+  - {apiVersion: v2, name: demo, version: 1.1.0, digest: %s, urls: [demo-1.1.0.tgz]}
+  - {apiVersion: v2, name: demo, version: 1.0.0, digest: %s, urls: [demo-1.0.0.tgz]}
+`, sum(good), sum(old), sum(old)) // 1.0.0's digest is not its archive's, on purpose
+	var auth []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, _ := r.BasicAuth()
+		auth = append(auth, u+":"+p)
+		switch r.URL.Path {
+		case "/charts/index.yaml":
+			_, _ = w.Write([]byte(index))
+		case "/charts/demo-1.2.0.tgz", "/charts/demo-1.0.0.tgz":
+			_, _ = w.Write(good)
+		case "/charts/demo-1.1.0.tgz":
+			_, _ = w.Write(old)
+		case "/private/index.yaml":
+			w.WriteHeader(http.StatusUnauthorized)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	f := &fetcher{hc: srv.Client(), creds: Credentials{host: {"u", "p"}}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, repo, version, want string
+		err                       any
+	}{
+		{name: "newest", repo: "/charts", want: "1.2.0"},
+		{name: "constraint", repo: "/charts", version: "<1.2", want: "1.1.0"},
+		{name: "exact", repo: "/charts/", version: "1.1.0", want: "1.1.0"},
+		{name: "missing version", repo: "/charts", version: "2.0.0", err: new(*ChartNotFoundError)},
+		{name: "digest mismatch", repo: "/charts", version: "1.0.0", err: new(*RepositoryError)},
+		{name: "refused", repo: "/private", err: new(*RepositoryError)},
+		{name: "not a repository", repo: "/nothing", err: new(*RepositoryError)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, version, err := f.fetch(ctx, ChartRef{Repository: srv.URL + tc.repo, Name: "demo", Version: tc.version})
+			if tc.err != nil {
+				if err == nil || !errors.As(err, tc.err) {
+					t.Fatalf("got %v, want %T", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if version != tc.want || ch.Metadata.Version != tc.want {
+				t.Errorf("got %s (%s), want %s", version, ch.Metadata.Version, tc.want)
+			}
+		})
+	}
+	for _, a := range auth {
+		if a != "u:p" {
+			t.Errorf("a request carried credentials %q, want the host's", a)
+		}
+	}
+	var nf *ChartNotFoundError
+	_, _, err := f.fetch(ctx, ChartRef{Repository: srv.URL + "/charts", Name: "demo", Version: "2.0.0"})
+	if !errors.As(err, &nf) || !strings.Contains(err.Error(), "versions: 1.2.0, 1.1.0, 1.0.0") {
+		t.Errorf("the message should list the versions: %v", err)
+	}
+}

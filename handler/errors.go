@@ -212,7 +212,7 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 			"%s: %s did not answer; check network access from the function to it (VpcConfig, security groups allowing 443, the cluster's endpoint public or private access)",
 			msg, who)}
 	}
-	return &Error{Code: Internal, Err: err, Message: msg + ": an error lambda-eks does not recognise; see the function's logs"}
+	return &Error{Code: Internal, Err: err, Message: msg + " (an error lambda-eks does not classify: its text is all it knows)"}
 }
 
 // who names the identity the cluster sees, for a 401: the caller's

@@ -841,7 +841,8 @@ func TestEventSamples(t *testing.T) {
 	}{
 		{"apply.json", []string{"ConfigMap/hello=created", "Deployment/hello=created"}},
 		{"apply-dry-run.json", []string{"ConfigMap/hello=unchanged", "Deployment/hello=unchanged"}},
-		{"status.json", []string{"Deployment/hello=progressing"}},
+		// The replica's controllers roll it out first (see below).
+		{"status.json", []string{"Deployment/hello=ready"}},
 		{"scale-down.json", []string{"Deployment/hello=scaled"}},
 		{"scale-restore.json", []string{"Deployment/hello=scaled"}},
 		{"restart.json", []string{"Deployment/hello=restarted"}},
@@ -852,6 +853,16 @@ func TestEventSamples(t *testing.T) {
 		ev, err := os.ReadFile(filepath.Join(h.root, "events", s.file))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if s.file == "status.json" {
+			eventually(t, "hello rolled out", func() (bool, string) {
+				d, err := h.admin.AppsV1().Deployments("default").Get(context.Background(), "hello", metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				return d.Status.ObservedGeneration == d.Generation && d.Spec.Replicas != nil &&
+					d.Status.AvailableReplicas == *d.Spec.Replicas && d.Status.UpdatedReplicas == *d.Spec.Replicas, fmt.Sprintf("%+v", d.Status)
+			})
 		}
 		var got []string
 		for _, o := range mustManage(t, fn, string(ev)).Objects {

@@ -19,10 +19,14 @@
 # The function runs under AWS's Lambda Runtime Interface Emulator, as in `sam
 # local invoke`. Progress goes to stderr, results to stdout. The first run
 # builds the parts (kube-apiserver, kube-controller-manager, kube-scheduler,
-# etcd, aws-iam-authenticator, kwok, aws-lambda-rie: about 20 min on 2 cores,
-# cached per version in ${XDG_CACHE_HOME:-~/.cache}/lambda-eks); later starts
-# take seconds, and the replica stays up between calls. Several runs may go
-# at once: they share one replica.
+# etcd, aws-iam-authenticator, kwok, aws-lambda-rie: about 15 min on 2 cores,
+# each part's time logged, cached per version in
+# ${XDG_CACHE_HOME:-~/.cache}/lambda-eks); later starts take seconds, and the
+# replica stays up between calls. Several runs may go at once: they share one
+# replica. The replica behaves like a cluster: controllers and a scheduler
+# roll workloads out onto 3 nodes simulated by kwok, where pods run and Jobs
+# complete; a pod labelled lambda-eks.io/test-never-ready: "true" never
+# becomes Ready (a rollout that really fails).
 set -euo pipefail
 
 # No AWS client started from here may reach instance metadata.

@@ -2,7 +2,11 @@ package helmrelease
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
+	"sync"
+
+	"helm.sh/helm/v4/pkg/action"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
@@ -20,6 +24,37 @@ type cluster struct {
 	cfg    *rest.Config
 	disc   discovery.CachedDiscoveryInterface
 	mapper meta.RESTMapper
+
+	mu sync.Mutex
+	// configs are Helm's action configurations by namespace, kept warm:
+	// their Kubernetes clients cache what they read once (the OpenAPI
+	// schema that validates manifests, above all).
+	configs map[string]*action.Configuration
+}
+
+// maxConfigs bounds the namespaces whose Helm configuration a cluster keeps.
+const maxConfigs = 64
+
+// configuration returns Helm's action configuration for namespace, with
+// the Secrets storage driver, built on first use. Its Capabilities are
+// dropped on every use, so that each invocation sees the cluster's API
+// versions as they are now (a chart's CRDs installed since, say).
+func (c *cluster) configuration(namespace string, log *slog.Logger) (*action.Configuration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg, ok := c.configs[namespace]; ok {
+		cfg.Capabilities = nil
+		return cfg, nil
+	}
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
+	if err := cfg.Init(getter{c: c, namespace: namespace}, namespace, "secret"); err != nil {
+		return nil, fmt.Errorf("helm configuration for namespace %s: %w", namespace, err)
+	}
+	if c.configs == nil || len(c.configs) >= maxConfigs {
+		c.configs = map[string]*action.Configuration{}
+	}
+	c.configs[namespace] = cfg
+	return cfg, nil
 }
 
 // newCluster wraps cfg, a rest.Config from kube.NewRESTConfig whose

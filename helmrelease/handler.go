@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"helm.sh/helm/v4/pkg/action"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 
 	"github.com/lambda-eks/lambda-eks/auth"
@@ -202,9 +201,8 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 	if err != nil {
 		return nil, h.classify(ctx, err, hreq, nil)
 	}
-	o.cfg = action.NewConfiguration(action.ConfigurationSetLogger(h.log.Handler()))
-	if err := o.cfg.Init(getter{c: conn.cluster, namespace: req.Namespace}, req.Namespace, "secret"); err != nil {
-		return nil, fmt.Errorf("helm configuration: %w", err)
+	if o.cfg, err = conn.cluster.configuration(req.Namespace, h.log); err != nil {
+		return nil, err
 	}
 	var res *Result
 	switch req.Action {

@@ -165,7 +165,7 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
 			"%s: AWS %s at %s did not answer; check the function's network access to it (VpcConfig: a NAT gateway or a %s interface endpoint in the subnets, security groups allowing 443 out)",
 			msg, endpoint.Service, endpoint.Endpoint, strings.ToLower(endpoint.Service))}
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		return &Error{Code: Timeout, Err: err, Message: fmt.Sprintf(
 			"the invocation deadline came first (%s); raise the function's Timeout, or check that the API server of cluster %s answers in time", msg, d.req.Cluster)}
 	case apierrors.IsUnauthorized(err):
@@ -203,6 +203,8 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 			"%s: the API server at %s did not present a certificate of cluster %s's CA (as eks:DescribeCluster gave it); the connection was dropped, "+
 				"so the next invocation describes the cluster again (a cluster re-created under the same name has a new CA)", msg, endpointOf(err), d.req.Cluster)}
 	case isTransport(err):
+		// Before a bare deadline: a request's own timeout (the client's, not
+		// the invocation's) is an endpoint that did not answer in time.
 		who := endpointOf(err)
 		var op *kube.OpError
 		if errors.As(err, &op) {
@@ -211,6 +213,8 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 		return &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
 			"%s: %s did not answer; check network access from the function to it (VpcConfig, security groups allowing 443, the cluster's endpoint public or private access)",
 			msg, who)}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: Timeout, Err: err, Message: msg + ": a step of the action ran out of its time before the invocation's deadline; try again"}
 	}
 	return &Error{Code: Internal, Err: err, Message: msg + " (an error lambda-eks does not classify: its text is all it knows)"}
 }
@@ -319,7 +323,8 @@ func isTransport(err error) bool {
 	case errors.As(err, &uerr):
 		return uerr.Timeout() || errors.Is(uerr.Err, io.EOF)
 	}
-	return errors.As(err, &nerr) && nerr.Timeout()
+	// context.DeadlineExceeded is a net.Error too, but not a transport's.
+	return errors.As(err, &nerr) && nerr.Timeout() && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // isAWSOverloaded reports an AWS answer of 429 or 5xx, or a throttling

@@ -108,6 +108,17 @@ func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
 
+// clientTimeout is net/http's error for a request past the client's
+// Timeout: a net.Error that is also context.DeadlineExceeded.
+type clientTimeout struct{}
+
+func (clientTimeout) Error() string {
+	return "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+}
+func (clientTimeout) Timeout() bool        { return true }
+func (clientTimeout) Temporary() bool      { return true }
+func (clientTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
 // apiError is a minimal smithy.APIError.
 type apiError struct{ code string }
 
@@ -145,7 +156,11 @@ func TestClassify(t *testing.T) {
 			[]string{"nope", "us-east-1", "CLUSTER_NAME"}},
 		{"cluster creating", &auth.ClusterNotActiveError{Name: "demo", Status: "CREATING"}, nil, "", Unavailable, []string{"CREATING"}},
 		{"deadline", &kube.OpError{Verb: "patch", Resource: "deployments.apps", Err: context.DeadlineExceeded}, nil, "", Timeout,
-			[]string{"deadline", "Timeout"}},
+			[]string{"invocation deadline came first", "Timeout"}},
+		{"a request's own timeout is Unavailable", &kube.OpError{Verb: "patch", Resource: "deployments.apps", Err: &url.Error{Op: "Patch", URL: apiURL,
+			Err: clientTimeout{}}}, nil, "", Unavailable, []string{"the API server of cluster demo at https://ABCD.gr7.us-east-1.eks.amazonaws.com did not answer"}},
+		{"a step's own deadline is not the invocation's", &kube.OpError{Verb: "get", Resource: "customresourcedefinitions", Err: context.DeadlineExceeded},
+			nil, "", Timeout, []string{"a step of the action ran out of its time"}},
 		{"401 names the caller", unauthorized, caller, "", Unauthorized,
 			[]string{"arn:aws:iam::123456789012:role/fn-role", "access entry", "aws-auth"}},
 		{"401 falls back to the target role without path", unauthorized, noCaller, "arn:aws:iam::210987654321:role/ops/admin", Unauthorized,
@@ -201,7 +216,14 @@ func TestClassify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := defaultRequest
 			req.RoleARN = tt.roleARN
-			got := classify(context.Background(), tt.err, diagnosis{req: req, callerARN: tt.callerARN})
+			ctx := context.Background()
+			if tt.name == "deadline" {
+				// The invocation's own context has ended.
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, time.Now().Add(-time.Second))
+				defer cancel()
+			}
+			got := classify(ctx, tt.err, diagnosis{req: req, callerARN: tt.callerARN})
 			if got.Code != tt.wantCode {
 				t.Errorf("code = %s, want %s (message %q)", got.Code, tt.wantCode, got.Message)
 			}

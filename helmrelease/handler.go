@@ -21,16 +21,28 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/handler"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
+
+// Group is the Kubernetes group the Helm function's role is mapped to;
+// permissions.yml's Role lambda-eks-helm is bound to it.
+const Group = "lambda-eks-helm"
+
+// rbacRefusal reports a 403 of RBAC (`User "x" cannot create resource
+// "namespaces" ...`), not of an admission policy.
+func rbacRefusal(err error) bool {
+	return strings.Contains(err.Error(), " cannot ") && strings.Contains(err.Error(), " resource ")
+}
 
 // deadlineMargin is kept between the handler's deadline and Lambda's.
 const deadlineMargin = 500 * time.Millisecond
@@ -263,18 +275,31 @@ func (h *Handler) classify(ctx context.Context, err error, req handler.Request, 
 	case errors.As(err, &repoErr):
 		return &handler.Error{Code: handler.InvalidEvent, Err: err, Message: repoErr.Error() + "; nothing was changed"}
 	case errors.As(err, &relErr):
-		code := handler.Internal
-		switch ce := handler.Classify(ctx, relErr.Err, req, callerARN); {
-		case errors.Is(relErr.Err, context.DeadlineExceeded) || errors.Is(relErr.Err, context.Canceled) || timedOut(relErr.Err):
-			code = handler.Timeout
-		default:
-			code = ce.Code
+		// The revision's failure: a wait that ran out is Timeout, anything
+		// else is coded as the main function codes it.
+		code := handler.Timeout
+		if !errors.Is(relErr.Err, context.DeadlineExceeded) && !errors.Is(relErr.Err, context.Canceled) && !timedOut(relErr.Err) {
+			code = h.classify(ctx, relErr.Err, req, callerARN).Code
 		}
 		what := "; the next helm-upgrade starts from it"
 		if relErr.Then != "" {
 			what = ""
 		}
 		return &handler.Error{Code: code, Err: err, Message: redact(relErr.Error()) + what}
+	case apierrors.IsForbidden(err) && rbacRefusal(err):
+		return &handler.Error{Code: handler.Forbidden, Err: err, Message: fmt.Sprintf(
+			"%s: RBAC refused it (403); grant it to the Kubernetes group %s: permissions.yml's Role %s in the release's namespace (add the kinds the chart holds), "+
+				"or a ClusterRole for cluster-scoped kinds and createNamespace (see permissions-cluster.yml)", redact(err.Error()), Group, Group)}
+	case apierrors.IsUnauthorized(err):
+		who := "the Helm function's role"
+		if callerARN != nil {
+			if arn, aerr := callerARN(ctx); aerr == nil {
+				who = arn
+			}
+		}
+		return &handler.Error{Code: handler.Unauthorized, Err: err, Message: fmt.Sprintf(
+			"the API server of cluster %s rejected the token (401): map %s to the Kubernetes group %s, with an EKS access entry "+
+				"(template.yml, HelmFunction=true with AccessMode=access-entry) or a mapRoles entry in kube-system/aws-auth", req.Cluster, who, Group)}
 	case renderProblem(err):
 		return &handler.Error{Code: handler.InvalidEvent, Err: err, Message: redact(err.Error()) + "; fix the values or the chart version; nothing was changed"}
 	case ownershipProblem(err):
@@ -288,7 +313,7 @@ func (h *Handler) classify(ctx context.Context, err error, req handler.Request, 
 func timedOut(err error) bool {
 	msg := err.Error()
 	for _, s := range []string{"context deadline exceeded", "timed out waiting", "timeout waiting"} {
-		if bytes.Contains([]byte(msg), []byte(s)) {
+		if strings.Contains(msg, s) {
 			return true
 		}
 	}

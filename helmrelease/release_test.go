@@ -17,6 +17,8 @@ import (
 	rspb "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage"
 	"helm.sh/helm/v4/pkg/storage/driver"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lambda-eks/lambda-eks/handler"
 )
@@ -133,6 +135,9 @@ func TestClassify(t *testing.T) {
 		{"no release", &ReleaseNotFoundError{Release: "web", Namespace: "default"}, handler.NotFound, "not found"},
 		{"no revision", errNoTarget, handler.NotFound, "helm-status"},
 		{"unknown", errors.New("boom"), handler.Internal, "boom"},
+		{"rbac", apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "apps",
+			errors.New(`User "lambda:x" cannot create resource "namespaces" in API group "" at the cluster scope`)), handler.Forbidden, "group lambda-eks-helm"},
+		{"401", apierrors.NewUnauthorized("Unauthorized"), handler.Unauthorized, "map the Helm function's role to the Kubernetes group lambda-eks-helm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := (&Handler{}).classify(context.Background(), tc.err, handler.Request{Cluster: "demo"}, nil)

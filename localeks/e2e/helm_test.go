@@ -235,10 +235,11 @@ auth: {htpasswd: {realm: lambda-eks-e2e, path: %q}}
 			if resp.StatusCode == http.StatusUnauthorized {
 				break
 			}
+			err = fmt.Errorf("/v2/ answered %s, want 401", resp.Status)
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logFile.Name())
-			return nil, fmt.Errorf("registry did not answer on %s: %v\n%s", f.registry, err, log)
+			return nil, fmt.Errorf("registry did not answer on %s: %w\n%s", f.registry, err, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -597,7 +598,7 @@ func TestHelmLifecycle(t *testing.T) {
 			if r := helmOK(t, fn, ev("helm-uninstall", nil)); r.Status != "absent" {
 				t.Errorf("second uninstall: %+v", r)
 			}
-			helmFail(t, fn, ev("helm-status", nil), "NotFound")
+			_ = helmFail(t, fn, ev("helm-status", nil), "NotFound")
 		})
 	}
 }
@@ -757,6 +758,10 @@ func TestHelmRefusals(t *testing.T) {
 		{"missing chart version", "NotFound", base("version", "9.9.9"), []string{"9.9.9", "versions: 0.2.0, 0.1.0"}},
 		{"missing chart", "NotFound", base("chart", "nope"), []string{"nope"}},
 		{"missing oci tag", "NotFound", base("repository", "oci://"+f.registry+"/charts", "version", "9.9.9"), []string{"9.9.9"}},
+		// createNamespace needs a ClusterRole: in a new namespace no Role
+		// grants the group even the release's Secrets.
+		{"a namespace no Role grants", "Forbidden", base("namespace", "helm-new-"+randomHex(3), "createNamespace", true),
+			[]string{`cannot list resource "secrets"`, "group lambda-eks-helm", "createNamespace"}},
 		{"plain http repository", "InvalidEvent", base("repository", "http://127.0.0.1:1/charts"), []string{"https"}},
 		{"unknown field", "InvalidEvent", base("valuez", map[string]any{}), []string{"valuez"}},
 		{"rollback of no release", "NotFound", map[string]any{"action": "helm-rollback", "release": "bad", "namespace": ns}, []string{"not found"}},

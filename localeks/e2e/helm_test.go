@@ -657,6 +657,19 @@ func TestHelmWaitPastDeadline(t *testing.T) {
 	if got := h.configMessage(t, ns, "stuck"); got != "ready again@0.1.0" {
 		t.Errorf("atomic: ConfigMap says %q", got)
 	}
+
+	// atomic install: a failed first revision is uninstalled.
+	base["release"] = "never"
+	fnErr = helmFail(t, fn, ev("values", map[string]any{"message": "never", "neverReady": true}, "wait", true, "atomic", true), "Timeout")
+	if !strings.Contains(fnErr.Message, "atomic: uninstalled") {
+		t.Errorf("atomic install: %q", fnErr.Message)
+	}
+	if got := h.helmHistory(t, ns, "never"); got != nil {
+		t.Errorf("atomic install: history %v", got)
+	}
+	if got := h.configMessage(t, ns, "never"); got != "" {
+		t.Errorf("atomic install: the ConfigMap is left: %q", got)
+	}
 }
 
 // A release left pending-upgrade by an invocation that was killed mid-wait

@@ -11,10 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,19 +34,6 @@ import (
 
 // cfnBucket is moto's bucket for the answers.
 const cfnBucket = "localeks-cfn-responses"
-
-// The command is dispatched from here until main's switch names it: this
-// file is the only one the custom-resource work may add to the command.
-func init() {
-	if len(os.Args) < 2 || os.Args[1] != "cfn" {
-		return
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cfnInvoke(ctx, os.Args[2:])
-	stop()
-	os.Exit(code)
-}
 
 func cfnInvoke(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("cfn", flag.ContinueOnError)

@@ -8,6 +8,11 @@
 //	localeks invoke EVENT_FILE|-
 //	                   invoke ./bootstrap once; the response on stdout, or the
 //	                   error payload and exit status 1
+//	localeks cfn EVENT_FILE
+//	                   play CloudFormation for a custom-resource request: its
+//	                   ResponseURL becomes a presigned moto S3 PUT URL, and the
+//	                   body the function PUT there is printed; exit status 0
+//	                   for SUCCESS, 1 for FAILED
 //	localeks serve [--port 9000]
 //	                   keep one warm ./bootstrap behind the Lambda Invoke API
 //	                   on 127.0.0.1 until interrupted
@@ -72,6 +77,8 @@ func run(ctx context.Context, args []string) int {
 		err = env(ctx, args[1:])
 	case "invoke":
 		return invoke(ctx, args[1:])
+	case "cfn":
+		return cfnInvoke(ctx, args[1:])
 	case "serve":
 		err = serve(ctx, args[1:])
 	case "shim":
@@ -91,7 +98,7 @@ func run(ctx context.Context, args []string) int {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-|serve [--port N]   (see go doc ./cmd/localeks)`)
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-|cfn EVENT_FILE|serve [--port N]   (see go doc ./cmd/localeks)`)
 }
 
 // stackFlags are shared by the commands that may start the stack.

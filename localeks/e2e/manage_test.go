@@ -281,7 +281,14 @@ func TestApplyManifest(t *testing.T) {
 			t.Errorf("after delete, %s %s/%s: err %v, want NotFound", o.gvr.Resource, nsFn, o.name, err)
 		}
 	}
-	h.dropNamespace(t, nsFn) // no namespace controller to finish it
+	h.dropNamespace(t, nsFn)
+	// A CRD goes once the API server has removed its custom resources
+	// (its finalizer): until then a delete finds it, terminating.
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	eventually(t, "CRD "+widgetCRD+" gone", func() (bool, string) {
+		_, err := crds.Get(ctx, widgetCRD, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
 	if diff := cmp.Diff(want("absent", "absent"), results(mustManage(t, fn, del))); diff != "" {
 		t.Errorf("delete again (-want +got):\n%s", diff)
 	}

@@ -760,6 +760,16 @@ func TestHelmRefusals(t *testing.T) {
 			t.Errorf("a dry run made the ConfigMap: %q", got)
 		}
 	})
+	t.Run("dry run from the registry, the version a constraint", func(t *testing.T) {
+		r := helmOK(t, fn, base("repository", "oci://"+f.registry+"/charts", "version", "~0.1", "dryRun", true))
+		if r.ChartVersion != "0.1.0" || !strings.Contains(r.Manifest, "kind: Deployment") {
+			t.Errorf("dry run: %+v", r)
+		}
+		r = helmOK(t, fn, base("repository", "oci://"+f.registry+"/charts", "dryRun", true))
+		if r.ChartVersion != "0.2.0" {
+			t.Errorf("no version is the newest: %+v", r)
+		}
+	})
 	for _, tc := range []struct {
 		name, code string
 		ev         map[string]any

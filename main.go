@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"k8s.io/klog/v2"
 
 	"github.com/lambda-eks/lambda-eks/auth"
@@ -34,7 +35,7 @@ func main() {
 		log.Error("aws configuration", "error", err.Error())
 		os.Exit(1)
 	}
-	h := handler.New(cfg, handler.NewConnector(awsCfg), log)
+	h := handler.New(cfg, handler.NewConnector(awsCfg), log, handler.WithS3(s3.NewFromConfig(awsCfg)))
 	// h is a lambda.Handler: it gets the raw payload and decodes it itself,
 	// strictly, so aws-lambda-go never decodes an event.
 	lambda.Start(h)

@@ -14,7 +14,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -621,17 +620,10 @@ func ReadManifestS3(ctx context.Context, get ObjectGetter, bucket, key string) (
 	return string(b), nil
 }
 
-// defaultS3 is the S3 client of the function's own AWS configuration
-// (its execution role), built on first use.
-var defaultS3 = sync.OnceValues(func() (ObjectGetter, error) {
-	cfg, err := auth.LoadConfig(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	return s3.NewFromConfig(cfg), nil
-})
-
-// s3Getter returns the S3 client manifests are read with.
+// s3Getter returns the S3 client manifests are read with (WithS3).
 func (h *Handler) s3Getter() (ObjectGetter, error) {
-	return defaultS3()
+	if h.s3 == nil {
+		return nil, errors.New("this handler has no S3 client (handler.WithS3)")
+	}
+	return h.s3, nil
 }

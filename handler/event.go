@@ -58,6 +58,9 @@ type Event struct {
 
 	// Manifest is one or more YAML or JSON documents (apply, delete, status).
 	Manifest string `json:"manifest,omitempty"`
+	// ManifestS3 names a manifest in S3 instead (s3://bucket/key), for
+	// manifests larger than an event may be.
+	ManifestS3 string `json:"manifestS3,omitempty"`
 	// Kind names the object of delete, scale, restart and status.
 	Kind string `json:"kind,omitempty"`
 	// Selector is a label selector: scale every matching workload.
@@ -141,7 +144,7 @@ const maxEventDepth = 32
 // eventFields lists the Event's JSON names, for the message about an
 // unknown field.
 const eventFields = "action, cluster, region, namespace, name, image, replicas, roleArn, externalId, " +
-	"manifest, kind, selector, force, dryRun, propagation, wait"
+	"manifest, manifestS3, kind, selector, force, dryRun, propagation, wait"
 
 // DecodeEvent decodes raw, the payload exactly as Lambda received it,
 // strictly: field names match case-sensitively, an unknown or repeated
@@ -317,14 +320,19 @@ type Request struct {
 	// Restore scales back to the remembered replicas instead of Replicas.
 	Restore bool
 	// Objects is the decoded manifest (apply, and delete or status by
-	// manifest); nil otherwise.
-	Objects     kube.Manifest
-	Kind        string
-	Selector    string
-	Force       bool
-	DryRun      bool
-	Propagation metav1.DeletionPropagation
-	Wait        time.Duration
+	// manifest); nil otherwise, or until ManifestS3 is read.
+	Objects kube.Manifest
+	// ManifestS3Bucket and ManifestS3Key name the manifest in S3, read
+	// after every other check.
+	ManifestS3Bucket, ManifestS3Key string
+	// MaxDocuments bounds the objects of the manifest in S3.
+	MaxDocuments int
+	Kind         string
+	Selector     string
+	Force        bool
+	DryRun       bool
+	Propagation  metav1.DeletionPropagation
+	Wait         time.Duration
 }
 
 var (
@@ -441,11 +449,11 @@ func isManifestControl(r rune) bool {
 // action reads (action, cluster, region, namespace, roleArn, externalId).
 var fieldsOf = map[string][]string{
 	ActionEnsureNginx: {"name", "image", "replicas"},
-	ActionApply:       {"manifest", "force", "dryRun", "wait"},
-	ActionDelete:      {"manifest", "kind", "name", "propagation", "dryRun"},
+	ActionApply:       {"manifest", "manifestS3", "force", "dryRun", "wait"},
+	ActionDelete:      {"manifest", "manifestS3", "kind", "name", "propagation", "dryRun"},
 	ActionScale:       {"kind", "name", "selector", "replicas", "dryRun", "wait"},
 	ActionRestart:     {"kind", "name", "dryRun", "wait"},
-	ActionStatus:      {"manifest", "kind", "name"},
+	ActionStatus:      {"manifest", "manifestS3", "kind", "name"},
 }
 
 // checkFields refuses a field the action does not read: a field that would
@@ -453,7 +461,7 @@ var fieldsOf = map[string][]string{
 func checkFields(ev Event, action string) error {
 	set := map[string]bool{
 		"name": ev.Name != "", "image": ev.Image != "", "replicas": ev.Replicas != nil,
-		"manifest": ev.Manifest != "", "kind": ev.Kind != "", "selector": ev.Selector != "",
+		"manifest": ev.Manifest != "", "manifestS3": ev.ManifestS3 != "", "kind": ev.Kind != "", "selector": ev.Selector != "",
 		"force": ev.Force, "dryRun": ev.DryRun, "propagation": ev.Propagation != "", "wait": ev.Wait != "",
 	}
 	var extra []string
@@ -492,11 +500,21 @@ func resolveAction(ev Event, cfg Config, r *Request) error {
 		}
 		r.Wait = d
 	}
-	if ev.Manifest != "" {
-		maxDocs := cfg.MaxDocuments
-		if maxDocs <= 0 {
-			maxDocs = kube.MaxDocuments
+	maxDocs := cfg.MaxDocuments
+	if maxDocs <= 0 {
+		maxDocs = kube.MaxDocuments
+	}
+	if ev.ManifestS3 != "" {
+		r.MaxDocuments = maxDocs
+		if ev.Manifest != "" {
+			return invalid("manifest and manifestS3 do not go together: give one")
 		}
+		var err error
+		if r.ManifestS3Bucket, r.ManifestS3Key, err = parseS3URI(ev.ManifestS3); err != nil {
+			return err
+		}
+	}
+	if ev.Manifest != "" {
 		m, err := kube.DecodeManifest([]byte(ev.Manifest), maxDocs)
 		if err != nil {
 			return invalid("%s; nothing was changed", err.Error())
@@ -511,16 +529,17 @@ func resolveAction(ev Event, cfg Config, r *Request) error {
 			return invalid("selector %q is not a label selector: %s", ev.Selector, err.Error())
 		}
 	}
+	hasManifest := ev.Manifest != "" || ev.ManifestS3 != ""
 	switch r.Action {
 	case ActionApply:
-		if ev.Manifest == "" {
-			return invalid("action apply needs a manifest")
+		if !hasManifest {
+			return invalid("action apply needs a manifest or manifestS3")
 		}
 	case ActionDelete:
 		switch {
-		case ev.Manifest != "" && (ev.Kind != "" || ev.Name != ""):
+		case hasManifest && (ev.Kind != "" || ev.Name != ""):
 			return invalid("action delete takes a manifest, or kind and name, not both")
-		case ev.Manifest == "" && (ev.Kind == "" || ev.Name == ""):
+		case !hasManifest && (ev.Kind == "" || ev.Name == ""):
 			// No default name here: a delete names what it deletes.
 			return invalid("action delete needs a manifest, or kind and name")
 		}
@@ -557,10 +576,10 @@ func resolveAction(ev Event, cfg Config, r *Request) error {
 			return invalid("action restart restarts kind Deployment, StatefulSet or DaemonSet, not %s", ev.Kind)
 		}
 	case ActionStatus:
-		if ev.Manifest != "" && (ev.Kind != "" || ev.Name != "") {
+		if hasManifest && (ev.Kind != "" || ev.Name != "") {
 			return invalid("action status takes a manifest, or kind and name, not both")
 		}
-		if ev.Manifest == "" && ev.Kind == "" {
+		if !hasManifest && ev.Kind == "" {
 			r.Kind = kube.KindDeployment
 		}
 	}

@@ -66,6 +66,7 @@ type Handler struct {
 	cfg     Config
 	connect Connector
 	log     *slog.Logger
+	s3      ObjectGetter
 
 	mu    sync.Mutex
 	conns []cachedConn // least recently used first
@@ -78,8 +79,37 @@ type cachedConn struct {
 }
 
 // New returns a Handler.
-func New(cfg Config, connect Connector, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, connect: connect, log: log}
+func New(cfg Config, connect Connector, log *slog.Logger, opts ...Option) *Handler {
+	h := &Handler{cfg: cfg, connect: connect, log: log}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithS3 sets the client manifests in S3 (manifestS3, ManifestS3) are read
+// with: the function's own AWS configuration, built once in main.
+func WithS3(get ObjectGetter) Option { return func(h *Handler) { h.s3 = get } }
+
+// readManifest reads and decodes the manifest req names in S3, with the
+// same checks as a manifest in the event.
+func (h *Handler) readManifest(ctx context.Context, req Request) (kube.Manifest, error) {
+	get, err := h.s3Getter()
+	if err != nil {
+		return nil, err
+	}
+	text, err := ReadManifestS3(ctx, get, req.ManifestS3Bucket, req.ManifestS3Key)
+	if err != nil {
+		return nil, err
+	}
+	m, err := kube.DecodeManifest([]byte(text), req.MaxDocuments)
+	if err != nil {
+		return nil, invalid("manifestS3 s3://%s/%s: %s; nothing was changed", req.ManifestS3Bucket, req.ManifestS3Key, err.Error())
+	}
+	return m, nil
 }
 
 // Invoke is the Lambda handler (Handler is a lambda.Handler): it takes the
@@ -158,6 +188,11 @@ func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
 		defer cancel()
+	}
+	if req.ManifestS3Key != "" {
+		if req.Objects, err = h.readManifest(ctx, req); err != nil {
+			return nil, classify(ctx, err, diagnosis{req: req})
+		}
 	}
 	attrs := []any{"action", req.Action, "cluster", req.Cluster, "region", req.Region, "namespace", req.Namespace}
 	switch {

@@ -81,8 +81,12 @@ qemu:
 bench:
 	go test -run '^$$' -bench . -benchmem ./auth ./handler
 
+## fuzz: the parsers of untrusted input, 30 s each
 fuzz:
-	go test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzInvoke$$' -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzCustomResourceRequest$$' -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./kube
 
 ## build-LambdaEksFunction: what `sam build` runs (BuildMethod: makefile)
 build-LambdaEksFunction:

@@ -15,6 +15,8 @@
 #   --schedule EXPR           EventBridge schedule, e.g. "rate(1 hour)"  [SCHEDULE]
 #   --schedule-input JSON     event the schedule sends                   [SCHEDULE_INPUT]
 #   --subnets a,b --security-groups sg   VPC placement for a private endpoint
+#   --manifest-bucket BUCKET  S3 bucket manifests may be read from      [MANIFEST_BUCKET]
+#                             (manifestS3 events, ManifestS3 custom resources)
 #   --timeout SECONDS         function timeout (default 30)
 #   --kube-context CTX        kubectl context for aws-auth and RBAC (default: current)
 #   --cluster-wide            apply permissions-cluster.yml (a ClusterRole: every
@@ -40,6 +42,7 @@ role_arn="${TARGET_ROLE_ARN:-}"
 external_id="${EXTERNAL_ID:-}"
 schedule="${SCHEDULE:-}"
 schedule_input="${SCHEDULE_INPUT:-}"
+manifest_bucket="${MANIFEST_BUCKET:-}"
 subnets=""
 security_groups=""
 timeout=30
@@ -58,6 +61,7 @@ while (($#)); do
 	--access-mode) access_mode="$2"; shift 2 ;;
 	--namespace) namespace="$2"; shift 2 ;;
 	--role-arn) role_arn="$2"; shift 2 ;;
+	--manifest-bucket) manifest_bucket="$2"; shift 2 ;;
 	--external-id) external_id="$2"; shift 2 ;;
 	--schedule) schedule="$2"; shift 2 ;;
 	--schedule-input) schedule_input="$2"; shift 2 ;;
@@ -106,6 +110,7 @@ param ExternalId "$external_id"
 param TimeoutSeconds "$timeout"
 param SubnetIds "$subnets"
 param SecurityGroupIds "$security_groups"
+param ManifestBucket "$manifest_bucket"
 if [[ -n "$schedule" ]]; then
 	param ScheduleExpression "$schedule"
 	param ScheduleEnabled true

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -250,15 +251,10 @@ func crdsToSettle(ts []target) []string {
 
 // waitEstablished polls a CRD until its Established condition is true.
 func (c *Client) waitEstablished(ctx context.Context, name string) error {
-	crds := c.dyn.Resource(crdGVR)
-	op := OpError{Verb: "get", Resource: crdGVR.GroupResource().String(), Name: name}
+	crd := target{mapping: &meta.RESTMapping{Resource: crdGVR, GroupVersionKind: crdGVR.GroupVersion().WithKind(crdGK.Kind), Scope: meta.RESTScopeRoot},
+		name: name}
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		var u *unstructured.Unstructured
-		err := do(ctx, op, func(ctx context.Context) error {
-			var err error
-			u, err = crds.Get(ctx, name, metav1.GetOptions{})
-			return err
-		})
+		u, err := c.get(ctx, crd)
 		if apierrors.IsNotFound(err) {
 			return false, nil // not visible yet
 		}
@@ -287,18 +283,19 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	before, known := c.seen.get(key)
 	// A first sight, and a dry run (nothing it writes is remembered), read
 	// the object as it is now.
-	whole := !known || o.DryRun
-	if whole {
+	if !known || o.DryRun {
 		var err error
 		if before, err = c.read(ctx, t); err != nil {
 			return res, err
 		}
 	}
-	// Within seconds of lambda-eks's own last change, its managed-fields time
-	// cannot tell a new change: precondition the apply instead.
-	exclusive := !whole && before.exists && before.ambiguous(c.now())
+	// Where lambda-eks's managed-fields time cannot tell (an object just
+	// read, whose last change by lambda-eks is unknown, or within seconds of
+	// that change), the apply is preconditioned on the resourceVersion seen,
+	// and the content decides.
+	exclusive := !o.DryRun && before.exists && (!known || before.ambiguous(c.now()))
 
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 4; attempt++ {
 		obj := t.obj
 		if exclusive {
 			obj = t.obj.DeepCopy()
@@ -321,12 +318,13 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 		})
 		switch {
 		case exclusive && apierrors.IsConflict(err) && !IsFieldConflict(err):
-			// Another writer came between: read what it left, then apply.
-			exclusive = false
+			// Another writer came between: read what it left and try once
+			// more; a busy object (a controller writing status) is then
+			// applied without a precondition, and the time decides.
 			if before, err = c.read(ctx, t); err != nil {
 				return res, err
 			}
-			whole = true
+			exclusive = before.exists && attempt == 0
 			continue
 		case IsFieldConflict(err) && !opts.Force && onlyOwnConflicts(err):
 			// The other manager is lambda-eks itself, through the scale
@@ -338,13 +336,12 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			c.seen.forget(key)
 			return res, err
 		}
-		after, err := stateOf(out, t.obj.Object, whole)
+		after, err := stateOf(out)
 		if err != nil {
 			return res, err
 		}
 		res.Result = resultOf(before, after, o.DryRun, exclusive)
 		if !o.DryRun {
-			after.fingerprint = ""
 			after.intent = t.intent()
 			c.seen.put(key, after)
 		}
@@ -355,22 +352,16 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	return res, &op
 }
 
-// read gets an object's current state, whole; absent is not an error.
+// read gets an object's current state; absent is not an error.
 func (c *Client) read(ctx context.Context, t target) (state, error) {
-	var s state
-	err := do(ctx, t.op("get"), func(ctx context.Context) error {
-		cur, err := c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			s = state{}
-			return nil
-		case err != nil:
-			return err
-		}
-		s, err = stateOf(cur, t.obj.Object, true)
-		return err
-	})
-	return s, err
+	cur, err := c.get(ctx, t)
+	switch {
+	case apierrors.IsNotFound(err):
+		return state{}, nil
+	case err != nil:
+		return state{}, err
+	}
+	return stateOf(cur)
 }
 
 // IsFieldConflict reports whether err is a server-side apply conflict with

@@ -122,12 +122,10 @@ func TestResultOf(t *testing.T) {
 			state{exists: true, uid: "u1", resourceVersion: "8", applied: t0, content: "b"}, false, true, Configured},
 		{"exclusive, bookkeeping only (managed fields moved)", state{exists: true, uid: "u1", resourceVersion: "7", applied: t0, content: "a"},
 			state{exists: true, uid: "u1", resourceVersion: "8", applied: t0, content: "a"}, false, true, Unchanged},
-		{"read whole: values differ", state{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a"},
-			state{exists: true, uid: "u1", resourceVersion: "8", fingerprint: "b"}, false, false, Configured},
-		{"dry run: values differ", state{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a"},
-			state{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "b"}, true, false, Configured},
-		{"dry run: nothing would change", state{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a", applied: t0},
-			state{exists: true, uid: "u1", resourceVersion: "7", fingerprint: "a", applied: t0}, true, false, Unchanged},
+		{"dry run: content differs", state{exists: true, uid: "u1", resourceVersion: "7", content: "a"},
+			state{exists: true, uid: "u1", resourceVersion: "7", content: "b"}, true, false, Configured},
+		{"dry run: nothing would change", state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0},
+			state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0}, true, false, Unchanged},
 	}
 	for _, tt := range tests {
 		if got := resultOf(tt.before, tt.after, tt.dryRun, tt.exclusive); got != tt.want {
@@ -305,30 +303,6 @@ func TestOnlyOwnConflicts(t *testing.T) {
 		if got := onlyOwnConflicts(tt.err); got != tt.want {
 			t.Errorf("case %d: onlyOwnConflicts = %v, want %v", i, got, tt.want)
 		}
-	}
-}
-
-func TestProject(t *testing.T) {
-	intent := map[string]any{
-		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web"}},
-		"data":     map[string]any{"color": "red"},
-		"spec":     map[string]any{"ports": []any{map[string]any{"port": 80}}},
-	}
-	live := map[string]any{
-		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web", "team": "x"},
-			"resourceVersion": "9", "managedFields": []any{"..."}},
-		"data":   map[string]any{"color": "red", "extra": "someone else's"},
-		"spec":   map[string]any{"ports": []any{map[string]any{"port": 80, "protocol": "TCP"}}, "clusterIP": "10.0.0.1"},
-		"status": map[string]any{"ready": true},
-	}
-	want := map[string]any{
-		"metadata": map[string]any{"name": "web", "labels": map[string]any{"app": "web"}},
-		"data":     map[string]any{"color": "red"},
-		// Lists are taken whole, defaults and all.
-		"spec": map[string]any{"ports": []any{map[string]any{"port": 80, "protocol": "TCP"}}},
-	}
-	if diff := cmp.Diff(want, project(intent, live)); diff != "" {
-		t.Errorf("project (-want +got):\n%s", diff)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // DeleteOptions are a delete's settings.
@@ -119,12 +118,7 @@ func (c *Client) deleteObject(ctx context.Context, t target, o DeleteOptions) (O
 // resource took over meanwhile is not deleted. An absent object is not
 // owned and has no note; a kept one says who holds it.
 func (c *Client) ownedBy(ctx context.Context, t target, owner string, opts *metav1.DeleteOptions) (bool, string, error) {
-	var u *unstructured.Unstructured
-	err := do(ctx, t.op("get"), func(ctx context.Context) error {
-		var err error
-		u, err = c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
-		return err
-	})
+	u, err := c.get(ctx, t)
 	switch {
 	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
 		return false, "", nil

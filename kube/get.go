@@ -17,15 +17,16 @@ func (c *Client) Get(ctx context.Context, apiVersion, kind, namespace, name stri
 	if err != nil {
 		return nil, err
 	}
-	t := ts[0]
+	return c.get(ctx, ts[0])
+}
+
+// get reads t's object.
+func (c *Client) get(ctx context.Context, t target) (*unstructured.Unstructured, error) {
 	var u *unstructured.Unstructured
-	err = do(ctx, t.op("get"), func(ctx context.Context) error {
+	err := do(ctx, t.op("get"), func(ctx context.Context) error {
 		var err error
 		u, err = c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return u, nil
+	return u, err
 }

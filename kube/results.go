@@ -56,40 +56,30 @@ type ObjectResult struct {
 }
 
 // state is what this process knows of an object: whether it exists, its
-// uid and resourceVersion, and when lambda-eks's apply last changed it (the
-// time of its managedFields entry). fingerprint, set only where the object
-// was read whole (a first sight, a dry run), hashes the values at the
-// fields lambda-eks applies.
+// uid and resourceVersion, when lambda-eks's apply last changed it (the time
+// of its managedFields entry), and a digest of its content.
 type state struct {
 	exists          bool
 	uid             types.UID
 	resourceVersion string
 	applied         time.Time
-	fingerprint     string
-	// content hashes the whole object but its managed fields and
-	// resourceVersion: where no one else can have written in between (a
-	// preconditioned apply), it tells a change of the object from a write
-	// of bookkeeping only (managed fields the API server moved).
+	// content hashes the object but its managed fields and resourceVersion:
+	// where no one else can have written in between, it tells a change of
+	// the object from a write of bookkeeping only (managed fields the API
+	// server moved).
 	content string
 	// intent hashes what was applied last, so that the same intent is not
 	// checked by a dry run again.
 	intent string
 }
 
-// stateOf records obj; intent is what lambda-eks applies to it. whole asks
-// for the fingerprint too.
-func stateOf(obj metav1.Object, intent map[string]any, whole bool) (state, error) {
-	s := state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj)}
-	var err error
-	if s.content, err = contentOf(obj); err != nil {
+// stateOf records obj.
+func stateOf(obj metav1.Object) (state, error) {
+	content, err := contentOf(obj)
+	if err != nil {
 		return state{}, err
 	}
-	if whole {
-		if s.fingerprint, err = fingerprint(obj, intent); err != nil {
-			return state{}, err
-		}
-	}
-	return s, nil
+	return state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj), content: content}, nil
 }
 
 // appliedAt is the time of lambda-eks's Apply entry in obj's managed fields.
@@ -119,44 +109,25 @@ func (before state) ambiguous(now time.Time) bool {
 
 // resultOf says what an apply did from the object before and after it.
 //   - created: there was none, or another object (uid) stands in its place;
-//   - the same resourceVersion: nothing was written at all;
-//   - exclusive (the apply was preconditioned on before's resourceVersion):
-//     only this apply wrote, so the object's content, bookkeeping aside,
-//     decides;
-//   - otherwise others may have written too (status, their own fields):
-//     this apply changed the object if lambda-eks's managed-fields time moved,
-//     or, where the object was read whole before, if the values at the
-//     applied fields differ.
-//
-// A dry run keeps the resourceVersion, so there only the time and the values
-// decide.
+//   - exclusive (the apply was preconditioned on before's resourceVersion),
+//     and a dry run of before as just read: nothing but this apply came
+//     between, so the object's content, bookkeeping aside, decides;
+//   - otherwise others may have written too (status, their own fields): the
+//     same resourceVersion means nothing was written; else this apply
+//     changed the object if lambda-eks's managed-fields time moved.
 func resultOf(before, after state, dryRun, exclusive bool) Result {
 	switch {
 	case !before.exists || (before.uid != "" && after.uid != before.uid):
 		return Created
-	case !dryRun && after.resourceVersion == before.resourceVersion:
+	case dryRun || exclusive:
+		if after.content != before.content {
+			return Configured
+		}
 		return Unchanged
-	case exclusive && !dryRun && after.content != before.content:
-		return Configured
-	case exclusive && !dryRun:
-		return Unchanged
-	case after.applied.After(before.applied):
-		return Configured
-	case before.fingerprint != "" && after.fingerprint != before.fingerprint:
+	case after.resourceVersion != before.resourceVersion && after.applied.After(before.applied):
 		return Configured
 	}
 	return Unchanged
-}
-
-// fingerprint hashes the values obj holds at the fields intent sets: what an
-// apply of intent owns, without status, other managers' fields or the
-// bookkeeping every write touches.
-func fingerprint(obj metav1.Object, intent map[string]any) (string, error) {
-	live, err := asMap(obj)
-	if err != nil {
-		return "", fmt.Errorf("fingerprint: %w", err)
-	}
-	return hash(project(intent, live))
 }
 
 // contentOf hashes obj without its managed fields and resourceVersion.
@@ -189,26 +160,6 @@ func hash(v any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return string(sum[:]), nil
-}
-
-// project returns the parts of live at the paths intent sets. Lists are
-// taken whole: without the schema their merge keys are unknown.
-func project(intent, live any) any {
-	im, ok := intent.(map[string]any)
-	if !ok {
-		return live
-	}
-	lm, ok := live.(map[string]any)
-	if !ok {
-		return live
-	}
-	out := make(map[string]any, len(im))
-	for k, iv := range im {
-		if lv, ok := lm[k]; ok {
-			out[k] = project(iv, lv)
-		}
-	}
-	return out
 }
 
 // asMap is v (an apply configuration, an object) as JSON's map form.

@@ -151,12 +151,7 @@ func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (Object
 	// Read, decide, write, preconditioned on the resourceVersion read: a
 	// concurrent change makes the writes conflict, and the loop reads again.
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var cur *unstructured.Unstructured
-		err := do(ctx, t.op("get"), func(ctx context.Context) error {
-			var err error
-			cur, err = ri.Get(ctx, t.name, metav1.GetOptions{})
-			return err
-		})
+		cur, err := c.get(ctx, t)
 		if err != nil {
 			return err
 		}

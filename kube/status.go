@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -159,12 +158,7 @@ func (c *Client) statusOf(ctx context.Context, t target) (ObjectResult, error) {
 	if t.definedBy != "" {
 		return t.result(Absent), nil
 	}
-	var u *unstructured.Unstructured
-	err := do(ctx, t.op("get"), func(ctx context.Context) error {
-		var err error
-		u, err = c.resource(t).Get(ctx, t.name, metav1.GetOptions{})
-		return err
-	})
+	u, err := c.get(ctx, t)
 	if apierrors.IsNotFound(err) {
 		return t.result(Absent), nil
 	}

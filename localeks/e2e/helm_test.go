@@ -107,7 +107,8 @@ func setupHelm(h *harness) (*helmFixture, error) {
 	ctx := context.Background()
 	f := &helmFixture{charts: map[string][]byte{}}
 	var err error
-	if f.dir, err = os.MkdirTemp("", "lambda-eks-helm-e2e-"); err != nil {
+	// Inside the harness's own temporary directory, which TestMain removes.
+	if f.dir, err = os.MkdirTemp(filepath.Dir(h.bootstrap), "helm-"); err != nil {
 		return nil, err
 	}
 	start := time.Now()

@@ -302,6 +302,9 @@ func (h *Handler) classify(ctx context.Context, err error, req handler.Request, 
 				"(template.yml, HelmFunction=true with AccessMode=access-entry) or a mapRoles entry in kube-system/aws-auth", req.Cluster, who, Group)}
 	case renderProblem(err):
 		return &handler.Error{Code: handler.InvalidEvent, Err: err, Message: redact(err.Error()) + "; fix the values or the chart version; nothing was changed"}
+	case busyProblem(err):
+		return &handler.Error{Code: handler.Conflict, Err: err, Message: redact(err.Error()) +
+			"; another invocation or helm is working on the release: try again when it is done (helm-status shows it)"}
 	case ownershipProblem(err):
 		return &handler.Error{Code: handler.Conflict, Err: err, Message: redact(err.Error()) +
 			"; an object of the chart belongs to another release or was made without Helm; nothing was changed"}

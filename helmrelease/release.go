@@ -592,3 +592,12 @@ func ownershipProblem(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "invalid ownership metadata") || strings.Contains(msg, "that already exists")
 }
+
+// busyProblem reports Helm refusing a release another operation holds: a
+// pending revision (a dry run does not recover it) or a name taken by an
+// install that raced this one.
+func busyProblem(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "another operation (install/upgrade/rollback) is in progress") ||
+		strings.Contains(msg, "cannot re-use a name that is still in use")
+}

@@ -132,6 +132,7 @@ func TestClassify(t *testing.T) {
 		{"template", errors.New(`execution error at (demo/templates/configmap.yaml:6:12): message is required`), handler.InvalidEvent, "message is required"},
 		{"ownership", errors.New(`Unable to continue with install: ConfigMap "x" in namespace "default" exists and cannot be imported into the current release: invalid ownership metadata`),
 			handler.Conflict, "another release"},
+		{"pending, seen by a dry run", errors.New("another operation (install/upgrade/rollback) is in progress"), handler.Conflict, "try again"},
 		{"no release", &ReleaseNotFoundError{Release: "web", Namespace: "default"}, handler.NotFound, "not found"},
 		{"no revision", errNoTarget, handler.NotFound, "helm-status"},
 		{"unknown", errors.New("boom"), handler.Internal, "boom"},

@@ -811,6 +811,75 @@ func TestHelmRefusals(t *testing.T) {
 	})
 }
 
+// createNamespace with permissions-cluster.yml's ClusterRole for the Helm
+// group: the namespace is made, the release installed in it. The ClusterRole
+// is applied for this test only (other tests prove what the namespaced Role
+// alone allows).
+func TestHelmCreateNamespace(t *testing.T) {
+	h, f := mustHelm(t)
+	path := filepath.Join(h.root, "permissions-cluster.yml")
+	if p := os.Getenv("LOCALEKS_PERMISSIONS_CLUSTER"); p != "" {
+		path = p // a proposed version of it
+	}
+	raw, err := os.ReadFile(path) //nolint:gosec // G304: the project's file or the caller's choice
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err == nil && meta.Metadata.Name == "lambda-eks-helm-cluster" {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) != 2 {
+		t.Skipf("%s has %d of the ClusterRole and ClusterRoleBinding lambda-eks-helm-cluster", path, len(docs))
+	}
+	manifest := filepath.Join(t.TempDir(), "helm-cluster.yml")
+	if err := os.WriteFile(manifest, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) {
+		cmd := exec.Command("kubectl", append([]string{"--kubeconfig", h.stack.Paths.AdminKubeconfig()}, args...)...) //nolint:gosec // G204
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+		}
+	}
+	kubectl("apply", "-f", manifest)
+	t.Cleanup(func() { kubectl("delete", "--ignore-not-found", "-f", manifest) })
+	ns := "helm-created-" + randomHex(3)
+	t.Cleanup(func() { _ = h.admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	fn := h.startHelm(t, f, 30*time.Second)
+	ev := map[string]any{"action": "helm-upgrade", "release": "made", "namespace": ns, "chart": "demo", "repository": f.repoURL,
+		"version": "0.1.0", "createNamespace": true, "values": map[string]any{"message": "new"}}
+	// RBAC grants take a moment to reach the authorizer's cache.
+	var r helmResult
+	for try := 0; ; try++ {
+		var fnErr *lambdart.FunctionError
+		if r, fnErr = helmInvoke(t, fn, ev); fnErr == nil {
+			break
+		}
+		if fnErr.Type != "Forbidden" || try == 20 {
+			t.Fatalf("createNamespace: %s: %s", fnErr.Type, fnErr.Message)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if r.Revision != 1 || r.Status != "deployed" {
+		t.Errorf("createNamespace: %+v", r)
+	}
+	if _, err := h.admin.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); err != nil {
+		t.Errorf("namespace %s: %v", ns, err)
+	}
+	if got := h.configMessage(t, ns, "made"); got != "new@0.1.0" {
+		t.Errorf("ConfigMap says %q", got)
+	}
+}
+
 // Custom::HelmRelease: Create installs, Update upgrades, Delete uninstalls,
 // and a Delete of what is already gone succeeds.
 func TestHelmCustomResource(t *testing.T) {

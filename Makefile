@@ -55,6 +55,7 @@ check-binary:
 	  grep -qF -- "$$want" <<<"$$info" || { echo "bootstrap lacks build setting $$want" >&2; exit 1; }; done
 	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler | grep -w 'os/exec'; then \
 	  echo "the function's packages must not import os/exec" >&2; exit 1; fi
+	@if go list -deps . | grep -q '^helm\.sh/'; then echo "the main function must not link the Helm SDK (it lives in cmd/helm)" >&2; exit 1; fi
 
 cfn-lint:
 	cfn-lint template.yml
@@ -70,6 +71,7 @@ e2e: qemu
 ## parts: build the local replica's parts that are missing
 parts:
 	localeks/parts/build.sh
+	localeks/parts/registry/build.sh registry
 
 ## qemu: qemu-aarch64-static (Debian's qemu-user-static) runs the arm64 bootstrap
 qemu:
@@ -91,6 +93,11 @@ fuzz:
 ## build-LambdaEksFunction: what `sam build` runs (BuildMethod: makefile)
 build-LambdaEksFunction:
 	GOARCH=arm64 ./build-handler.sh "$(ARTIFACTS_DIR)/bootstrap"
+
+## build-LambdaEksHelmFunction: the Helm function (cmd/helm), for `sam build`
+build-LambdaEksHelmFunction:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 GOWORK=off \
+	  go build -tags lambda.norpc -trimpath -ldflags "-s -w" -o "$(ARTIFACTS_DIR)/bootstrap" ./cmd/helm
 
 clean:
 	rm -rf bootstrap bootstrap.zip .aws-sam

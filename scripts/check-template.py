@@ -73,14 +73,21 @@ def conditions_for(params):
         "HasScheduleInput": p("ScheduleInput") != "",
         "ScaleSchedulesOn": p("ScaleSchedulesEnabled") == "true",
         "HasManifestBucket": p("ManifestBucket") != "",
+        "HelmOn": p("HelmFunction") == "true",
     }
     c["UseAccessEntry"] = params.get("AccessMode", "access-entry") == "access-entry" and c["NoTargetRole"] and c["ClusterInStackRegion"]
+    c["HelmEcr"] = c["HelmOn"] and p("HelmEcrRepositoryArns") != ""
+    c["HelmDescribe"] = c["HelmOn"] and c["NoTargetRole"]
+    c["HelmAssume"] = c["HelmOn"] and c["HasTargetRole"]
+    c["UseHelmAccessEntry"] = c["HelmOn"] and c["UseAccessEntry"]
     return c
 
 
 def check(name, params, expect):
     template = yaml_parse(open(os.path.join(os.path.dirname(__file__), "..", "template.yml")).read())
-    template["Resources"]["LambdaEksFunction"]["Properties"]["CodeUri"] = "s3://bucket/key.zip"
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://bucket/key.zip"
     out = transform(template, params, NoManagedPolicies())
     conditions = conditions_for(params)
     resources = {k: v for k, v in out["Resources"].items() if conditions.get(v.get("Condition"), True) is not False}
@@ -164,7 +171,56 @@ def check_example(name, path):
     return not problems
 
 
+HELM_LOGS = [("logs:CreateLogStream", "ATT:LambdaEksHelmLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksHelmLogGroup.Arn")]
+REPO = "arn:aws:ecr:us-east-1:111122223333:repository/charts/demo"
+
+
+def check_helm(name, params, expect):
+    """The Helm function (HelmFunction=true): a role of its own with only
+    its log group, the cluster (or the target role) and ECR pulls of the
+    listed repositories; the main role unchanged."""
+    template = yaml_parse(open(os.path.join(os.path.dirname(__file__), "..", "template.yml")).read())
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://bucket/key.zip"
+    out = transform(template, params, NoManagedPolicies())
+    conditions = conditions_for(params)
+    resources = {k: v for k, v in out["Resources"].items() if conditions.get(v.get("Condition"), True) is not False}
+    problems = []
+    roles = sorted(k for k, v in resources.items() if v["Type"] == "AWS::IAM::Role")
+    if roles != ["LambdaEksHelmRole", "LambdaEksRole"]:
+        problems.append(f"roles {roles}, want LambdaEksHelmRole and LambdaEksRole")
+    else:
+        role = resolve(resources["LambdaEksHelmRole"]["Properties"], params, conditions)
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        grants = []
+        for st in statements:
+            actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            grants += [(a, r) for a in actions for r in res]
+        if sorted(grants) != sorted(expect["grants"]):
+            problems.append(f"helm grants {sorted(grants)}, want {sorted(expect['grants'])}")
+    entry = "LambdaEksHelmAccessEntry" in resources and conditions["UseHelmAccessEntry"]
+    if entry != expect["access_entry"]:
+        problems.append(f"helm access entry {entry}, want {expect['access_entry']}")
+    elif entry and resources["LambdaEksHelmAccessEntry"]["Properties"]["KubernetesGroups"] != ["lambda-eks-helm"]:
+        problems.append("the helm access entry does not map the group lambda-eks-helm")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
+helm_cases = [
+    ("helm function: its own role, describe only the cluster, no ECR", {"ClusterName": "demo", "HelmFunction": "true"},
+     {"grants": HELM_LOGS + [DESCRIBE], "access_entry": True}),
+    ("helm function: ECR pulls of the listed repositories only", {"ClusterName": "demo", "HelmFunction": "true", "HelmEcrRepositoryArns": REPO},
+     {"grants": HELM_LOGS + [DESCRIBE, ("ecr:GetAuthorizationToken", "*"), ("ecr:BatchGetImage", REPO),
+                             ("ecr:GetDownloadUrlForLayer", REPO), ("ecr:ListImages", REPO)], "access_entry": True}),
+    ("helm function: cross-account assumes only the target role", {"ClusterName": "demo", "HelmFunction": "true", "TargetRoleArn": TARGET},
+     {"grants": HELM_LOGS + [("sts:AssumeRole", TARGET)], "access_entry": False}),
+]
+
 results = [check(*c) for c in cases]
+results += [check_helm(*c) for c in helm_cases]
 results.append(check_example("example: Custom::KubernetesManifest stack",
                              os.path.join(os.path.dirname(__file__), "..", "examples", "manifest-stack.yml")))
 print(f"{results.count(True)} passed, {results.count(False)} failed")

@@ -157,7 +157,7 @@ func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (Object
 		}
 		var replicas *int32
 		if n, found, _ := unstructured.NestedInt64(cur.Object, "spec", "replicas"); found {
-			replicas = new(int32(n))
+			replicas = new(int32Of(n))
 		}
 		p, err := planScale(replicas, cur.GetAnnotations(), r.Replicas, r.Restore)
 		if err != nil {

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"math"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -76,6 +77,14 @@ func ReadinessOf(u *unstructured.Unstructured) (Result, *Readiness, error) {
 	return Progressing, r, nil
 }
 
+// int32Of is n, a count the API stores as int32, or 0 if it does not fit.
+func int32Of(n int64) int32 {
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		return 0
+	}
+	return int32(n)
+}
+
 func onDelete(u *unstructured.Unstructured) bool {
 	s, _, _ := unstructured.NestedString(u.Object, "spec", "updateStrategy", "type")
 	return s == "OnDelete"
@@ -85,7 +94,7 @@ func onDelete(u *unstructured.Unstructured) bool {
 func (r *Readiness) counts(u *unstructured.Unstructured) {
 	field := func(path ...string) int32 {
 		n, _, _ := unstructured.NestedInt64(u.Object, path...)
-		return int32(n)
+		return int32Of(n)
 	}
 	if u.GetKind() == KindDaemonSet {
 		r.Desired, r.Updated = field("status", "desiredNumberScheduled"), field("status", "updatedNumberScheduled")

@@ -226,6 +226,14 @@ func normalized(u *unstructured.Unstructured) map[string]any {
 		delete(md, f)
 	}
 	delete(o, "status")
+	// The Deployment controller counts rollouts: the function's object was
+	// applied twice (blue, then red), kubectl's once.
+	if ann, ok := md["annotations"].(map[string]any); ok {
+		delete(ann, "deployment.kubernetes.io/revision")
+		if len(ann) == 0 {
+			delete(md, "annotations")
+		}
+	}
 	if u.GetKind() == "Service" {
 		spec, _ := o["spec"].(map[string]any)
 		for _, f := range []string{"clusterIP", "clusterIPs"} {

@@ -295,7 +295,8 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	// and the content decides.
 	exclusive := !o.DryRun && before.exists && (!known || before.ambiguous(c.now()))
 
-	for attempt := 0; attempt < 4; attempt++ {
+	conflicts := 0
+	for attempt := 0; attempt < len(conflictBackoff)+3; attempt++ {
 		obj := t.obj
 		if exclusive {
 			obj = t.obj.DeepCopy()
@@ -318,13 +319,20 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 		})
 		switch {
 		case exclusive && apierrors.IsConflict(err) && !IsFieldConflict(err):
-			// Another writer came between: read what it left and try once
-			// more; a busy object (a controller writing status) is then
-			// applied without a precondition, and the time decides.
+			// Another writer came between (a controller writing status):
+			// read what it left and try again after a moment; an object
+			// that stays that busy is applied without a precondition, and
+			// the time and generation decide.
+			if conflicts < len(conflictBackoff) {
+				if err := sleep(ctx, conflictBackoff[conflicts]); err != nil {
+					return res, err
+				}
+			}
+			conflicts++
 			if before, err = c.read(ctx, t); err != nil {
 				return res, err
 			}
-			exclusive = before.exists && attempt == 0
+			exclusive = before.exists && conflicts <= len(conflictBackoff)
 			continue
 		case IsFieldConflict(err) && !opts.Force && onlyOwnConflicts(err):
 			// The other manager is lambda-eks itself, through the scale
@@ -342,7 +350,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 		}
 		res.Result = resultOf(before, after, o.DryRun, exclusive)
 		if !o.DryRun {
-			after.intent = t.intent()
+			after.intent, after.fresh = t.intent(), false
 			c.seen.put(key, after)
 		}
 		return res, nil
@@ -350,6 +358,20 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	op := t.op("patch")
 	op.Err = apierrors.NewConflict(t.mapping.Resource.GroupResource(), t.name, errors.New("changed by another writer on every attempt; try again"))
 	return res, &op
+}
+
+// conflictBackoff spaces the preconditioned applies that another writer
+// beat: a controller's burst of status writes after a change is over in
+// well under a second.
+var conflictBackoff = []time.Duration{10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // read gets an object's current state; absent is not an error.
@@ -361,7 +383,9 @@ func (c *Client) read(ctx context.Context, t target) (state, error) {
 	case err != nil:
 		return state{}, err
 	}
-	return stateOf(cur)
+	s, err := stateOf(cur)
+	s.fresh = true
+	return s, err
 }
 
 // IsFieldConflict reports whether err is a server-side apply conflict with

@@ -318,3 +318,39 @@ func TestObjectMemoryIsBounded(t *testing.T) {
 		t.Error("the newest object is forgotten")
 	}
 }
+
+// TestApplyBusyObject: a controller that writes between every read and
+// apply (status after a change) cannot make a change read as unchanged.
+func TestApplyBusyObject(t *testing.T) {
+	defer func(b []time.Duration) { conflictBackoff = b }(conflictBackoff)
+	conflictBackoff = []time.Duration{0, 0, 0}
+	srv := newFakeServer()
+	c := srv.client()
+	ctx := context.Background()
+	d := Deployment{Namespace: "default", Name: "web", Image: "nginx:1.27", Replicas: 2}
+	if _, err := c.EnsureDeployment(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	deployments := workloads[KindDeployment].mapping.Resource
+	writes := 0
+	srv.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		writes++
+		err := srv.edit(deployments, "default", "web", func(u *unstructured.Unstructured) {
+			u.Object["status"] = map[string]any{"observedGeneration": int64(writes)}
+		})
+		return false, nil, err
+	})
+	srv.ClearActions()
+	d.Replicas = 3 // within the same second as the create
+	res, err := c.EnsureDeployment(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Result != Configured {
+		t.Errorf("result %s, want configured", res.Result)
+	}
+	want := []string{"patch", "get", "patch", "get", "patch", "get", "patch", "get", "patch"}
+	if diff := cmp.Diff(want, srv.verbs()); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+}

@@ -122,6 +122,9 @@ func (s *fakeServer) apply(a k8stesting.Action) (bool, runtime.Object, error) {
 		return true, cur, nil // a no-op writes nothing
 	}
 	merged.SetResourceVersion(s.nextRV())
+	if !reflect.DeepEqual(merged.Object["spec"], cur.Object["spec"]) {
+		merged.SetGeneration(cur.GetGeneration() + 1)
+	}
 	s.stamp(merged)
 	if dryRun {
 		merged.SetResourceVersion(cur.GetResourceVersion())

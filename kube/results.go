@@ -68,6 +68,11 @@ type state struct {
 	// the object from a write of bookkeeping only (managed fields the API
 	// server moved).
 	content string
+	generation int64
+	// fresh says the state was read in this invocation, just before the
+	// apply: then a new generation, with no one else writing a spec in
+	// between, is the apply's doing.
+	fresh bool
 	// intent hashes what was applied last, so that the same intent is not
 	// checked by a dry run again.
 	intent string
@@ -79,7 +84,8 @@ func stateOf(obj metav1.Object) (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	return state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj), content: content}, nil
+	return state{exists: true, uid: obj.GetUID(), resourceVersion: obj.GetResourceVersion(), applied: appliedAt(obj),
+		content: content, generation: obj.GetGeneration()}, nil
 }
 
 // appliedAt is the time of lambda-eks's Apply entry in obj's managed fields.
@@ -114,7 +120,9 @@ func (before state) ambiguous(now time.Time) bool {
 //     between, so the object's content, bookkeeping aside, decides;
 //   - otherwise others may have written too (status, their own fields): the
 //     same resourceVersion means nothing was written; else this apply
-//     changed the object if lambda-eks's managed-fields time moved.
+//     changed the object if lambda-eks's managed-fields time moved, or, if
+//     before was read just now (a busy object), if its spec's generation
+//     moved.
 func resultOf(before, after state, dryRun, exclusive bool) Result {
 	switch {
 	case !before.exists || (before.uid != "" && after.uid != before.uid):
@@ -124,7 +132,9 @@ func resultOf(before, after state, dryRun, exclusive bool) Result {
 			return Configured
 		}
 		return Unchanged
-	case after.resourceVersion != before.resourceVersion && after.applied.After(before.applied):
+	case after.resourceVersion == before.resourceVersion:
+		return Unchanged
+	case after.applied.After(before.applied), before.fresh && after.generation > before.generation:
 		return Configured
 	}
 	return Unchanged

@@ -67,7 +67,7 @@ type state struct {
 	// where no one else can have written in between, it tells a change of
 	// the object from a write of bookkeeping only (managed fields the API
 	// server moved).
-	content string
+	content    string
 	generation int64
 	// fresh says the state was read in this invocation, just before the
 	// apply: then a new generation, with no one else writing a spec in

@@ -3,10 +3,7 @@ package handler
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"runtime/debug"
-	"time"
 )
 
 // Hooks for other functions of the application (cmd/helm) that share this
@@ -61,88 +58,30 @@ type CustomResourceFunc func(ctx context.Context, req CustomResourceRequest) (re
 // could be delivered.
 func ServeCustomResource(ctx context.Context, payload []byte, log *slog.Logger,
 	physicalID func(CustomResourceRequest) string, fn CustomResourceFunc) ([]byte, error) {
-	start := time.Now()
-	raw, err := decodeRequest(payload)
-	if err != nil {
-		e := appError(err)
-		log.ErrorContext(ctx, "custom resource request cannot be answered", "code", string(e.Code), "error", e.Message)
-		return nil, e
+	exported := func(raw cfnRequest) CustomResourceRequest {
+		return CustomResourceRequest{RequestType: raw.RequestType, StackID: raw.StackID, RequestID: raw.RequestID,
+			ResourceType: raw.ResourceType, LogicalResourceID: raw.LogicalResourceID, PhysicalResourceID: raw.PhysicalResourceID,
+			ResourceProperties: raw.ResourceProperties, OldResourceProperties: raw.OldResourceProperties}
 	}
-	req := CustomResourceRequest{RequestType: raw.RequestType, StackID: raw.StackID, RequestID: raw.RequestID,
-		ResourceType: raw.ResourceType, LogicalResourceID: raw.LogicalResourceID, PhysicalResourceID: raw.PhysicalResourceID,
-		ResourceProperties: raw.ResourceProperties, OldResourceProperties: raw.OldResourceProperties}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = start.Add(maxWait)
-	}
-	answerBy := deadline.Add(-deadlineMargin)
-	reserve := min(putReserve, time.Until(answerBy)/3)
-	workCtx, cancel := context.WithDeadline(ctx, answerBy.Add(-reserve))
-	defer cancel()
-
-	plan := cfnPlan{id: raw.PhysicalResourceID, failedID: raw.PhysicalResourceID}
-	if raw.RequestType != requestDelete {
-		plan.id = physicalID(req)
-		if raw.RequestType == requestCreate || plan.failedID == "" {
-			plan.failedID = plan.id
-		}
-		plan.replacement = raw.RequestType == requestUpdate && plan.id != raw.PhysicalResourceID
-	}
-	log.InfoContext(ctx, "custom resource", "requestType", raw.RequestType, "resourceType", raw.ResourceType,
-		"logicalResourceId", raw.LogicalResourceID, "physicalResourceId", plan.id, "replacement", plan.replacement)
-
-	done := make(chan cfnResponse, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				log.ErrorContext(ctx, "custom resource panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				done <- plan.failed(raw, &Error{Code: Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", p)})
+	plan := func(raw cfnRequest) cfnPlan {
+		p := cfnPlan{id: raw.PhysicalResourceID, failedID: raw.PhysicalResourceID}
+		if raw.RequestType != requestDelete {
+			p.id = physicalID(exported(raw))
+			if raw.RequestType == requestCreate || p.failedID == "" {
+				p.failedID = p.id
 			}
-		}()
-		if err := raw.check(); err != nil {
-			done <- plan.failed(raw, err)
-			return
+			p.replacement = raw.RequestType == requestUpdate && p.id != raw.PhysicalResourceID
 		}
-		reason, data, err := fn(workCtx, req)
+		return p
+	}
+	serve := func(ctx context.Context, raw cfnRequest, p cfnPlan) cfnResponse {
+		reason, data, err := fn(ctx, exported(raw))
 		if err != nil {
-			done <- plan.failed(raw, err)
-			return
+			return p.failed(raw, err)
 		}
-		done <- plan.success(raw, reason, data)
-	}()
-	var resp cfnResponse
-	select {
-	case resp = <-done:
-	case <-workCtx.Done():
-		select {
-		case resp = <-done:
-		case <-time.After(cutGrace):
-			resp = plan.failed(raw, &Error{Code: Timeout, Message: fmt.Sprintf(
-				"the work did not end within the function's deadline (%s after the start, less %s to answer); raise the function's Timeout",
-				time.Since(start).Round(time.Millisecond), reserve+deadlineMargin)})
-		}
+		return p.success(raw, reason, data)
 	}
-
-	body, err := encodeResponse(resp)
-	if err != nil {
-		return nil, &Error{Code: Internal, Message: "encode the response: " + err.Error(), Err: err}
-	}
-	putCtx, putCancel := context.WithDeadline(ctx, answerBy)
-	defer putCancel()
-	put, err := putResponse(putCtx, responseClient, raw.ResponseURL, body)
-	var sent cfnResponse
-	_ = json.Unmarshal(body, &sent)
-	attrs := []any{"requestType", raw.RequestType, "logicalResourceId", raw.LogicalResourceID,
-		"physicalResourceId", sent.PhysicalResourceID, "status", sent.Status, "reason", sent.Reason,
-		"dataKeys", len(sent.Data), "bytes", len(body), "attempts", put.Attempts, "httpStatus", put.StatusCode,
-		"responseURL", safeURL(raw.ResponseURL), "duration_ms", time.Since(start).Milliseconds()}
-	if err != nil {
-		log.ErrorContext(ctx, "custom resource answer not delivered", append(attrs, "error", err.Error())...)
-		return nil, &Error{Code: Unavailable, Err: err, Message: fmt.Sprintf(
-			"the answer (%s) could not be delivered to CloudFormation: %s; Lambda retries the invocation", sent.Status, err.Error())}
-	}
-	log.InfoContext(ctx, "custom resource answered", attrs...)
-	return body, nil
+	return answerCustomResource(ctx, payload, log, plan, serve)
 }
 
 // CustomResourceStackName is the name part of a stack ID, as the manifest

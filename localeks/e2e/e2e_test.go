@@ -271,6 +271,7 @@ func TestWarmInvocation(t *testing.T) {
 			cold.eks, len(cold.apiserver))
 	}
 
+	h.settleDeployment(t, "default", "nginx")
 	warm := measure(t)
 	t.Logf("warm: %s, apiserver requests:%s", warm.took.Round(time.Microsecond), describe(warm.apiserver))
 	if len(warm.apiserver) != 1 {

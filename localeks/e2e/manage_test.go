@@ -696,6 +696,7 @@ func TestEnsureNginxStaysOneRequestAfterManage(t *testing.T) {
 	fn, who := h.startFunctionAs(t, fnOptions{})
 	mustSucceed(t, fn, `{"action":"ensure-nginx"}`)
 	mustManage(t, fn, event(t, map[string]any{"action": "status", "kind": "ConfigMap", "name": "nope"}))
+	h.settleDeployment(t, "default", "nginx")
 	mark := h.auditMark(t)
 	mustSucceed(t, fn, `{"action":"ensure-nginx"}`)
 	if events := h.auditSince(t, mark, who.User); len(events) != 1 {

@@ -1,0 +1,36 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// settleDeployment waits until the Deployment controller has caught up
+// with ns/name and lambda-eks's last change to it is more than 3 seconds
+// old: from then on a warm apply needs no resourceVersion precondition
+// (kube.Apply), so a test can count exactly one request.
+func (h *harness) settleDeployment(tb testing.TB, ns, name string) {
+	tb.Helper()
+	ctx := context.Background()
+	eventually(tb, ns+"/"+name+" settled", func() (bool, string) {
+		d, err := h.admin.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return d.Status.ObservedGeneration == d.Generation && d.Status.UpdatedReplicas == d.Status.Replicas,
+			fmt.Sprintf("%+v", d.Status)
+	})
+	d, err := h.admin.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range d.ManagedFields {
+		if mf.Manager == fieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.Time != nil {
+			time.Sleep(time.Until(mf.Time.Add(3500 * time.Millisecond)))
+		}
+	}
+}

@@ -126,6 +126,10 @@ func TestResultOf(t *testing.T) {
 			state{exists: true, uid: "u1", resourceVersion: "7", content: "b"}, true, false, Configured},
 		{"dry run: nothing would change", state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0},
 			state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0}, true, false, Unchanged},
+		{"dry run: a controller wrote since the read, nothing would change", state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0},
+			state{exists: true, uid: "u1", resourceVersion: "8", content: "b", applied: t0}, true, false, Unchanged},
+		{"dry run: a controller wrote since the read, the apply would change it", state{exists: true, uid: "u1", resourceVersion: "7", content: "a", applied: t0},
+			state{exists: true, uid: "u1", resourceVersion: "8", content: "b", applied: t0.Add(time.Minute)}, true, false, Configured},
 	}
 	for _, tt := range tests {
 		if got := resultOf(tt.before, tt.after, tt.dryRun, tt.exclusive); got != tt.want {

@@ -116,8 +116,9 @@ func (before state) ambiguous(now time.Time) bool {
 // resultOf says what an apply did from the object before and after it.
 //   - created: there was none, or another object (uid) stands in its place;
 //   - exclusive (the apply was preconditioned on before's resourceVersion),
-//     and a dry run of before as just read: nothing but this apply came
-//     between, so the object's content, bookkeeping aside, decides;
+//     and a dry run answered with the resourceVersion just read: nothing but
+//     this apply came between, so the object's content, bookkeeping aside,
+//     decides;
 //   - otherwise others may have written too (status, their own fields): the
 //     same resourceVersion means nothing was written; else this apply
 //     changed the object if lambda-eks's managed-fields time moved, or, if
@@ -127,12 +128,12 @@ func resultOf(before, after state, dryRun, exclusive bool) Result {
 	switch {
 	case !before.exists || (before.uid != "" && after.uid != before.uid):
 		return Created
-	case dryRun || exclusive:
+	case exclusive || (dryRun && after.resourceVersion == before.resourceVersion):
 		if after.content != before.content {
 			return Configured
 		}
 		return Unchanged
-	case after.resourceVersion == before.resourceVersion:
+	case after.resourceVersion == before.resourceVersion && !dryRun:
 		return Unchanged
 	case after.applied.After(before.applied), before.fresh && after.generation > before.generation:
 		return Configured

@@ -52,8 +52,8 @@ func TestConnectionsAreLeastRecentlyUsed(t *testing.T) {
 	if diff := cmp.Diff(want, connects); diff != "" {
 		t.Errorf("connects per cluster (-want +got):\n%s", diff)
 	}
-	if len(h.conns) != maxConns {
-		t.Errorf("%d connections kept, want at most %d", len(h.conns), maxConns)
+	if h.conns.Len() != maxConns {
+		t.Errorf("%d connections kept, want at most %d", h.conns.Len(), maxConns)
 	}
 }
 

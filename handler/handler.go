@@ -15,11 +15,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/lru"
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/lambda-eks/lambda-eks/auth"
@@ -68,19 +68,16 @@ type Handler struct {
 	log     *slog.Logger
 	s3      ObjectGetter
 
+	// conns holds a *Conn per auth.Target, the least recently used dropped
+	// beyond maxConns; mu orders a drop against a new connection to the
+	// same target.
 	mu    sync.Mutex
-	conns []cachedConn // least recently used first
-}
-
-// cachedConn is a Conn and the target it reaches.
-type cachedConn struct {
-	target auth.Target
-	conn   *Conn
+	conns *lru.Cache
 }
 
 // New returns a Handler.
 func New(cfg Config, connect Connector, log *slog.Logger, opts ...Option) *Handler {
-	h := &Handler{cfg: cfg, connect: connect, log: log}
+	h := &Handler{cfg: cfg, connect: connect, log: log, conns: lru.New(maxConns)}
 	for _, o := range opts {
 		o(h)
 	}
@@ -309,27 +306,18 @@ func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
 
 // cached returns the connection to t, now the most recently used, or nil.
 func (h *Handler) cached(t auth.Target) *Conn {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	i := slices.IndexFunc(h.conns, func(cc cachedConn) bool { return cc.target == t })
-	if i < 0 {
+	c, ok := h.conns.Get(t)
+	if !ok {
 		return nil
 	}
-	cc := h.conns[i]
-	h.conns = append(slices.Delete(h.conns, i, i+1), cc)
-	return cc.conn
+	return c.(*Conn)
 }
 
-// keep caches c as the most recently used connection, dropping the least
-// recently used one beyond maxConns.
+// keep caches c as the connection to t.
 func (h *Handler) keep(t auth.Target, c *Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.conns = slices.DeleteFunc(h.conns, func(cc cachedConn) bool { return cc.target == t })
-	if len(h.conns) >= maxConns {
-		h.conns = slices.Delete(h.conns, 0, len(h.conns)-maxConns+1)
-	}
-	h.conns = append(h.conns, cachedConn{target: t, conn: c})
+	h.conns.Add(t, c)
 }
 
 // forget drops c, if it is still the connection to t, so that the next
@@ -337,7 +325,9 @@ func (h *Handler) keep(t auth.Target, c *Conn) {
 func (h *Handler) forget(t auth.Target, c *Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.conns = slices.DeleteFunc(h.conns, func(cc cachedConn) bool { return cc.target == t && cc.conn == c })
+	if h.cached(t) == c {
+		h.conns.Remove(t)
+	}
 }
 
 // stale says why err shows that a connection no longer reaches the cluster

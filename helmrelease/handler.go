@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,10 +27,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/lru"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/handler"
-	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // Group is the Kubernetes group the Helm function's role is mapped to;
@@ -62,33 +61,20 @@ type Conn struct {
 // Connector opens a Conn to a target.
 type Connector func(ctx context.Context, t auth.Target) (*Conn, error)
 
-// NewConnector reaches real clusters as the main function does: the
-// target's credentials, its endpoint and CA from eks:DescribeCluster, and a
-// rest.Config whose bearer token refreshes itself during long waits.
+// NewConnector reaches real clusters as the main function does
+// (handler.Open): the rest.Config's bearer token refreshes itself during
+// long waits.
 func NewConnector(base aws.Config) Connector {
 	return func(ctx context.Context, t auth.Target) (*Conn, error) {
-		cfg := auth.ForTarget(base, t)
-		ts, err := auth.NewTokenSource(cfg, t.Cluster)
+		e, err := handler.Open(ctx, base, t)
 		if err != nil {
 			return nil, err
 		}
-		if err := ts.Prepare(ctx); err != nil {
-			return nil, err
-		}
-		cl, err := auth.DescribeCluster(ctx, cfg, t.Cluster)
-		if err != nil {
-			return nil, err
-		}
-		restCfg, err := kube.NewRESTConfig(cl.Endpoint, cl.CAData, ts)
-		if err != nil {
-			return nil, err
-		}
-		c, err := newCluster(restCfg)
+		c, err := newCluster(e.Config)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", t.Cluster, err)
 		}
-		return &Conn{cluster: c, Prepare: ts.Prepare,
-			CallerARN: func(ctx context.Context) (string, error) { return auth.CallerARN(ctx, cfg) }}, nil
+		return &Conn{cluster: c, Prepare: e.Prepare, CallerARN: e.CallerARN}, nil
 	}
 }
 
@@ -106,18 +92,15 @@ type Handler struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// conns holds a *Conn per auth.Target, the least recently used dropped
+	// beyond maxConns; mu orders a drop against a new connection.
 	mu    sync.Mutex
-	conns []cachedConn // least recently used first
-}
-
-type cachedConn struct {
-	target auth.Target
-	conn   *Conn
+	conns *lru.Cache
 }
 
 // New returns a Handler.
 func New(cfg handler.Config, opts Options, connect Connector, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, opts: opts, connect: connect, log: log, now: time.Now}
+	return &Handler{cfg: cfg, opts: opts, connect: connect, log: log, now: time.Now, conns: lru.New(maxConns)}
 }
 
 // Invoke is the Lambda handler: the raw payload in, the Result as JSON out,
@@ -328,25 +311,16 @@ func redact(s string) string { return handler.AsError(errors.New(s)).Message }
 
 // conn returns the cached connection to t, opening it on first use.
 func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
-	h.mu.Lock()
-	i := slices.IndexFunc(h.conns, func(cc cachedConn) bool { return cc.target == t })
 	var c *Conn
-	if i >= 0 {
-		cc := h.conns[i]
-		h.conns = append(slices.Delete(h.conns, i, i+1), cc)
-		c = cc.conn
-	}
-	h.mu.Unlock()
-	if c == nil {
+	if v, ok := h.conns.Get(t); ok {
+		c = v.(*Conn)
+	} else {
 		var err error
 		if c, err = h.connect(ctx, t); err != nil {
 			return nil, err
 		}
 		h.mu.Lock()
-		if len(h.conns) >= maxConns {
-			h.conns = slices.Delete(h.conns, 0, len(h.conns)-maxConns+1)
-		}
-		h.conns = append(h.conns, cachedConn{target: t, conn: c})
+		h.conns.Add(t, c)
 		h.mu.Unlock()
 	}
 	if c.Prepare != nil {
@@ -361,5 +335,7 @@ func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
 func (h *Handler) forget(t auth.Target, c *Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.conns = slices.DeleteFunc(h.conns, func(cc cachedConn) bool { return cc.target == t && cc.conn == c })
+	if v, ok := h.conns.Get(t); ok && v.(*Conn) == c {
+		h.conns.Remove(t)
+	}
 }

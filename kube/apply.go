@@ -308,10 +308,8 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			out, err = ri.Apply(ctx, t.name, obj, opts)
 			// A CRD just established may take a moment to be served.
 			for t.definedBy != "" && apierrors.IsNotFound(err) && c.now().Before(settleUntil) {
-				select {
-				case <-ctx.Done():
+				if sleep(ctx, 100*time.Millisecond) != nil {
 					return err
-				case <-time.After(100 * time.Millisecond):
 				}
 				out, err = ri.Apply(ctx, t.name, obj, opts)
 			}

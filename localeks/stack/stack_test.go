@@ -3,6 +3,7 @@ package stack
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -119,6 +120,13 @@ func TestProcessLifecycle(t *testing.T) {
 	}
 	if !got.alive() {
 		t.Fatal("not alive after start")
+	}
+	// The kernel fills /proc/PID/environ only once the new program is
+	// loaded, a moment after exec has closed the pipe cmd.Start waits on.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", got.PID)); err == nil && len(b) > 0 {
+			break
+		}
 	}
 	if !ownedBy(got.PID, p.Dir) || ownedBy(got.PID, p.Dir+"-other") {
 		t.Error("ownership marker not as expected")

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -210,31 +211,39 @@ func (h *harness) mapRole(tb testing.TB, arn, username string) {
 		tb.Fatal(err)
 	}
 
-	// The authenticator learns of the change through a watch.
+	if err := h.waitMapped(ctx, arn, stack.Group); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// waitMapped waits until the authenticator maps a token of a session of arn
+// into group: it learns of aws-auth changes through a watch, which may be
+// reconnecting (after a test restarted kube-apiserver, say).
+func (h *harness) waitMapped(ctx context.Context, arn, group string) error {
 	creds, err := h.stack.AssumeRoleARN(ctx, arn, "probe-"+runID())
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	cfg, err := auth.LoadConfig(ctx, config.WithRegion(stack.Region),
 		config.WithCredentialsProvider(aws.NewCredentialsCache(credentials.StaticCredentialsProvider{Value: creds})))
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	ts, err := auth.NewTokenSource(cfg, stack.ClusterName)
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		tok, err := ts.Token()
 		if err != nil {
-			tb.Fatal(err)
+			return err
 		}
 		user, err := selfSubjectReview(ctx, h, tok.AccessToken)
-		if err == nil && slices.Contains(user.Groups, stack.Group) {
-			return
+		if err == nil && slices.Contains(user.Groups, group) {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("%s not mapped 15 s after the aws-auth update: %v", arn, err)
+			return fmt.Errorf("%s not mapped to %s 15 s after the aws-auth update: %v", arn, group, err)
 		}
 	}
 }

@@ -261,7 +261,8 @@ auth: {htpasswd: {realm: lambda-eks-e2e, path: %q}}
 }
 
 // mapHelmRole creates the Helm function's role in moto and merges its
-// aws-auth entry (group lambda-eks-helm), keeping every other entry.
+// aws-auth entry (group lambda-eks-helm), keeping every other entry, and
+// waits until the authenticator maps the role.
 func mapHelmRole(ctx context.Context, h *harness) error {
 	cfg := aws.Config{
 		Region:      stack.Region,
@@ -288,7 +289,7 @@ func mapHelmRole(ctx context.Context, h *harness) error {
 		}
 		arn := stack.RoleARN(helmRole)
 		if slices.ContainsFunc(roles, func(r map[string]any) bool { return r["rolearn"] == arn }) {
-			return nil
+			return h.waitMapped(ctx, arn, helmGroup)
 		}
 		roles = append(roles, map[string]any{"rolearn": arn, "username": "lambda:{{SessionName}}", "groups": []any{helmGroup}})
 		out, err := yaml.Marshal(roles)
@@ -298,7 +299,7 @@ func mapHelmRole(ctx context.Context, h *harness) error {
 		cm.Data["mapRoles"] = string(out)
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: "e2e-helm"})
 		if err == nil {
-			return nil
+			return h.waitMapped(ctx, arn, helmGroup)
 		}
 		if !apierrors.IsConflict(err) || try > 5 {
 			return fmt.Errorf("update aws-auth: %w", err)

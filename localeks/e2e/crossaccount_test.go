@@ -243,7 +243,10 @@ func (h *harness) waitMapped(ctx context.Context, arn, group string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not mapped to %s 15 s after the aws-auth update: %v", arn, group, err)
+			if err == nil {
+				err = fmt.Errorf("its groups are %v", user.Groups)
+			}
+			return fmt.Errorf("%s not mapped to %s 15 s after the aws-auth update: %w", arn, group, err)
 		}
 	}
 }

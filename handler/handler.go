@@ -243,10 +243,12 @@ func (h *Handler) run(ctx context.Context, k *kube.Client, req Request) ([]kube.
 	ref := []kube.Ref{{Kind: req.Kind, Namespace: req.Namespace, Name: req.Name}}
 	switch req.Action {
 	case ActionEnsureNginx:
-		res, err := k.EnsureDeployment(ctx, kube.Deployment{
-			Namespace: req.Namespace, Name: req.Name, Image: req.Image, Replicas: req.Replicas,
-		})
-		return []kube.ObjectResult{res}, err
+		// Force: the Deployment is lambda-eks's, whoever edited it since.
+		m, err := nginxManifest(req)
+		if err != nil {
+			return nil, err
+		}
+		return k.Apply(ctx, m, kube.ApplyOptions{Force: true})
 	case ActionApply:
 		return k.Apply(ctx, req.Objects, kube.ApplyOptions{Namespace: req.Namespace, Force: req.Force, DryRun: req.DryRun})
 	case ActionDelete:

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,14 +92,12 @@ func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]Objec
 	if err != nil {
 		return nil, err
 	}
-	if o.Owner != "" {
-		for _, t := range ts {
-			annotations := t.obj.GetAnnotations()
-			if annotations == nil {
-				annotations = map[string]string{}
-			}
-			annotations[OwnerAnnotation] = o.Owner
-			t.obj.SetAnnotations(annotations)
+	for _, t := range ts {
+		if o.Owner == "" {
+			break
+		}
+		if err := unstructured.SetNestedField(t.obj.Object, o.Owner, "metadata", "annotations", OwnerAnnotation); err != nil {
+			return nil, t.manifestError("metadata.annotations: %v", err)
 		}
 	}
 	if !o.DryRun && len(ts) > 1 {
@@ -241,12 +240,7 @@ func crdsToSettle(ts []target) []string {
 			need[t.definedBy] = true
 		}
 	}
-	names := make([]string, 0, len(need))
-	for n := range need {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(need))
 }
 
 // waitEstablished polls a CRD until its Established condition is true.
@@ -275,10 +269,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 	ri := c.resource(t)
 	res := t.result("")
 	settleUntil := c.now().Add(crdSettle)
-	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: o.Force}
-	if o.DryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: o.Force, DryRun: dryRunOf(o.DryRun)}
 
 	before, known := c.seen.get(key)
 	// A first sight, and a dry run (nothing it writes is remembered), read

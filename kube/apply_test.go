@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -205,33 +206,49 @@ func TestApplyOwner(t *testing.T) {
 	}
 }
 
-func TestEnsureDeployment(t *testing.T) {
+func deployment(name string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s, namespace: default}
+spec:
+  replicas: %[2]d
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec: {containers: [{name: nginx, image: "nginx:1.27"}]}
+`, name, replicas)
+}
+
+// TestApplyWorkload: an apply of an apps/v1 workload (ensure-nginx's) never
+// reads discovery, and a warm one is one request.
+func TestApplyWorkload(t *testing.T) {
 	srv := newFakeServer()
-	c := srv.client()
+	mapper := newTestMapper()
+	c := New(srv, mapper)
+	c.now = srv.clock
+	cold := srv.client()
+	cold.mapper = mapper
 	ctx := context.Background()
-	d := Deployment{Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2}
-	scaled := d
-	scaled.Replicas = 3
 	steps := []struct {
 		name      string
 		c         *Client
-		d         Deployment
+		replicas  int
 		want      Result
 		wantVerbs []string
 	}{
-		{"first call reads and creates", c, d, Created, []string{"get", "patch"}},
-		{"same again is one request, unchanged", c, d, Unchanged, []string{"patch"}},
-		{"other replicas configure", c, scaled, Configured, []string{"patch"}},
-		{"a new process (cold) sees the change", srv.client(), d, Configured, []string{"get", "patch"}},
+		{"first call reads and creates", c, 2, Created, []string{"get", "patch"}},
+		{"same again is one request, unchanged", c, 2, Unchanged, []string{"patch"}},
+		{"other replicas configure", c, 3, Configured, []string{"patch"}},
+		{"a new process (cold) sees the change", cold, 2, Configured, []string{"get", "patch"}},
 	}
 	for _, s := range steps {
 		srv.tick(10 * time.Second)
 		srv.ClearActions()
-		res, err := s.c.EnsureDeployment(ctx, s.d)
+		res, err := s.c.Apply(ctx, mustManifest(t, deployment("nginx", s.replicas)), ApplyOptions{Force: true})
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		want := ObjectResult{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "default", Name: "nginx", Result: s.want}
+		want := []ObjectResult{{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "default", Name: "nginx", Result: s.want}}
 		if diff := cmp.Diff(want, res); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", s.name, diff)
 		}
@@ -239,12 +256,15 @@ func TestEnsureDeployment(t *testing.T) {
 			t.Errorf("%s: requests (-want +got):\n%s", s.name, diff)
 		}
 	}
+	if mapper.lookups != 0 {
+		t.Errorf("%d REST mapper lookups, want none: an apps/v1 workload's mapping is fixed", mapper.lookups)
+	}
 	list, err := srv.Resource(workloads[KindDeployment].mapping.Resource).Namespace("default").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Items) != 1 {
-		t.Errorf("%d deployments, want exactly 1: ensure must never create another", len(list.Items))
+		t.Errorf("%d deployments, want exactly 1: an apply must never create another", len(list.Items))
 	}
 }
 
@@ -331,8 +351,8 @@ func TestApplyBusyObject(t *testing.T) {
 	srv := newFakeServer()
 	c := srv.client()
 	ctx := context.Background()
-	d := Deployment{Namespace: "default", Name: "web", Image: "nginx:1.27", Replicas: 2}
-	if _, err := c.EnsureDeployment(ctx, d); err != nil {
+	force := ApplyOptions{Force: true}
+	if _, err := c.Apply(ctx, mustManifest(t, deployment("web", 2)), force); err != nil {
 		t.Fatal(err)
 	}
 	deployments := workloads[KindDeployment].mapping.Resource
@@ -345,13 +365,13 @@ func TestApplyBusyObject(t *testing.T) {
 		return false, nil, err
 	})
 	srv.ClearActions()
-	d.Replicas = 3 // within the same second as the create
-	res, err := c.EnsureDeployment(ctx, d)
+	// Within the same second as the create:
+	res, err := c.Apply(ctx, mustManifest(t, deployment("web", 3)), force)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Result != Configured {
-		t.Errorf("result %s, want configured", res.Result)
+	if res[0].Result != Configured {
+		t.Errorf("result %s, want configured", res[0].Result)
 	}
 	want := []string{"patch", "get", "patch", "get", "patch", "get", "patch", "get", "patch"}
 	if diff := cmp.Diff(want, srv.verbs()); diff != "" {

@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -55,37 +54,26 @@ func (c *Client) deleteTargets(ctx context.Context, ts []target, o DeleteOptions
 		return nil, err
 	}
 	// Namespaces and CRDs last, and the CRDs before the Namespaces.
-	slices.SortStableFunc(first, func(a, b int) int {
-		return boolCmp(ts[a].mapping.GroupVersionKind.GroupKind() == namespaceGK, ts[b].mapping.GroupVersionKind.GroupKind() == namespaceGK)
-	})
-	for _, i := range first {
-		if err := del(ctx, i); err != nil {
-			return nil, err
+	for _, namespaces := range []bool{false, true} {
+		for _, i := range first {
+			if (ts[i].mapping.GroupVersionKind.GroupKind() == namespaceGK) != namespaces {
+				continue
+			}
+			if err := del(ctx, i); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return results, nil
-}
-
-func boolCmp(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 func (c *Client) deleteObject(ctx context.Context, t target, o DeleteOptions) (ObjectResult, error) {
 	if t.definedBy != "" {
 		return t.result(Absent), nil // its CRD does not exist, so neither does it
 	}
-	opts := metav1.DeleteOptions{}
+	opts := metav1.DeleteOptions{DryRun: dryRunOf(o.DryRun)}
 	if o.Propagation != "" {
 		opts.PropagationPolicy = &o.Propagation
-	}
-	if o.DryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	if o.Owner != "" {
 		owned, note, err := c.ownedBy(ctx, t, o.Owner, &opts)

@@ -11,13 +11,18 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// testMapper is a fixed REST mapper that counts resets.
+// testMapper is a fixed REST mapper that counts lookups and resets.
 type testMapper struct {
 	meta.RESTMapperWithContext
-	resets int
+	lookups, resets int
 }
 
 func (m *testMapper) ResetWithContext(context.Context) { m.resets++ }
+
+func (m *testMapper) RESTMappingWithContext(ctx context.Context, gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	m.lookups++
+	return m.RESTMapperWithContext.RESTMappingWithContext(ctx, gk, versions...)
+}
 
 func newTestMapper() *testMapper {
 	dm := meta.NewDefaultRESTMapper([]schema.GroupVersion{{Version: "v1"}, {Group: "apps", Version: "v1"},

@@ -83,7 +83,8 @@ func (t target) first() bool {
 }
 
 // Workload kinds: scale and restart act on them, and their mappings are
-// fixed, so those actions (and ensure-nginx) never read discovery.
+// fixed, so those actions, and an apply of apps/v1 workloads only
+// (ensure-nginx), never read discovery.
 const (
 	KindDeployment  = "Deployment"
 	KindStatefulSet = "StatefulSet"
@@ -132,8 +133,8 @@ type mapper struct {
 }
 
 func (m *mapper) mapping(ctx context.Context, gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
-	if m.c.mapper == nil {
-		return nil, fmt.Errorf("map %s: this client has no REST mapper", gk)
+	if w, ok := workloads[gk.Kind]; ok && gk.Group == "apps" && (len(versions) == 0 || versions[0] == "v1") {
+		return w.mapping, nil
 	}
 	var mp *meta.RESTMapping
 	err := m.lookup(ctx, func(ctx context.Context) error {
@@ -147,9 +148,6 @@ func (m *mapper) mapping(ctx context.Context, gk schema.GroupKind, versions ...s
 // kindFor resolves a bare kind ("Deployment") the way kubectl resolves a
 // resource name: its lowercase singular, across all groups.
 func (m *mapper) kindFor(ctx context.Context, kind string) (schema.GroupVersionKind, error) {
-	if m.c.mapper == nil {
-		return schema.GroupVersionKind{}, fmt.Errorf("kind %s: this client has no REST mapper", kind)
-	}
 	var gvk schema.GroupVersionKind
 	err := m.lookup(ctx, func(ctx context.Context) error {
 		var err error

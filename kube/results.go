@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -148,17 +149,11 @@ func contentOf(obj metav1.Object) (string, error) {
 		return "", fmt.Errorf("content of %T: not an unstructured object", obj)
 	}
 	md, _ := u.Object["metadata"].(map[string]any)
-	trimmed := make(map[string]any, len(md))
-	for k, v := range md {
-		if k != "managedFields" && k != "resourceVersion" {
-			trimmed[k] = v
-		}
-	}
-	whole := make(map[string]any, len(u.Object))
-	for k, v := range u.Object {
-		whole[k] = v
-	}
-	whole["metadata"] = trimmed
+	md = maps.Clone(md)
+	delete(md, "managedFields")
+	delete(md, "resourceVersion")
+	whole := maps.Clone(u.Object)
+	whole["metadata"] = md
 	return hash(whole)
 }
 
@@ -171,19 +166,6 @@ func hash(v any) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return string(sum[:]), nil
-}
-
-// asMap is v (an apply configuration, an object) as JSON's map form.
-func asMap(v any) (map[string]any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 type objectKey struct {

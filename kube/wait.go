@@ -21,23 +21,28 @@ type WaitTimeoutError struct {
 func (e *WaitTimeoutError) Error() string {
 	var pending []string
 	for _, o := range e.Objects {
-		if o.Result == Ready {
-			continue
+		if o.Result != Ready {
+			pending = append(pending, o.summary())
 		}
-		s := fmt.Sprintf("%s %s %s", o.Kind, qualified(o.Namespace, o.Name), o.Result)
-		if r := o.Readiness; r != nil {
-			s += fmt.Sprintf(" (%s", r.Status)
-			if r.Desired > 0 {
-				s += fmt.Sprintf("; desired %d, updated %d, ready %d, available %d", r.Desired, r.Updated, r.Ready, r.Available)
-			}
-			if r.Message != "" {
-				s += ": " + r.Message
-			}
-			s += ")"
-		}
-		pending = append(pending, s)
 	}
 	return fmt.Sprintf("not ready after %s: %s", e.Waited.Round(time.Millisecond), strings.Join(pending, "; "))
+}
+
+// summary is what a wait says of o: kind, name, result, and its readiness.
+func (o ObjectResult) summary() string {
+	s := fmt.Sprintf("%s %s %s", o.Kind, qualified(o.Namespace, o.Name), o.Result)
+	r := o.Readiness
+	if r == nil {
+		return s
+	}
+	s += " (" + r.Status
+	if r.Desired > 0 {
+		s += fmt.Sprintf("; desired %d, updated %d, ready %d, available %d", r.Desired, r.Updated, r.Ready, r.Available)
+	}
+	if r.Message != "" {
+		s += ": " + r.Message
+	}
+	return s + ")"
 }
 
 // waitInterval is how often a wait reads the objects' status (a variable
@@ -101,11 +106,7 @@ func (c *Client) Wait(ctx context.Context, objs []ObjectResult, bound time.Durat
 				return true, nil
 			case Ready:
 			default:
-				msg := string(r.Result)
-				if r.Readiness != nil && r.Readiness.Message != "" {
-					msg = r.Readiness.Message
-				}
-				pending = append(pending, fmt.Sprintf("%s %s: %s", r.Kind, qualified(r.Namespace, r.Name), msg))
+				pending = append(pending, r.summary())
 			}
 		}
 		if s := strings.Join(pending, "; "); s != last && s != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"time"
 )
 
 // Hooks for other functions of the application (cmd/helm) that share this
@@ -25,6 +26,13 @@ func Invalid(format string, args ...any) *Error { return invalid(format, args...
 
 // LambdaError is e as Lambda reports it: errorType is the code.
 func (e *Error) LambdaError() error { return e.lambdaError() }
+
+// Finish ends an invocation of another function as Invoke ends this one's:
+// resp as JSON, logged as "invocation done" with done's attributes, or err
+// logged as "invocation failed" and returned with its code as errorType.
+func Finish[T any](ctx context.Context, log *slog.Logger, start time.Time, resp T, err error, done func(T) []any) ([]byte, error) {
+	return finish(ctx, log, start, resp, err, done)
+}
 
 // IsCustomResource reports whether payload is a CloudFormation custom
 // resource request.

@@ -124,24 +124,32 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	start := time.Now()
 	resp, err := h.invoke(ctx, payload)
+	return finish(ctx, h.log, start, resp, err, func(resp *Response) []any {
+		return []any{"cluster", resp.Cluster, "action", resp.Action, "objects", len(resp.Objects)}
+	})
+}
+
+// finish ends an invocation that began at start: resp as JSON, logged as
+// done with what done says of it; or err, logged as failed and returned as
+// Lambda reports it (errorType is its code).
+func finish[T any](ctx context.Context, log *slog.Logger, start time.Time, resp T, err error, done func(T) []any) ([]byte, error) {
 	var out []byte
 	if err == nil {
 		out, err = marshalResponse(resp)
 	}
 	if err != nil {
 		e := appError(err)
-		h.log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
+		log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
 			"duration_ms", time.Since(start).Milliseconds())
 		return nil, e.lambdaError()
 	}
-	h.log.InfoContext(ctx, "invocation done", "cluster", resp.Cluster, "action", resp.Action,
-		"objects", len(resp.Objects), "duration_ms", time.Since(start).Milliseconds())
+	log.InfoContext(ctx, "invocation done", append(done(resp), "duration_ms", time.Since(start).Milliseconds())...)
 	return out, nil
 }
 
 // marshalResponse writes resp as aws-lambda-go writes a handler's value: no
 // HTML escaping, no trailing newline.
-func marshalResponse(resp *Response) ([]byte, error) {
+func marshalResponse(resp any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

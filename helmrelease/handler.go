@@ -13,9 +13,7 @@
 package helmrelease
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -116,29 +114,9 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	start := time.Now()
 	res, err := h.invoke(ctx, payload)
-	var out []byte
-	if err == nil {
-		out, err = marshal(res)
-	}
-	if err != nil {
-		e := handler.AsError(err)
-		h.log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
-			"duration_ms", time.Since(start).Milliseconds())
-		return nil, e.LambdaError()
-	}
-	h.log.InfoContext(ctx, "invocation done", "action", res.Action, "release", res.Release, "namespace", res.Namespace,
-		"revision", res.Revision, "status", res.Status, "duration_ms", time.Since(start).Milliseconds())
-	return out, nil
-}
-
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encode response: %w", err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return handler.Finish(ctx, h.log, start, res, err, func(res *Result) []any {
+		return []any{"action", res.Action, "release", res.Release, "namespace", res.Namespace, "revision", res.Revision, "status", res.Status}
+	})
 }
 
 func (h *Handler) invoke(ctx context.Context, raw []byte) (*Result, error) {

@@ -252,19 +252,26 @@ func (o *op) recoverPending(hist []*rspb.Release) (string, error) {
 	return msg, nil
 }
 
+// begin readies an action on a release whose history is hist: a pending
+// revision that an ended invocation left is marked failed (not in a dry
+// run), and the action's time is budgeted.
+func (o *op) begin(ctx context.Context, hist []*rspb.Release) (recovered string, budget time.Duration, err error) {
+	if !o.req.DryRun {
+		if recovered, err = o.recoverPending(hist); err != nil {
+			return "", 0, err
+		}
+	}
+	budget, err = o.budget(ctx)
+	return recovered, budget, err
+}
+
 // upgrade installs the chart, or upgrades the release to it.
 func (o *op) upgrade(ctx context.Context, ch *chartv2.Chart) (*Result, error) {
 	hist, err := o.history()
 	if err != nil {
 		return nil, err
 	}
-	var recovered string
-	if !o.req.DryRun {
-		if recovered, err = o.recoverPending(hist); err != nil {
-			return nil, err
-		}
-	}
-	budget, err := o.budget(ctx)
+	recovered, budget, err := o.begin(ctx, hist)
 	if err != nil {
 		return nil, err
 	}
@@ -408,13 +415,7 @@ func (o *op) rollback(ctx context.Context) (*Result, error) {
 	if len(hist) == 0 {
 		return nil, &ReleaseNotFoundError{Release: o.req.Release, Namespace: o.req.Namespace}
 	}
-	var recovered string
-	if !o.req.DryRun {
-		if recovered, err = o.recoverPending(hist); err != nil {
-			return nil, err
-		}
-	}
-	budget, err := o.budget(ctx)
+	recovered, budget, err := o.begin(ctx, hist)
 	if err != nil {
 		return nil, err
 	}
@@ -484,13 +485,7 @@ func (o *op) uninstall(ctx context.Context) (*Result, error) {
 			return kept, nil
 		}
 	}
-	var recovered string
-	if !o.req.DryRun {
-		if recovered, err = o.recoverPending(hist); err != nil {
-			return nil, err
-		}
-	}
-	budget, err := o.budget(ctx)
+	recovered, budget, err := o.begin(ctx, hist)
 	if err != nil {
 		return nil, err
 	}

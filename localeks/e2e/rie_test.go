@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +35,7 @@ func TestServeAWSCLI(t *testing.T) {
 	port := freePort(t)
 	serve := exec.Command(filepath.Join(h.root, "local.sh"), "serve", strconv.Itoa(port)) //nolint:gosec // G204: our script
 	serve.Dir = h.root
-	var logs lockedBuffer
+	var logs lambdart.LockedBuffer
 	serve.Stdout, serve.Stderr = &logs, &logs
 	serve.Env = append(os.Environ(), "LOCALEKS_DIR="+h.stack.Paths.Dir, "IMAGE=nginx:1.27", "REPLICAS=2")
 	if err := serve.Start(); err != nil {
@@ -319,24 +318,6 @@ func waitListening(tb testing.TB, port int, exited <-chan error) {
 		}
 	}
 	tb.Fatalf("nothing listens on %d after 2 min", port)
-}
-
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -90,7 +90,7 @@ type Function struct {
 	timeout time.Duration
 	url     string
 	cmd     *exec.Cmd
-	logs    *lockedBuffer
+	logs    *LockedBuffer
 	client  *http.Client
 	exited  chan struct{}
 	stop    sync.Once
@@ -167,7 +167,7 @@ func startOnce(ctx context.Context, bin string, env []string, timeout time.Durat
 	f := &Function{
 		timeout: time.Duration(seconds) * time.Second,
 		url:     "http://" + addr + InvokePath,
-		logs:    &lockedBuffer{},
+		logs:    &LockedBuffer{},
 		client:  &http.Client{Transport: &http.Transport{Proxy: nil}},
 		exited:  make(chan struct{}),
 	}
@@ -367,19 +367,20 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// lockedBuffer is a bytes.Buffer safe for the process's writers and readers.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for a process's writers and its
+// readers (a function's logs, read while it runs).
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) Bytes() []byte {
+func (b *LockedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Clone(b.buf.Bytes())

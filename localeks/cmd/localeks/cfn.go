@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -36,87 +34,58 @@ import (
 const cfnBucket = "localeks-cfn-responses"
 
 func cfnInvoke(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("cfn", flag.ContinueOnError)
-	var sf stackFlags
-	sf.register(fs)
-	bootstrap := fs.String("bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
-	timeout := fs.Duration("timeout", 60*time.Second, "invocation timeout (the function's Lambda Timeout)")
-	role := fs.String("role", stack.ExecRole, "execution role the function runs as")
-	session := fs.String("session", stack.SessionName, "role session name")
-	var extra multiFlag
-	fs.Var(&extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: localeks cfn [flags] EVENT_FILE|-")
-		return 2
-	}
-	fail := func(err error) int {
-		slog.Error("cfn failed", "err", err)
-		return 4
-	}
-	raw, err := readEvent(fs.Arg(0))
-	if err != nil {
-		return fail(err)
+	c := eventCommand{name: "cfn"}
+	if code := c.parse(args, 60*time.Second); code != 0 {
+		return code
 	}
 	var event map[string]any
-	if err := json.Unmarshal(raw, &event); err != nil || event["RequestType"] == nil {
-		return fail(fmt.Errorf("%s is not a CloudFormation custom resource request (no RequestType)", fs.Arg(0)))
+	if err := json.Unmarshal(c.event, &event); err != nil || event["RequestType"] == nil {
+		return c.fail(fmt.Errorf("%s is not a CloudFormation custom resource request (no RequestType)", c.file))
 	}
-	cfg, err := sf.config()
+	fn, cfg, err := c.start(ctx)
 	if err != nil {
-		return fail(err)
-	}
-	fn, err := startFunction(ctx, cfg, fnFlags{bootstrap: *bootstrap, timeout: *timeout, role: *role, session: *session, extra: extra})
-	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	defer fn.Stop()
 	s, err := stack.Open(cfg)
 	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	direct, presign := cfnS3(s)
 	if err := ensureBucket(ctx, direct); err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	key := fmt.Sprintf("responses/%d", time.Now().UnixNano())
 	signed, err := presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(cfnBucket), Key: aws.String(key)},
 		s3.WithPresignExpires(time.Hour))
 	if err != nil {
-		return fail(fmt.Errorf("presign the ResponseURL: %w", err))
+		return c.fail(fmt.Errorf("presign the ResponseURL: %w", err))
 	}
 	event["ResponseURL"] = signed.URL
 	payload, err := json.Marshal(event)
 	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 
-	start := time.Now()
-	resp, fnErr, err := fn.Invoke(ctx, payload)
-	took := time.Since(start)
+	resp, fnErr, took, err := timedInvoke(ctx, fn, payload)
 	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	if fnErr != nil {
-		slog.Info("no answer: the function failed", "errorType", fnErr.Type, "took", took.Round(time.Millisecond))
-		b, _ := json.Marshal(fnErr)
-		fmt.Println(string(b))
-		return 1
+		return functionFailed("no answer: the function failed", fnErr, took.Round(time.Millisecond))
 	}
 	obj, err := direct.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(cfnBucket), Key: aws.String(key)})
 	if err != nil {
-		return fail(fmt.Errorf("no answer reached the ResponseURL (the function returned %s): %w", bytes.TrimSpace(resp), err))
+		return c.fail(fmt.Errorf("no answer reached the ResponseURL (the function returned %s): %w", bytes.TrimSpace(resp), err))
 	}
 	body, err := io.ReadAll(obj.Body)
 	_ = obj.Body.Close()
 	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	var answer struct{ Status string }
 	if err := json.Unmarshal(body, &answer); err != nil {
-		return fail(fmt.Errorf("the answer is not JSON: %w: %s", err, body))
+		return c.fail(fmt.Errorf("the answer is not JSON: %w: %s", err, body))
 	}
 	slog.Info("CloudFormation received", "status", answer.Status, "bytes", len(body), "took", took.Round(time.Millisecond))
 	fmt.Println(strings.TrimSpace(string(body)))

@@ -120,14 +120,71 @@ func (sf *stackFlags) config() (stack.Config, error) {
 	return stack.Config{Dir: sf.dir, Parts: sf.parts, Self: self, Permissions: sf.permissions}, nil
 }
 
-func up(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+// stackConfig parses the arguments of a command that has only the stack's
+// flags, and returns the stack's configuration.
+func stackConfig(command string, args []string) (stack.Config, error) {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
 	var sf stackFlags
 	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return stack.Config{}, err
 	}
-	cfg, err := sf.config()
+	return sf.config()
+}
+
+// functionFlags are shared by the commands that start the function: the
+// stack's flags and how to run the bootstrap.
+type functionFlags struct {
+	stackFlags
+	bootstrap     string
+	timeout       time.Duration
+	role, session string
+	extra         multiFlag
+}
+
+// register adds the flags to fs, with timeout as the default of --timeout.
+func (ff *functionFlags) register(fs *flag.FlagSet, timeout time.Duration) {
+	ff.stackFlags.register(fs)
+	fs.StringVar(&ff.bootstrap, "bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
+	fs.DurationVar(&ff.timeout, "timeout", timeout, "invocation timeout (the function's Lambda Timeout)")
+	fs.StringVar(&ff.role, "role", stack.ExecRole, "execution role the function runs as")
+	fs.StringVar(&ff.session, "session", stack.SessionName, "role session name")
+	fs.Var(&ff.extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
+}
+
+// start starts the stack unless it runs, and the bootstrap under
+// aws-lambda-rie as a session of the role, with the replica's environment.
+// It returns the function and the stack's configuration.
+func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, stack.Config, error) {
+	cfg, err := ff.config()
+	if err != nil {
+		return nil, cfg, err
+	}
+	if cfg.Parts == "" {
+		return nil, cfg, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
+	}
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return nil, cfg, err
+	}
+	creds, err := s.AssumeRole(ctx, ff.role, ff.session)
+	if err != nil {
+		return nil, cfg, err
+	}
+	fnEnv := s.FunctionEnv(creds)
+	for _, k := range functionVars {
+		if v, ok := os.LookupEnv(k); ok {
+			fnEnv = append(fnEnv, k+"="+v)
+		}
+	}
+	fnEnv = append(fnEnv, ff.extra...)
+	fn, err := lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout,
+		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
+	return fn, cfg, err
+}
+
+func up(ctx context.Context, args []string) error {
+	cfg, err := stackConfig("up", args)
 	if err != nil {
 		return err
 	}
@@ -140,13 +197,7 @@ func up(ctx context.Context, args []string) error {
 }
 
 func down(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("down", flag.ContinueOnError)
-	var sf stackFlags
-	sf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := sf.config()
+	cfg, err := stackConfig("down", args)
 	if err != nil {
 		return err
 	}
@@ -232,87 +283,80 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // invoke runs the bootstrap once against the replica, starting the stack if
 // needed. Exit status: 0 success, 1 function error, 2 usage, 4 harness failure.
 func invoke(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
-	var sf stackFlags
-	sf.register(fs)
-	bootstrap := fs.String("bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
-	timeout := fs.Duration("timeout", 30*time.Second, "invocation timeout (the function's Lambda Timeout)")
-	role := fs.String("role", stack.ExecRole, "execution role the function runs as")
-	session := fs.String("session", stack.SessionName, "role session name")
-	var extra multiFlag
-	fs.Var(&extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := eventCommand{name: "invoke"}
+	if code := c.parse(args, 30*time.Second); code != 0 {
+		return code
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: localeks invoke [flags] EVENT_FILE|-")
-		return 2
-	}
-	fail := func(err error) int {
-		slog.Error("invoke failed", "err", err)
-		return 4
-	}
-	event, err := readEvent(fs.Arg(0))
+	fn, _, err := c.start(ctx)
 	if err != nil {
-		return fail(err)
-	}
-	cfg, err := sf.config()
-	if err != nil {
-		return fail(err)
-	}
-	fn, err := startFunction(ctx, cfg, fnFlags{bootstrap: *bootstrap, timeout: *timeout, role: *role, session: *session, extra: extra})
-	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	defer fn.Stop()
-	start := time.Now()
-	resp, fnErr, err := fn.Invoke(ctx, event)
-	took := time.Since(start)
+	resp, fnErr, took, err := timedInvoke(ctx, fn, c.event)
 	if err != nil {
-		return fail(err)
+		return c.fail(err)
 	}
 	if fnErr != nil {
-		slog.Info("invocation failed", "errorType", fnErr.Type, "took", took.Round(time.Microsecond))
-		b, _ := json.Marshal(fnErr)
-		fmt.Println(string(b))
-		return 1
+		return functionFailed("invocation failed", fnErr, took.Round(time.Microsecond))
 	}
 	slog.Info("invocation succeeded", "took", took.Round(time.Microsecond))
 	fmt.Println(strings.TrimSpace(string(resp)))
 	return 0
 }
 
-// fnFlags say how to start the function.
-type fnFlags struct {
-	bootstrap     string
-	timeout       time.Duration
-	role, session string
-	extra         []string
+// eventCommand is invoke or cfn: a command that starts the function and
+// invokes it once with an event.
+type eventCommand struct {
+	functionFlags
+	name  string // the command
+	file  string // EVENT_FILE, or - for stdin
+	event []byte
 }
 
-// startFunction starts the stack unless it runs, and the bootstrap under
-// aws-lambda-rie as a session of the role, with the replica's environment.
-func startFunction(ctx context.Context, cfg stack.Config, ff fnFlags) (*lambdart.Function, error) {
-	if cfg.Parts == "" {
-		return nil, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
+// parse parses args, with timeout as the default of --timeout, and reads the
+// event. A nonzero code is the exit status to end with: 2 for usage, 4 when
+// the event cannot be read.
+func (c *eventCommand) parse(args []string, timeout time.Duration) (code int) {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.register(fs, timeout)
+	if err := fs.Parse(args); err != nil {
+		return 2
 	}
-	s, err := stack.Up(ctx, cfg)
+	if fs.NArg() != 1 {
+		fmt.Fprintf(os.Stderr, "usage: localeks %s [flags] EVENT_FILE|-\n", c.name)
+		return 2
+	}
+	c.file = fs.Arg(0)
+	event, err := readEvent(c.file)
 	if err != nil {
-		return nil, err
+		return c.fail(err)
 	}
-	creds, err := s.AssumeRole(ctx, ff.role, ff.session)
-	if err != nil {
-		return nil, err
-	}
-	fnEnv := s.FunctionEnv(creds)
-	for _, k := range functionVars {
-		if v, ok := os.LookupEnv(k); ok {
-			fnEnv = append(fnEnv, k+"="+v)
-		}
-	}
-	fnEnv = append(fnEnv, ff.extra...)
-	return lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout,
-		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
+	c.event = event
+	return 0
+}
+
+// fail logs err as the command's failure, and returns the exit status of a
+// harness failure.
+func (c *eventCommand) fail(err error) int {
+	slog.Error(c.name+" failed", "err", err)
+	return 4
+}
+
+// timedInvoke invokes fn once with payload, and says how long that took.
+func timedInvoke(ctx context.Context, fn *lambdart.Function, payload []byte) (resp []byte, fnErr *lambdart.FunctionError, took time.Duration, err error) {
+	start := time.Now()
+	resp, fnErr, err = fn.Invoke(ctx, payload)
+	return resp, fnErr, time.Since(start), err
+}
+
+// functionFailed logs the function's error as msg, with the time its
+// invocation took, prints the error payload on stdout, and returns the exit
+// status of a function error.
+func functionFailed(msg string, fnErr *lambdart.FunctionError, took time.Duration) int {
+	slog.Info(msg, "errorType", fnErr.Type, "took", took)
+	b, _ := json.Marshal(fnErr)
+	fmt.Println(string(b))
+	return 1
 }
 
 func readEvent(name string) ([]byte, error) {

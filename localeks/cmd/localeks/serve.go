@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
-	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
 // serve keeps one warm function behind the Lambda Invoke API on loopback
@@ -31,20 +30,10 @@ import (
 // answers as the Lambda service does (X-Amz-Function-Error, 200).
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var sf stackFlags
-	sf.register(fs)
-	bootstrap := fs.String("bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
-	timeout := fs.Duration("timeout", 30*time.Second, "invocation timeout (the function's Lambda Timeout)")
-	role := fs.String("role", stack.ExecRole, "execution role the function runs as")
-	session := fs.String("session", stack.SessionName, "role session name")
+	var ff functionFlags
+	ff.register(fs, 30*time.Second)
 	port := fs.Int("port", 9000, "loopback `port` of the Invoke API")
-	var extra multiFlag
-	fs.Var(&extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := sf.config()
-	if err != nil {
 		return err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*port))
@@ -52,7 +41,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	fn, err := startFunction(ctx, cfg, fnFlags{bootstrap: *bootstrap, timeout: *timeout, role: *role, session: *session, extra: extra})
+	fn, _, err := ff.start(ctx)
 	if err != nil {
 		_ = ln.Close()
 		return err

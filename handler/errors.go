@@ -128,6 +128,7 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 		assumeRole *auth.AssumeRoleError
 		manifest   *kube.ManifestError
 		ref        *kube.RefError
+		replicas   *kube.ReplicasAnnotationError
 		waited     *kube.WaitTimeoutError
 		apiErr     smithy.APIError
 	)
@@ -147,6 +148,10 @@ func classifyOne(ctx context.Context, err error, d diagnosis) *Error {
 		return &Error{Code: InvalidEvent, Err: err, Message: redact(manifest.Error()) + "; nothing was changed"}
 	case errors.As(err, &ref):
 		return &Error{Code: InvalidEvent, Err: err, Message: redact(ref.Error()) + "; nothing was changed"}
+	case errors.As(err, &replicas):
+		// The object's state, not the event, stands in the way.
+		return &Error{Code: Conflict, Err: err, Message: redact(replicas.Error()) +
+			"; nothing was changed: set it to the replicas to restore, or remove it and scale to a number"}
 	case errors.As(err, &notFound):
 		return &Error{Code: ClusterNotFound, Err: err, Message: fmt.Sprintf(
 			"%s: check the cluster name and region (CLUSTER_NAME, CLUSTER_REGION or the event's cluster and region)", notFound.Error())}

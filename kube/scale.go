@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -131,7 +132,7 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 		}
 		n, err := strconv.ParseInt(remembered, 10, 32)
 		if err != nil || n < 0 {
-			return p, fmt.Errorf("annotation %s=%q is not a replica count", ReplicasAnnotation, remembered)
+			return p, &ReplicasAnnotationError{Value: remembered}
 		}
 		p.to = int32(n)
 	}
@@ -142,6 +143,17 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 		p.unannotate = true
 	}
 	return p, nil
+}
+
+// ReplicasAnnotationError is a restore of a workload whose
+// ReplicasAnnotation someone set to what is not a replica count: nothing
+// was changed.
+type ReplicasAnnotationError struct {
+	Kind, Namespace, Name, Value string
+}
+
+func (e *ReplicasAnnotationError) Error() string {
+	return fmt.Sprintf("%s %s: annotation %s=%q is not a replica count", e.Kind, qualified(e.Namespace, e.Name), ReplicasAnnotation, e.Value)
 }
 
 func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (ObjectResult, error) {
@@ -160,6 +172,10 @@ func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (Object
 			replicas = new(int32Of(n))
 		}
 		p, err := planScale(replicas, cur.GetAnnotations(), r.Replicas, r.Restore)
+		var bad *ReplicasAnnotationError
+		if errors.As(err, &bad) {
+			bad.Kind, bad.Namespace, bad.Name = t.mapping.GroupVersionKind.Kind, t.namespace, t.name
+		}
 		if err != nil {
 			return err
 		}

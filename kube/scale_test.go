@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +42,9 @@ func TestPlanScale(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := planScale(tt.replicas, tt.annotations, tt.target, tt.restore)
 			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("plan %+v, want an error", got)
+				var bad *ReplicasAnnotationError
+				if !errors.As(err, &bad) {
+					t.Fatalf("plan %+v, err %v: want a *ReplicasAnnotationError", got, err)
 				}
 				return
 			}

@@ -374,12 +374,14 @@ type LockedBuffer struct {
 	buf bytes.Buffer
 }
 
+// Write appends p.
 func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
+// Bytes returns a copy of what was written so far.
 func (b *LockedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -215,9 +215,16 @@ func TestErrorsTellTheTruth(t *testing.T) {
 		"    spec: {containers: [{name: c, image: nginx:1.27}]}\n"
 	h.kubectl(t, dep, "apply", "-n", "default", "-f", "-")
 	t.Cleanup(func() { _, _ = h.kubectlErr("", "delete", "-n", "default", "--ignore-not-found", "deployment", id) })
-	fe := mustFailManage(t, fn, event(t, map[string]any{"action": "scale", "name": id, "replicas": "restore"}), "Internal")
-	t.Logf("Internal: %s", fe.Message)
-	if !strings.Contains(fe.Message, `"many"`) || strings.Contains(fe.Message, "network") {
-		t.Errorf("message %q does not quote the bad value, or blames the network", fe.Message)
+	// The object's state, not the event or the network, stands in the way.
+	fe := mustFailManage(t, fn, event(t, map[string]any{"action": "scale", "name": id, "replicas": "restore"}), "Conflict")
+	t.Logf("Conflict: %s", fe.Message)
+	for _, want := range []string{"Deployment default/" + id, `replicas-before-scale-down="many"`, "nothing was changed"} {
+		if !strings.Contains(fe.Message, want) || strings.Contains(fe.Message, "network") {
+			t.Errorf("message %q does not say %q, or blames the network", fe.Message, want)
+		}
+	}
+	d, err := h.admin.AppsV1().Deployments("default").Get(ctx, id, metav1.GetOptions{})
+	if err != nil || *d.Spec.Replicas != 0 || d.Annotations["lambda-eks.io/replicas-before-scale-down"] != "many" {
+		t.Errorf("deployment %s changed by a refused restore: %v", id, err)
 	}
 }

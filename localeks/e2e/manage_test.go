@@ -519,28 +519,6 @@ func TestScaleDownRestoreAndDryRun(t *testing.T) {
 		}
 	})
 
-	t.Run("a restore refused by a hand-edited annotation changes nothing", func(t *testing.T) {
-		deployments := h.admin.AppsV1().Deployments("default")
-		setAnnotation := func(v string) {
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, replicasAn, v)
-			if _, err := deployments.Patch(context.Background(), "front-"+label, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		setAnnotation("many")
-		defer setAnnotation("3")
-		fnErr := mustFailManage(t, fn, event(t, map[string]any{"action": "scale", "name": "front-" + label, "replicas": "restore"}), "Conflict")
-		for _, want := range []string{"Deployment default/front-" + label, replicasAn + `="many"`, "nothing was changed"} {
-			if !strings.Contains(fnErr.Message, want) {
-				t.Errorf("error %q does not say %q", fnErr.Message, want)
-			}
-		}
-		d, err := deployments.Get(context.Background(), "front-"+label, metav1.GetOptions{})
-		if err != nil || *d.Spec.Replicas != 0 || d.Annotations[replicasAn] != "many" {
-			t.Errorf("front-%s changed: %v", label, err)
-		}
-	})
-
 	t.Run("morning: restore", func(t *testing.T) {
 		r := mustManage(t, fn, event(t, map[string]any{"action": "scale", "selector": selector, "replicas": "restore"}))
 		if diff := cmp.Diff([]string{"Deployment/back=scaled 0->2", "Deployment/front=scaled 0->3", "StatefulSet/store=scaled 0->1"}, scaleLine(r)); diff != "" {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -203,6 +204,14 @@ spec:
 func BenchmarkColdInit(b *testing.B) {
 	hh := mustHarness(b)
 	_, env, _ := benchEnv(b)
+	benchColdInit(b, hh.bootstrap, env, 128)
+}
+
+// benchColdInit times bootstrap's init, from exec to its first request for
+// an event, in a Lambda-like environment: env and a runtime API that holds
+// that request, nothing inherited from this machine (AWS_CA_BUNDLE, say,
+// would add a CA bundle load to the init). It reports the RSS at that point.
+func benchColdInit(b *testing.B, bootstrap string, env []string, memoryMB int) {
 	next := make(chan struct{}, 1)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -212,13 +221,10 @@ func BenchmarkColdInit(b *testing.B) {
 		<-r.Context().Done() // hold the request: no event comes
 	}))
 	defer api.Close()
-	u, _ := url.Parse(api.URL)
-	env = append(env, "AWS_LAMBDA_RUNTIME_API="+u.Host, "AWS_LAMBDA_FUNCTION_NAME=bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128",
-		"AWS_LAMBDA_LOG_FORMAT=JSON")
+	env = append(slices.Clip(env), "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(api.URL, "http://"), "AWS_LAMBDA_FUNCTION_NAME=bench",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(memoryMB), "AWS_LAMBDA_LOG_FORMAT=JSON")
 	for b.Loop() {
-		cmd := exec.Command(hh.bootstrap)
-		// A Lambda-like environment: nothing inherited from this machine
-		// (AWS_CA_BUNDLE, say, would add a CA bundle load to the init).
+		cmd := exec.Command(bootstrap) //nolint:gosec // G204: the bootstraps under test
 		cmd.Env = env
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -229,6 +235,9 @@ func BenchmarkColdInit(b *testing.B) {
 			b.Fatal("bootstrap never asked for an event")
 		}
 		b.StopTimer()
+		if kib, err := peakRSS(cmd.Process.Pid); err == nil {
+			b.ReportMetric(float64(kib)/1024, "init-RSS-MiB")
+		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		b.StartTimer()

@@ -966,42 +966,13 @@ func BenchmarkHelmInstall(b *testing.B) {
 }
 
 // BenchmarkHelmColdInit is each bootstrap's init, from exec to its first
-// request for an event, as BenchmarkColdInit measures the main one.
+// request for an event, as BenchmarkColdInit measures the main one, at the
+// Helm function's memory size.
 func BenchmarkHelmColdInit(b *testing.B) {
 	h, f := mustHelm(b)
 	_, env, _ := benchEnv(b)
-	next := make(chan struct{}, 1)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case next <- struct{}{}:
-		default:
-		}
-		<-r.Context().Done() // hold the request: no event comes
-	}))
-	defer api.Close()
-	env = append(env, "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(api.URL, "http://"), "AWS_LAMBDA_FUNCTION_NAME=bench",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512", "AWS_LAMBDA_LOG_FORMAT=JSON")
 	for _, bin := range []struct{ name, path string }{{"main", h.bootstrap}, {"helm", f.bootstrap}} {
-		b.Run(bin.name, func(b *testing.B) {
-			for b.Loop() {
-				cmd := exec.Command(bin.path) //nolint:gosec // G204: the bootstraps under test
-				cmd.Env = env
-				if err := cmd.Start(); err != nil {
-					b.Fatal(err)
-				}
-				select {
-				case <-next:
-				case <-time.After(10 * time.Second):
-					b.Fatal("bootstrap never asked for an event")
-				}
-				b.StopTimer()
-				kib, _ := peakRSS(cmd.Process.Pid)
-				b.ReportMetric(float64(kib)/1024, "init-RSS-MiB")
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				b.StartTimer()
-			}
-		})
+		b.Run(bin.name, func(b *testing.B) { benchColdInit(b, bin.path, env, 512) })
 	}
 }
 

@@ -49,10 +49,12 @@ build() {
 		rm -f "$tmp"
 		return 1
 	fi
+	mv -f "$tmp" "$bin/$name"
+	# The stamp last: an interrupted build leaves the old stamp, so the part
+	# is built again.
 	if [[ -n "$version" ]]; then
 		printf '%s\n' "$version" >"$bin/.$name.version"
 	fi
-	mv -f "$tmp" "$bin/$name"
 	log "built $name in $((SECONDS - start))s"
 }
 

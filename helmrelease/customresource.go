@@ -33,7 +33,9 @@ import (
 // HelmProperties are a Custom::HelmRelease's ResourceProperties.
 // CloudFormation passes every scalar as a string.
 type HelmProperties struct {
+	// ServiceToken and ServiceTimeout are CloudFormation's own; ignored.
 	ServiceToken    string          `json:"ServiceToken,omitempty"`
+	ServiceTimeout  json.RawMessage `json:"ServiceTimeout,omitempty"`
 	Cluster         string          `json:"Cluster,omitempty"`
 	Region          string          `json:"Region,omitempty"`
 	RoleArn         string          `json:"RoleArn,omitempty"`
@@ -49,7 +51,7 @@ type HelmProperties struct {
 	Atomic          json.RawMessage `json:"Atomic,omitempty"`
 }
 
-const helmPropertyFields = "ServiceToken, Cluster, Region, RoleArn, ExternalId, Release, Namespace, Chart, Version, Repository, " +
+const helmPropertyFields = "ServiceToken, ServiceTimeout, Cluster, Region, RoleArn, ExternalId, Release, Namespace, Chart, Version, Repository, " +
 	"Values, CreateNamespace, Wait, Atomic"
 
 // decodeHelmProperties decodes raw strictly into an Event of action.

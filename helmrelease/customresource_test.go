@@ -17,7 +17,7 @@ func TestHelmProperties(t *testing.T) {
 		want        Event
 		problem     string
 	}{
-		{name: "strings as CloudFormation sends them", props: `{"ServiceToken":"arn","Release":"web","Chart":"demo","Repository":"https://x.example",` +
+		{name: "strings as CloudFormation sends them", props: `{"ServiceToken":"arn","ServiceTimeout":"300","Release":"web","Chart":"demo","Repository":"https://x.example",` +
 			`"Version":"1.0.0","Values":{"replicaCount":"2"},"CreateNamespace":"true","Wait":"300","Atomic":"false"}`,
 			want: Event{Action: ActionUpgrade, Release: "web", Chart: "demo", Repository: "https://x.example", Version: "1.0.0",
 				Values: json.RawMessage(`{"replicaCount":"2"}`), CreateNamespace: true, Wait: &Wait{On: true, Max: 300 * time.Second}}},

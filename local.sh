@@ -138,9 +138,10 @@ serve)
 	build_cli
 	build_function
 	log "invoking bootstrap with $event (starting the local EKS replica unless it runs)"
-	if [[ "$event" != - ]] && grep -q '"ResponseURL"' "$event" 2>/dev/null; then
-		# A CloudFormation custom-resource request: play CloudFormation with a
-		# presigned moto S3 URL and print the body it received.
+	if [[ "$event" != - ]] && grep -q '"RequestType"' "$event" 2>/dev/null; then
+		# A CloudFormation custom-resource request (what `localeks cfn`
+		# requires): play CloudFormation with a presigned moto S3 URL as its
+		# ResponseURL and print the body it received.
 		exec "$localeks" cfn --bootstrap "$bootstrap" "$event"
 	fi
 	exec "$localeks" invoke --bootstrap "$bootstrap" "$event"

@@ -221,9 +221,6 @@ func (f *Function) waitListening(ctx context.Context, addr string) error {
 	}
 }
 
-// URL is the emulator's Invoke API endpoint.
-func (f *Function) URL() string { return f.url }
-
 // Invoke delivers one event and waits for the function's answer. fnErr is
 // the function's error payload (or Sandbox.Timedout / Runtime.ExitError, as
 // the emulator reports them); err is a failure of the emulator or of ctx.

@@ -23,9 +23,9 @@ import (
 	"github.com/lambda-eks/lambda-eks/localeks/shim"
 )
 
-// motoConfig is an AWS config for the harness's own calls, straight to
+// MotoConfig is an AWS config for the harness's own calls, straight to
 // moto_server (never through the shim, so they are not counted).
-func (s *Stack) motoConfig() aws.Config {
+func (s *Stack) MotoConfig() aws.Config {
 	return aws.Config{
 		Region:       Region,
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIALOCALEKSADMIN000", "localeks", ""),
@@ -53,7 +53,7 @@ const trustAnyone = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Pri
 
 // setupMoto creates the roles and the clusters the replica answers for.
 func (s *Stack) setupMoto(ctx context.Context) error {
-	cfg := s.motoConfig()
+	cfg := s.MotoConfig()
 	iamc := iam.NewFromConfig(cfg)
 	for _, role := range []string{ExecRole, UnmappedRole} {
 		_, err := iamc.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(role), AssumeRolePolicyDocument: aws.String(trustAnyone)})
@@ -81,14 +81,14 @@ func (s *Stack) setupMoto(ctx context.Context) error {
 // cluster ClusterName. It acts in that account the way moto allows: with
 // credentials from AssumeRole into a role of it.
 func (s *Stack) SetupTargetAccount(ctx context.Context) error {
-	out, err := sts.NewFromConfig(s.motoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
+	out, err := sts.NewFromConfig(s.MotoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
 		RoleArn:         aws.String(TargetRoleARN(TargetRole)),
 		RoleSessionName: aws.String("localeks-setup"),
 	})
 	if err != nil {
 		return fmt.Errorf("act in account %s: %w", TargetAccount, err)
 	}
-	cfg := s.motoConfig()
+	cfg := s.MotoConfig()
 	c := out.Credentials
 	cfg.Credentials = credentials.NewStaticCredentialsProvider(aws.ToString(c.AccessKeyId), aws.ToString(c.SecretAccessKey), aws.ToString(c.SessionToken))
 	iamc := iam.NewFromConfig(cfg)
@@ -115,7 +115,7 @@ func (s *Stack) SetupTargetAccount(ctx context.Context) error {
 func (s *Stack) checkMotoState(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	_, err := eks.NewFromConfig(s.motoConfig()).DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(ClusterName)})
+	_, err := eks.NewFromConfig(s.MotoConfig()).DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(ClusterName)})
 	return err
 }
 
@@ -128,7 +128,7 @@ func (s *Stack) AssumeRole(ctx context.Context, role, session string) (aws.Crede
 // AssumeRoleARN is AssumeRole for a role of any account, e.g.
 // TargetRoleARN(TargetRole).
 func (s *Stack) AssumeRoleARN(ctx context.Context, role, session string) (aws.Credentials, error) {
-	out, err := sts.NewFromConfig(s.motoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
+	out, err := sts.NewFromConfig(s.MotoConfig()).AssumeRole(ctx, &sts.AssumeRoleInput{
 		RoleArn:         aws.String(role),
 		RoleSessionName: aws.String(session),
 		DurationSeconds: aws.Int32(3600),

@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -42,15 +39,11 @@ func cfnInvoke(ctx context.Context, args []string) int {
 	if err := json.Unmarshal(c.event, &event); err != nil || event["RequestType"] == nil {
 		return c.fail(fmt.Errorf("%s is not a CloudFormation custom resource request (no RequestType)", c.file))
 	}
-	fn, cfg, err := c.start(ctx)
+	fn, s, err := c.start(ctx)
 	if err != nil {
 		return c.fail(err)
 	}
 	defer fn.Stop()
-	s, err := stack.Open(cfg)
-	if err != nil {
-		return c.fail(err)
-	}
 	direct, presign := cfnS3(s)
 	if err := ensureBucket(ctx, direct); err != nil {
 		return c.fail(err)
@@ -99,18 +92,11 @@ func cfnInvoke(ctx context.Context, args []string) int {
 // presigner for the URL CloudFormation would send: https, virtual-hosted,
 // reached by the function through the shim.
 func cfnS3(s *stack.Stack) (*s3.Client, *s3.PresignClient) {
-	creds := credentials.NewStaticCredentialsProvider("AKIALOCALEKSADMIN000", "localeks", "")
-	direct := s3.NewFromConfig(aws.Config{
-		Region:      stack.Region,
-		Credentials: creds,
-		HTTPClient:  &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 30 * time.Second},
-	}, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String("http://127.0.0.1:" + strconv.Itoa(s.Ports.Moto))
-		o.UsePathStyle = true
-	})
+	cfg := s.MotoConfig()
+	direct := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
 	presign := s3.NewPresignClient(s3.NewFromConfig(aws.Config{
 		Region:                     stack.Region,
-		Credentials:                creds,
+		Credentials:                cfg.Credentials,
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 	}))
 	return direct, presign

@@ -154,22 +154,22 @@ func (ff *functionFlags) register(fs *flag.FlagSet, timeout time.Duration) {
 
 // start starts the stack unless it runs, and the bootstrap under
 // aws-lambda-rie as a session of the role, with the replica's environment.
-// It returns the function and the stack's configuration.
-func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, stack.Config, error) {
+// It returns the function and the stack.
+func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, *stack.Stack, error) {
 	cfg, err := ff.config()
 	if err != nil {
-		return nil, cfg, err
+		return nil, nil, err
 	}
 	if cfg.Parts == "" {
-		return nil, cfg, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
+		return nil, nil, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
 	}
 	s, err := stack.Up(ctx, cfg)
 	if err != nil {
-		return nil, cfg, err
+		return nil, nil, err
 	}
 	creds, err := s.AssumeRole(ctx, ff.role, ff.session)
 	if err != nil {
-		return nil, cfg, err
+		return nil, nil, err
 	}
 	fnEnv := s.FunctionEnv(creds)
 	for _, k := range functionVars {
@@ -180,7 +180,7 @@ func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, stack.C
 	fnEnv = append(fnEnv, ff.extra...)
 	fn, err := lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout,
 		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
-	return fn, cfg, err
+	return fn, s, err
 }
 
 func up(ctx context.Context, args []string) error {

@@ -172,11 +172,23 @@ type fetcher struct {
 	ecr   *ECRTokens
 }
 
-// newFetcher returns a fetcher whose every request ends by the deadline.
-func newFetcher(ctx context.Context, creds Credentials, ecrTokens *ECRTokens) *fetcher {
+// newChartTransport returns the transport of every chart download, from
+// repositories and registries alike. The Handler builds it once, so that
+// warm invocations reuse its connections (no new DNS look-up and TLS
+// handshake) and no idle connections are left behind in dropped transports.
+func newChartTransport() *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSHandshakeTimeout = 10 * time.Second
-	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	return tr
+}
+
+// newFetcher returns a fetcher on the process's transport tr whose every
+// request ends by the deadline. A nil tr is http.DefaultTransport.
+func newFetcher(ctx context.Context, tr *http.Transport, creds Credentials, ecrTokens *ECRTokens) *fetcher {
+	hc := &http.Client{Timeout: 5 * time.Minute}
+	if tr != nil {
+		hc.Transport = tr
+	}
 	if d, ok := ctx.Deadline(); ok {
 		hc.Timeout = max(time.Until(d), time.Millisecond)
 	}

@@ -9,10 +9,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/lambda-eks/lambda-eks/handler"
 )
 
 func chartArchive(t *testing.T, version string) []byte {
@@ -104,5 +110,64 @@ entries:
 	_, _, err := f.fetch(ctx, ChartRef{Repository: srv.URL + "/charts", Name: "demo", Version: "2.0.0"})
 	if !errors.As(err, &nf) || !strings.Contains(err.Error(), "versions: 1.2.0, 1.1.0, 1.0.0") {
 		t.Errorf("the message should list the versions: %v", err)
+	}
+}
+
+// TestFetchersShareTransport: the fetchers of two invocations of one
+// Handler download over the Handler's transport, so the second reuses the
+// first's connection, and each has its own timeout, its deadline.
+func TestFetchersShareTransport(t *testing.T) {
+	archive := chartArchive(t, "1.0.0")
+	index := "apiVersion: v1\nentries:\n  demo:\n  - {apiVersion: v2, name: demo, version: 1.0.0, urls: [demo-1.0.0.tgz]}\n"
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/index.yaml":
+			_, _ = w.Write([]byte(index))
+		case "/demo-1.0.0.tgz":
+			_, _ = w.Write(archive)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	var mu sync.Mutex
+	conns := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	h := New(handler.Config{}, Options{}, nil, slog.New(slog.DiscardHandler))
+	if h.charts == nil {
+		t.Fatal("New built no chart transport")
+	}
+	h.charts.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig // trust the test server
+	var first *http.Client
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		f := newFetcher(ctx, h.charts, nil, nil)
+		if f.hc.Transport != h.charts {
+			t.Fatalf("invocation %d: the fetcher's transport is not the Handler's", i)
+		}
+		if f.hc.Timeout <= 0 || f.hc.Timeout > time.Minute {
+			t.Errorf("invocation %d: timeout %v, want at most the deadline's minute", i, f.hc.Timeout)
+		}
+		if f.hc == first {
+			t.Error("the invocations share an http.Client: want one each, for its timeout")
+		}
+		first = f.hc
+		if _, _, err := f.fetch(ctx, ChartRef{Repository: srv.URL, Name: "demo"}); err != nil {
+			t.Fatalf("invocation %d: %v", i, err)
+		}
+		cancel()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Errorf("%d connections for two invocations, want 1 (the second reuses the first's)", conns)
 	}
 }

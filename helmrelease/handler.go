@@ -89,6 +89,9 @@ type Handler struct {
 	connect Connector
 	log     *slog.Logger
 	now     func() time.Time
+	// charts is the transport of chart downloads, shared by invocations
+	// (each has its own http.Client, whose timeout is its deadline).
+	charts *http.Transport
 
 	// conns holds a *Conn per auth.Target, the least recently used dropped
 	// beyond maxConns; mu orders a drop against a new connection.
@@ -98,7 +101,8 @@ type Handler struct {
 
 // New returns a Handler.
 func New(cfg handler.Config, opts Options, connect Connector, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, opts: opts, connect: connect, log: log, now: time.Now, conns: lru.New(maxConns)}
+	return &Handler{cfg: cfg, opts: opts, connect: connect, log: log, now: time.Now, conns: lru.New(maxConns),
+		charts: newChartTransport()}
 }
 
 // Invoke is the Lambda handler: the raw payload in, the Result as JSON out,
@@ -162,7 +166,7 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 	var fetched *fetchedChart
 	if req.Action == ActionUpgrade {
 		start := time.Now()
-		ch, version, err := newFetcher(ctx, h.opts.Credentials, h.opts.ECR).fetch(ctx, req.Ref)
+		ch, version, err := newFetcher(ctx, h.charts, h.opts.Credentials, h.opts.ECR).fetch(ctx, req.Ref)
 		if err != nil {
 			return nil, h.classify(ctx, err, hreq, nil)
 		}

@@ -260,19 +260,13 @@ func (f *fetcher) pullOCI(ctx context.Context, ref ChartRef) ([]byte, string, er
 		if err != nil {
 			return nil, "", ociError(ref, err)
 		}
-		constraint, _ := semver.NewConstraint(or(ref.Version, "*")) // checked by Resolve
-		version = ""
-		for _, t := range tags {
-			if v, err := semver.NewVersion(t); err == nil && constraint.Check(v) {
-				version = t
-				break
-			}
-		}
-		if version == "" {
-			return nil, "", &ChartNotFoundError{Ref: ref, Problem: fmt.Sprintf("no tag matches (tags: %s)", list(tags))}
+		if version, err = matchTag(ref, tags); err != nil {
+			return nil, "", err
 		}
 	}
-	res, err := rc.Pull(base + ":" + strings.ReplaceAll(version, "+", "_"))
+	// Pull writes a version's "+" as the "_" of its tag (OCI tags have no
+	// "+"), as Tags reads it back.
+	res, err := rc.Pull(base + ":" + version)
 	if err != nil {
 		return nil, "", ociError(ref, err)
 	}
@@ -280,6 +274,21 @@ func (f *fetcher) pullOCI(ctx context.Context, ref ChartRef) ([]byte, string, er
 		return nil, "", &RepositoryError{Ref: ref, Err: errors.New("the artifact holds no chart")}
 	}
 	return res.Chart.Data, version, nil
+}
+
+// matchTag picks the tag of ref's version among a registry's tags (as
+// registry.Client.Tags lists them: semantic versions, newest first): the
+// newest that satisfies the constraint, the newest of all with none.
+// Helm's own choice (GetTagMatchingVersionOrConstraint) would first take a
+// tag equal to the version; for the versions that come here (not strict
+// semantic versions, which are pulled as they are) no tag is, so the
+// choice is the constraint's.
+func matchTag(ref ChartRef, tags []string) (string, error) {
+	tag, err := registry.GetTagMatchingVersionOrConstraint(tags, ref.Version)
+	if err != nil {
+		return "", &ChartNotFoundError{Ref: ref, Problem: fmt.Sprintf("no tag matches (tags: %s)", list(tags))}
+	}
+	return tag, nil
 }
 
 // ociError words a registry error: a missing repository or tag is

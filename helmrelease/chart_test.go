@@ -171,3 +171,37 @@ func TestFetchersShareTransport(t *testing.T) {
 		t.Errorf("%d connections for two invocations, want 1 (the second reuses the first's)", conns)
 	}
 }
+
+// TestMatchTag: a registry's tags as registry.Client.Tags lists them
+// (semantic versions, newest first, "_" read back as "+").
+func TestMatchTag(t *testing.T) {
+	tags := []string{"2.0.0-rc.1", "1.2.5", "1.2.0", "1.0.0+build.7", "0.1.1", "0.1.0"}
+	for _, tc := range []struct{ version, want string }{
+		{"", "1.2.5"}, // a prerelease only when asked for
+		{"*", "1.2.5"},
+		{"~0.1", "0.1.1"},
+		{"1.2", "1.2.5"},
+		{"v1.2", "1.2.5"},
+		{"<1.2", "1.0.0+build.7"},
+		{"^1.0.0-0", "1.2.5"},
+		{">=2.0.0-0", "2.0.0-rc.1"},
+		{"1.0", "1.0.0+build.7"},
+		{"0.1.0 || 1.2.0", "1.2.0"},
+	} {
+		got, err := matchTag(ChartRef{OCI: "oci://r.example/charts/demo", Version: tc.version}, tags)
+		if err != nil || got != tc.want {
+			t.Errorf("%q: got %q, %v; want %q", tc.version, got, err, tc.want)
+		}
+	}
+	for _, version := range []string{">=3", "~0.2", "1.3"} {
+		_, err := matchTag(ChartRef{OCI: "oci://r.example/charts/demo", Version: version}, tags)
+		var nf *ChartNotFoundError
+		if !errors.As(err, &nf) || !strings.Contains(err.Error(), "no tag matches (tags: 2.0.0-rc.1, 1.2.5,") {
+			t.Errorf("%q: got %v, want a ChartNotFoundError listing the tags", version, err)
+		}
+	}
+	var nf *ChartNotFoundError
+	if _, err := matchTag(ChartRef{OCI: "oci://r.example/charts/demo"}, nil); !errors.As(err, &nf) || !strings.Contains(err.Error(), "tags: none") {
+		t.Errorf("no tags: got %v, want a ChartNotFoundError", err)
+	}
+}

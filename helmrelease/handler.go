@@ -163,14 +163,14 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 	// The chart first: a chart that cannot be had changes nothing.
 	var o op
 	o.req, o.log, o.now, o.lamb, o.owner = req, h.log, h.now, lambdaDeadline, owner
-	var fetched *fetchedChart
+	var ch *chartv2.Chart
 	if req.Action == ActionUpgrade {
 		start := time.Now()
-		ch, version, err := newFetcher(ctx, h.charts, h.opts.Credentials, h.opts.ECR).fetch(ctx, req.Ref)
+		fetched, version, err := newFetcher(ctx, h.charts, h.opts.Credentials, h.opts.ECR).fetch(ctx, req.Ref)
 		if err != nil {
 			return nil, h.classify(ctx, err, hreq, nil)
 		}
-		fetched = &fetchedChart{ch: ch, version: version}
+		ch = fetched
 		h.log.InfoContext(ctx, "chart fetched", "chart", ch.Metadata.Name, "version", version, "duration_ms", time.Since(start).Milliseconds())
 	}
 
@@ -184,7 +184,7 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 	var res *Result
 	switch req.Action {
 	case ActionUpgrade:
-		res, err = o.upgrade(ctx, fetched.ch)
+		res, err = o.upgrade(ctx, ch)
 	case ActionRollback:
 		res, err = o.rollback(ctx)
 	case ActionUninstall:
@@ -203,11 +203,6 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 	}
 	res.Cluster, res.Action = req.Cluster, req.Action
 	return res, nil
-}
-
-type fetchedChart struct {
-	ch      *chartv2.Chart
-	version string
 }
 
 // classify maps err to a handler.Error: the Helm function's own errors

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -332,8 +333,9 @@ func isTransport(err error) bool {
 	return errors.As(err, &nerr) && nerr.Timeout() && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// isAWSOverloaded reports an AWS answer of 429 or 5xx, or a throttling
-// error code, that outlasted the SDK's retries.
+// isAWSOverloaded reports an AWS answer of 429 or 5xx, or an error code the
+// SDK's retryer counts as throttling (S3's SlowDown among them), that
+// outlasted the SDK's retries.
 func isAWSOverloaded(err error) bool {
 	var resp *smithyhttp.ResponseError
 	if errors.As(err, &resp) {
@@ -342,13 +344,12 @@ func isAWSOverloaded(err error) bool {
 		}
 	}
 	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode() {
-		case "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "ServiceUnavailable", "ServiceUnavailableException":
-			return true
-		}
+	if !errors.As(err, &apiErr) {
+		return false
 	}
-	return false
+	code := apiErr.ErrorCode()
+	_, throttled := retry.DefaultThrottleErrorCodes[code]
+	return throttled || code == "ServiceUnavailable" || code == "ServiceUnavailableException"
 }
 
 // awsService names the AWS service of a failed call.

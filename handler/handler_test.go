@@ -187,6 +187,7 @@ func TestClassify(t *testing.T) {
 			[]string{"arn:aws:iam::123456789012:role/fn-role needs sts:AssumeRole on arn:aws:iam::210987654321:role/t",
 				"trust policy of arn:aws:iam::210987654321:role/t must allow arn:aws:iam::123456789012:role/fn-role"}},
 		{"AWS throttling", apiError{"ThrottlingException"}, nil, "", Unavailable, []string{"throttling"}},
+		{"S3 throttling", apiError{"SlowDown"}, nil, "", Unavailable, []string{"throttling"}},
 		{"AWS 500", &smithy.OperationError{ServiceID: "EKS", OperationName: "DescribeCluster", Err: &smithyhttp.ResponseError{
 			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 500}}, Err: errors.New("internal")}}, nil, "", Unavailable,
 			[]string{"AWS EKS"}},

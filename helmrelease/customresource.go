@@ -135,7 +135,7 @@ func cfnBool(b json.RawMessage, name string) (bool, error) {
 }
 
 // ownerHash is the resource's identity: what makes the release another one.
-func (h *Handler) ownerHash(stackID, logicalID string, req Request) string {
+func ownerHash(stackID, logicalID string, req Request) string {
 	sum := sha256.Sum256([]byte(strings.Join([]string{stackID, logicalID, req.Cluster, req.Region, req.RoleARN,
 		req.Namespace, req.Release}, "\x00")))
 	return hex.EncodeToString(sum[:8])
@@ -148,7 +148,7 @@ func (h *Handler) physicalID(req handler.CustomResourceRequest) string {
 	if err == nil {
 		var r Request
 		if r, err = Resolve(ev, h.cfg); err == nil {
-			return prefix + h.ownerHash(req.StackID, req.LogicalResourceID, r)
+			return prefix + ownerHash(req.StackID, req.LogicalResourceID, r)
 		}
 	}
 	if req.RequestType == "Update" && req.PhysicalResourceID != "" {
@@ -172,7 +172,7 @@ func (h *Handler) customResource(ctx context.Context, req handler.CustomResource
 	if err != nil {
 		return "", nil, err
 	}
-	res, err := h.run(ctx, r, h.ownerHash(req.StackID, req.LogicalResourceID, r))
+	res, err := h.run(ctx, r, ownerHash(req.StackID, req.LogicalResourceID, r))
 	if err != nil {
 		return "", nil, err
 	}
@@ -202,10 +202,11 @@ func (h *Handler) cfnDelete(ctx context.Context, req handler.CustomResourceReque
 	if err != nil {
 		return "nothing to delete: the properties could not be read, so no release was made (" + handler.AsError(err).Message + ")", nil, nil
 	}
-	if !strings.HasSuffix(req.PhysicalResourceID, "/"+h.ownerHash(req.StackID, req.LogicalResourceID, r)) {
+	owner := ownerHash(req.StackID, req.LogicalResourceID, r)
+	if !strings.HasSuffix(req.PhysicalResourceID, "/"+owner) {
 		return "nothing to delete: " + req.PhysicalResourceID + " names no release of these properties", nil, nil
 	}
-	res, err := h.run(ctx, r, h.ownerHash(req.StackID, req.LogicalResourceID, r))
+	res, err := h.run(ctx, r, owner)
 	var e *handler.Error
 	if errors.As(err, &e) && e.Code == handler.ClusterNotFound {
 		return "nothing to delete: " + e.Message, nil, nil

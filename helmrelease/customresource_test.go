@@ -1,6 +1,7 @@
 package helmrelease
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -77,5 +78,19 @@ func TestPhysicalID(t *testing.T) {
 	}
 	if got := h.physicalID(req(`{"Release":"Bad_Name"}`)); got != "old" {
 		t.Errorf("unreadable properties on Update: id %s, want the old one", got)
+	}
+}
+
+// A Delete whose PhysicalResourceId is not its properties' owner touches
+// nothing: the release belongs to another resource (or none).
+func TestDeleteOfAnotherOwner(t *testing.T) {
+	h := &Handler{cfg: handler.Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "s"}}
+	req := handler.CustomResourceRequest{RequestType: "Delete", StackID: "arn:aws:cloudformation:us-east-1:1:stack/app/u",
+		LogicalResourceID: "Web", ResourceProperties: json.RawMessage(`{"Release":"web","Chart":"demo","Repository":"https://x.example"}`)}
+	req.PhysicalResourceID = h.physicalID(req)
+	req.ResourceProperties = json.RawMessage(`{"Release":"api","Chart":"demo","Repository":"https://x.example"}`)
+	reason, _, err := h.cfnDelete(context.Background(), req)
+	if err != nil || !strings.Contains(reason, "names no release of these properties") {
+		t.Errorf("got %q, %v; want nothing to delete", reason, err)
 	}
 }

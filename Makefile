@@ -96,8 +96,7 @@ build-LambdaEksFunction:
 
 ## build-LambdaEksHelmFunction: the Helm function (cmd/helm), for `sam build`
 build-LambdaEksHelmFunction:
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 GOWORK=off \
-	  go build -tags lambda.norpc -trimpath -ldflags "-s -w" -o "$(ARTIFACTS_DIR)/bootstrap" ./cmd/helm
+	GOARCH=arm64 ./build-handler.sh "$(ARTIFACTS_DIR)/bootstrap" ./cmd/helm
 
 clean:
 	rm -rf bootstrap bootstrap.zip .aws-sam

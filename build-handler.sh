@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Builds the function: a static Linux binary named bootstrap (what the
 # provided.al2023 runtime runs) and bootstrap.zip, for GOARCH (default arm64).
+#
+#   ./build-handler.sh [OUT] [PACKAGE]   (default: bootstrap, the main function .;
+#                                         ./cmd/helm is the Helm function)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 arch="${GOARCH:-arm64}"
 out="${1:-bootstrap}"
-echo "build-handler: building $out for linux/$arch" >&2
+pkg="${2:-.}"
+echo "build-handler: building $out ($pkg) for linux/$arch" >&2
 CGO_ENABLED=0 GOOS=linux GOARCH="$arch" GOWORK=off \
-	go build -tags lambda.norpc -trimpath -ldflags "-s -w" -o "$out" .
+	go build -tags lambda.norpc -trimpath -ldflags "-s -w" -o "$out" "$pkg"
 if [[ "$out" == bootstrap ]]; then
 	rm -f bootstrap.zip
 	if command -v zip >/dev/null; then

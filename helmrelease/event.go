@@ -244,8 +244,14 @@ var (
 	// releaseRE is Helm's rule for release names (at most 53 characters).
 	releaseRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	chartRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,249}$`)
-	clusterRE = regexp.MustCompile(`^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$`)
-	regionRE  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
+	// The target's rules are the main function's (handler/event.go's
+	// Resolve, which exports none of them), with the same messages: an
+	// event that names a cluster, region, role or external ID is accepted
+	// by both functions or by neither.
+	clusterRE    = regexp.MustCompile(`^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$`)
+	regionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
+	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 // Resolve checks ev and completes it from cfg, before anything is read
@@ -280,21 +286,26 @@ func Resolve(ev Event, cfg handler.Config) (Request, error) {
 	case r.Cluster == "":
 		return Request{}, handler.Invalid("no cluster: set CLUSTER_NAME or the event's cluster")
 	case !clusterRE.MatchString(r.Cluster):
-		return Request{}, handler.Invalid("cluster %q is not an EKS cluster name", r.Cluster)
-	case r.Region != "" && !regionRE.MatchString(r.Region):
-		return Request{}, handler.Invalid("region %q is not an AWS region", r.Region)
+		return Request{}, handler.Invalid("cluster %q is not a valid EKS cluster name", r.Cluster)
+	case r.Region == "":
+		return Request{}, handler.Invalid("no region: set CLUSTER_REGION or AWS_REGION, or the event's region")
+	case !regionRE.MatchString(r.Region):
+		return Request{}, handler.Invalid("region %q is not an AWS region name", r.Region)
 	case ev.Release == "":
 		return Request{}, handler.Invalid("field \"release\" is required")
 	case len(ev.Release) > 53 || !releaseRE.MatchString(ev.Release):
 		return Request{}, handler.Invalid("release %q: want at most 53 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit", ev.Release)
 	}
 	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
-		return Request{}, handler.Invalid("namespace %q: %s", r.Namespace, strings.Join(errs, "; "))
+		return Request{}, handler.Invalid("namespace %q is not a valid DNS-1123 label: %s", r.Namespace, strings.Join(errs, "; "))
 	}
-	if r.RoleARN != "" {
-		if _, err := auth.CanonicalARN(r.RoleARN); err != nil {
-			return Request{}, handler.Invalid("roleArn %q is not a role ARN", r.RoleARN)
-		}
+	switch {
+	case r.RoleARN != "" && !roleARNRE.MatchString(r.RoleARN):
+		return Request{}, handler.Invalid("roleArn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.RoleARN)
+	case r.ExternalID != "" && (len(r.ExternalID) < 2 || len(r.ExternalID) > 1224 || !externalIDRE.MatchString(r.ExternalID)):
+		return Request{}, handler.Invalid("externalId must be 2 to 1224 characters of letters, digits and +=,.@:/-")
+	case r.ExternalID != "" && r.RoleARN == "":
+		return Request{}, handler.Invalid("externalId is only used with roleArn")
 	}
 	if ev.Revision < 0 {
 		return Request{}, handler.Invalid("revision %d: want a positive revision, or none for the previous one", ev.Revision)

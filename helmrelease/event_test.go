@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/handler"
 )
 
@@ -18,6 +19,9 @@ func TestDecodeAndResolve(t *testing.T) {
 		event   string
 		want    Request
 		problem string // in the InvalidEvent message; "" for success
+		// noRegion resolves without the configuration's region
+		// (CLUSTER_REGION, AWS_REGION).
+		noRegion bool
 	}{
 		{name: "https repository", event: `{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://charts.example.com/stable","version":"^1.2","values":{"a":{"b":1}},"wait":"5m","atomic":true}`,
 			want: Request{Ref: ChartRef{Repository: "https://charts.example.com/stable", Name: "demo", Version: "^1.2"},
@@ -51,13 +55,45 @@ func TestDecodeAndResolve(t *testing.T) {
 		{name: "control character", event: `{"action":"helm-status","release":"web","namespace":"a\u0000"}`, problem: "control character"},
 		{name: "bad namespace", event: `{"action":"helm-status","release":"web","namespace":"A"}`, problem: `namespace "A"`},
 		{name: "not an object", event: `[]`, problem: "JSON object"},
+		// The target's checks are the main function's (handler/event.go),
+		// with its messages.
+		{name: "region of the event", event: `{"action":"helm-status","release":"web","region":"eu-west-3"}`,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "eu-west-3"}}},
+		{name: "region numbered beyond 9", event: `{"action":"helm-status","release":"web","region":"ap-southeast-10"}`,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "ap-southeast-10"}}},
+		{name: "region of the event without a default", event: `{"action":"helm-status","release":"web","region":"us-west-2"}`, noRegion: true,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "us-west-2"}}},
+		{name: "no region", event: `{"action":"helm-status","release":"web"}`, noRegion: true, problem: "no region: set CLUSTER_REGION or AWS_REGION, or the event's region"},
+		{name: "bad region", event: `{"action":"helm-status","release":"web","region":"us-east"}`, problem: `region "us-east" is not an AWS region name`},
+		{name: "region in capitals", event: `{"action":"helm-status","release":"web","region":"US-EAST-1"}`, problem: "is not an AWS region name"},
+		{name: "bad cluster", event: `{"action":"helm-status","release":"web","cluster":"-x"}`, problem: `cluster "-x" is not a valid EKS cluster name`},
+		{name: "role and external id", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:role/ops/eks-ops","externalId":"tenant-1:a/b@c=d,e.f+g"}`,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "us-east-1", RoleARN: "arn:aws:iam::210987654321:role/ops/eks-ops", ExternalID: "tenant-1:a/b@c=d,e.f+g"}}},
+		{name: "role without external id", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws-cn:iam::210987654321:role/eks-ops"}`,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "us-east-1", RoleARN: "arn:aws-cn:iam::210987654321:role/eks-ops"}}},
+		{name: "user for a role", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:user/ops"}`,
+			problem: `roleArn "arn:aws:iam::210987654321:user/ops" is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)`},
+		{name: "assumed role for a role", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:sts::210987654321:assumed-role/ops/s"}`, problem: "is not an IAM role ARN"},
+		{name: "external id without role", event: `{"action":"helm-status","release":"web","externalId":"tenant-1"}`, problem: "externalId is only used with roleArn"},
+		{name: "external id too short", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:role/eks-ops","externalId":"a"}`,
+			problem: "externalId must be 2 to 1224 characters of letters, digits and +=,.@:/-"},
+		{name: "external id too long", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:role/eks-ops","externalId":"` + strings.Repeat("a", 1225) + `"}`,
+			problem: "externalId must be 2 to 1224 characters"},
+		{name: "external id of 1224", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:role/eks-ops","externalId":"` + strings.Repeat("a", 1224) + `"}`,
+			want: Request{Target: auth.Target{Cluster: "demo", Region: "us-east-1", RoleARN: "arn:aws:iam::210987654321:role/eks-ops", ExternalID: strings.Repeat("a", 1224)}}},
+		{name: "external id with a space", event: `{"action":"helm-status","release":"web","roleArn":"arn:aws:iam::210987654321:role/eks-ops","externalId":"a b"}`,
+			problem: "externalId must be 2 to 1224 characters"},
 		{name: "deep", event: `{"action":"helm-upgrade","release":"web","values":` + strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat(`}`, 70) + `}`, problem: "deeper"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, err := DecodeEvent([]byte(tc.event))
 			var req Request
 			if err == nil {
-				req, err = Resolve(ev, cfg)
+				c := cfg
+				if tc.noRegion {
+					c.Region = ""
+				}
+				req, err = Resolve(ev, c)
 			}
 			if tc.problem != "" {
 				var e *handler.Error
@@ -75,8 +111,13 @@ func TestDecodeAndResolve(t *testing.T) {
 			if diff := cmp.Diff(tc.want.Vals, req.Vals); diff != "" {
 				t.Errorf("values (-want +got):\n%s", diff)
 			}
-			if req.Target.Cluster != "demo" || req.Target.Region != "us-east-1" {
-				t.Errorf("target %+v", req.Target)
+			want := tc.want.Target
+			if want == (auth.Target{}) {
+				want = auth.Target{Cluster: "demo", Region: "us-east-1"}
+			}
+			want.SessionName = cfg.SessionName
+			if req.Target != want {
+				t.Errorf("target %+v, want %+v", req.Target, want)
 			}
 		})
 	}

@@ -37,7 +37,14 @@ func TestApplyResultsAreHonest(t *testing.T) {
 	}
 	// lambda-eks's managed-fields time has one-second resolution; past a few
 	// seconds a warm apply needs no precondition, so it is one request.
-	settle := func() { time.Sleep(3500 * time.Millisecond) }
+	settle := func() {
+		t.Helper()
+		cm, err := cms.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		settleApplied(cm)
+	}
 	edit := func(fn func(cm *corev1.ConfigMap)) {
 		t.Helper()
 		cm, err := cms.Get(ctx, name, metav1.GetOptions{})
@@ -57,27 +64,29 @@ func TestApplyResultsAreHonest(t *testing.T) {
 		// oneRequest: the warm apply must be exactly one request
 		oneRequest bool
 		wantColor  string
+		wantSize   string // other-team's field ("": absent)
 	}{
-		{"created", nil, red, "created", false, "red"},
-		{"unchanged", nil, red, "unchanged", true, "red"},
+		{"created", nil, red, "created", false, "red", ""},
+		{"unchanged", nil, red, "unchanged", true, "red", ""},
 		{"another manager changes an owned field, a forced apply restores it", func() {
 			edit(func(cm *corev1.ConfigMap) { cm.Data["color"] = "blue" })
-		}, red, "configured", true, "red"},
+		}, red, "configured", true, "red", ""},
 		{"another manager adds a field lambda-eks does not own", func() {
 			theirs := fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":%q},"data":{"size":"big"}}`, name)
 			if _, err := cms.Patch(ctx, name, types.ApplyPatchType, []byte(theirs), metav1.PatchOptions{FieldManager: "other-team"}); err != nil {
 				t.Fatal(err)
 			}
-		}, red, "unchanged", true, "red"},
+		}, red, "unchanged", true, "red", "big"},
 		{"another manager's label", func() {
 			edit(func(cm *corev1.ConfigMap) { cm.Labels = map[string]string{"team": "x"} })
-		}, red, "unchanged", true, "red"},
-		{"the manifest adds a field", nil, manifest("color: red, shape: round"), "configured", true, "red"},
-		{"the manifest drops it", nil, red, "configured", true, "red"},
-		{"the manifest drops a field another manager also set", nil, manifest("color: red, size: big"), "unchanged", true, "red"},
+		}, red, "unchanged", true, "red", "big"},
+		{"the manifest adds a field", nil, manifest("color: red, shape: round"), "configured", true, "red", "big"},
+		{"the manifest drops it", nil, red, "configured", true, "red", "big"},
+		{"the manifest adds a field another manager set to the same value", nil, manifest("color: red, size: big"), "unchanged", true, "red", "big"},
 		{"right after its own change, another writer: still told apart", func() {
 			edit(func(cm *corev1.ConfigMap) { cm.Data["color"] = "green" })
-		}, manifest("color: red, size: big"), "configured", false, "red"},
+		}, manifest("color: red, size: big"), "configured", false, "red", "big"},
+		{"the manifest drops a field another manager also set: theirs stays", nil, red, "unchanged", true, "red", "big"},
 	}
 	for i, s := range steps {
 		if i > 0 && !strings.HasPrefix(s.name, "right after") {
@@ -101,6 +110,9 @@ func TestApplyResultsAreHonest(t *testing.T) {
 		}
 		if cm.Data["color"] != s.wantColor {
 			t.Errorf("%s: color %q, want %q", s.name, cm.Data["color"], s.wantColor)
+		}
+		if cm.Data["size"] != s.wantSize {
+			t.Errorf("%s: size %q, want %q", s.name, cm.Data["size"], s.wantSize)
 		}
 	}
 }
@@ -127,7 +139,7 @@ func TestApplyUnchangedAfterStatusWrite(t *testing.T) {
 	})
 	// Past lambda-eks's one-second managed-fields window, so the warm
 	// apply needs no precondition.
-	time.Sleep(3500 * time.Millisecond)
+	h.settleDeployment(t, "default", name)
 	d, err := deps.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

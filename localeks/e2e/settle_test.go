@@ -11,8 +11,7 @@ import (
 
 // settleDeployment waits until the Deployment controller has caught up
 // with ns/name and lambda-eks's last change to it is more than 3 seconds
-// old: from then on a warm apply needs no resourceVersion precondition
-// (kube.Apply), so a test can count exactly one request.
+// old (settleApplied).
 func (h *harness) settleDeployment(tb testing.TB, ns, name string) {
 	tb.Helper()
 	ctx := context.Background()
@@ -28,8 +27,17 @@ func (h *harness) settleDeployment(tb testing.TB, ns, name string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for _, mf := range d.ManagedFields {
-		if mf.Manager == fieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.Time != nil {
+	settleApplied(d)
+}
+
+// settleApplied sleeps until lambda-eks's last change to obj, the time of
+// its Apply entry in obj's managed fields (one-second resolution), is more
+// than 3 seconds old: from then on a warm apply of it needs no
+// resourceVersion precondition (kube.Apply), so a test can count exactly
+// one request. obj must have been read after that change.
+func settleApplied(obj metav1.Object) {
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Manager == fieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.Subresource == "" && mf.Time != nil {
 			time.Sleep(time.Until(mf.Time.Add(3500 * time.Millisecond)))
 		}
 	}

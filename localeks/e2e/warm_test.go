@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -29,7 +28,6 @@ func TestWarmInvocationWithController(t *testing.T) {
 	if got := mustSucceed(t, fn, event).Objects[0].Result; got != "created" {
 		t.Fatalf("first invocation: %s, want created", got)
 	}
-	created := time.Now()
 
 	// The Deployment controller rolls it out: only status and
 	// resourceVersion move (and keep moving while the controllers work).
@@ -45,7 +43,7 @@ func TestWarmInvocationWithController(t *testing.T) {
 	// writer's change from its own by the managed-fields time (one-second
 	// resolution), and preconditions its apply: the controllers' writes
 	// then cost a 409, a GET and a second apply. Past that window, one request.
-	time.Sleep(time.Until(created.Add(4 * time.Second)))
+	h.settleDeployment(t, ns, name)
 	mark := h.auditMark(t)
 	if got := mustSucceed(t, fn, event).Objects[0].Result; got != "unchanged" {
 		t.Errorf("after a status update: %s, want unchanged", got)

@@ -27,7 +27,16 @@ type fault struct {
 	during    func(t *testing.T, fn func())
 	// names is what an Unavailable message must contain: the endpoint.
 	names string
+	// within bounds the invocation's time, generously: README says a
+	// silent part is Unavailable after about 10 s, a stopped one after
+	// under 0.2 s.
+	within time.Duration
 }
+
+const (
+	frozenWithin  = 15 * time.Second
+	stoppedWithin = 2 * time.Second
+)
 
 // TestFaults freezes and stops STS, EKS and the API server on a cold and a
 // warm invocation of a function that reaches its cluster by role chaining
@@ -58,14 +67,14 @@ func TestFaults(t *testing.T) {
 	sts, eks := "https://sts."+stack.Region+".amazonaws.com", "https://eks."+stack.Region+".amazonaws.com"
 	apiserver := h.stack.APIServerURL()
 	var (
-		stsFrozen   = fault{"STS", "frozen", shimFault(shim.Faults{STS: shim.Freeze}), sts}
-		stsUnreach  = fault{"STS", "CONNECT frozen", shimFault(shim.Faults{STS: shim.FreezeConnect}), sts}
-		stsStopped  = fault{"STS", "stopped", shimFault(shim.Faults{STS: shim.Close}), sts}
-		eksFrozen   = fault{"EKS", "frozen", shimFault(shim.Faults{EKS: shim.Freeze}), eks}
-		eksUnreach  = fault{"EKS", "CONNECT frozen", shimFault(shim.Faults{EKS: shim.FreezeConnect}), eks}
-		eksStopped  = fault{"EKS", "stopped", shimFault(shim.Faults{EKS: shim.Close}), eks}
-		apiFrozen   = fault{"API server", "frozen (SIGSTOP)", h.apiServerFrozen, apiserver}
-		apiStopped  = fault{"API server", "stopped", h.apiServerStopped, apiserver}
+		stsFrozen   = fault{"STS", "frozen", shimFault(shim.Faults{STS: shim.Freeze}), sts, frozenWithin}
+		stsUnreach  = fault{"STS", "CONNECT frozen", shimFault(shim.Faults{STS: shim.FreezeConnect}), sts, frozenWithin}
+		stsStopped  = fault{"STS", "stopped", shimFault(shim.Faults{STS: shim.Close}), sts, stoppedWithin}
+		eksFrozen   = fault{"EKS", "frozen", shimFault(shim.Faults{EKS: shim.Freeze}), eks, frozenWithin}
+		eksUnreach  = fault{"EKS", "CONNECT frozen", shimFault(shim.Faults{EKS: shim.FreezeConnect}), eks, frozenWithin}
+		eksStopped  = fault{"EKS", "stopped", shimFault(shim.Faults{EKS: shim.Close}), eks, stoppedWithin}
+		apiFrozen   = fault{"API server", "frozen (SIGSTOP)", h.apiServerFrozen, apiserver, frozenWithin}
+		apiStopped  = fault{"API server", "stopped", h.apiServerStopped, apiserver, stoppedWithin}
 		unavailable = []string{"Unavailable"}
 	)
 	tests := []struct {
@@ -136,6 +145,9 @@ func TestFaults(t *testing.T) {
 
 			if took >= faultTimeout {
 				t.Errorf("the invocation took %s, not less than its %s timeout", took, faultTimeout)
+			}
+			if took >= tt.within {
+				t.Errorf("the invocation took %s with %s %s, want under %s", took, tt.component, tt.mode, tt.within)
 			}
 			switch {
 			case tt.want == nil && result != "success":

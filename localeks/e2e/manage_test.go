@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -519,13 +520,43 @@ func TestScaleDownRestoreAndDryRun(t *testing.T) {
 		}
 	})
 
+	// Someone scales back up by hand before the morning: the restore
+	// leaves it as it is, removes its stale annotation and says so in a
+	// note; the others are restored.
 	t.Run("morning: restore", func(t *testing.T) {
+		ctx := context.Background()
+		deps := h.admin.AppsV1().Deployments("default")
+		sc, err := deps.GetScale(ctx, "back-"+label, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Spec.Replicas = 1
+		if _, err := deps.UpdateScale(ctx, "back-"+label, sc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		r := mustManage(t, fn, event(t, map[string]any{"action": "scale", "selector": selector, "replicas": "restore"}))
-		if diff := cmp.Diff([]string{"Deployment/back=scaled 0->2", "Deployment/front=scaled 0->3", "StatefulSet/store=scaled 0->1"}, scaleLine(r)); diff != "" {
+		if diff := cmp.Diff([]string{"Deployment/back=unchanged 1->1", "Deployment/front=scaled 0->3", "StatefulSet/store=scaled 0->1"}, scaleLine(r)); diff != "" {
 			t.Errorf("restore (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff(initial, h.replicasState(t, label)); diff != "" {
+		for _, o := range r.Objects {
+			if o.Name == "back-"+label && o.Note == "" {
+				t.Errorf("restore left %s alone without a note: %+v", o.Name, o)
+			}
+			if o.Name != "back-"+label && o.Note != "" {
+				t.Errorf("restored %s with a note %q", o.Name, o.Note)
+			}
+		}
+		want := maps.Clone(initial)
+		want["back"] = "1/"
+		if diff := cmp.Diff(want, h.replicasState(t, label)); diff != "" {
 			t.Errorf("after restore (-want +got):\n%s", diff)
+		}
+		d, err := deps.Get(ctx, "back-"+label, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := d.Annotations[replicasAn]; ok {
+			t.Errorf("back-%s keeps its stale annotation %s=%q", label, replicasAn, v)
 		}
 	})
 }
@@ -578,8 +609,12 @@ func TestStatusAndWait(t *testing.T) {
 		deleteWorkloads(h, label)
 		h.mustDeleteDeployment(t, "default", stuck)
 	})
+	// fn's short timeout bounds the waits that must end in Timeout; the
+	// waits that must succeed run on patient, with the time the controllers
+	// may need on a slow machine.
 	const timeout = 12 * time.Second
 	fn := h.startFunction(t, fnOptions{timeout: timeout})
+	patient := h.startFunction(t, fnOptions{timeout: 120 * time.Second})
 	mustManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": workloadManifest(label)}))
 
 	status := event(t, map[string]any{"action": "status", "name": name})
@@ -601,7 +636,7 @@ func TestStatusAndWait(t *testing.T) {
 	})
 
 	t.Run("wait returns when the rollout completes", func(t *testing.T) {
-		r := mustManage(t, fn, event(t, map[string]any{"action": "scale", "name": name, "replicas": 4, "wait": "10s"}))
+		r := mustManage(t, patient, event(t, map[string]any{"action": "scale", "name": name, "replicas": 4, "wait": "100s"}))
 		o := r.Objects[0]
 		if o.Result != "scaled" || o.Readiness == nil || o.Readiness.Ready != 4 || o.Readiness.Available != 4 {
 			t.Errorf("scale with wait: %s %+v, want scaled with 4 ready", o.Result, o.Readiness)
@@ -612,7 +647,7 @@ func TestStatusAndWait(t *testing.T) {
 	// must take .spec.replicas back from that, its own, field manager.
 	t.Run("apply with wait returns when every rollout completes", func(t *testing.T) {
 		changed := strings.ReplaceAll(workloadManifest(label), "nginx:1.27", "nginx:1.28")
-		r := mustManage(t, fn, event(t, map[string]any{"action": "apply", "manifest": changed, "wait": "10s"}))
+		r := mustManage(t, patient, event(t, map[string]any{"action": "apply", "manifest": changed, "wait": "100s"}))
 		for _, o := range r.Objects {
 			if o.Result != "configured" || o.Readiness == nil || o.Readiness.Updated != o.Readiness.Desired || o.Readiness.Ready != o.Readiness.Desired {
 				t.Errorf("%s/%s: %s %+v, want configured and rolled out", o.Kind, o.Name, o.Result, o.Readiness)

@@ -100,11 +100,7 @@ func BenchmarkTokenInProcess(b *testing.B) {
 func BenchmarkTokenExecAuthenticator(b *testing.B) {
 	hh := mustHarness(b)
 	_, env, _ := benchEnv(b)
-	parts, err := output(hh.root, nil, filepath.Join(hh.root, "localeks", "parts", "build.sh"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(parts, "aws-iam-authenticator")
+	bin := filepath.Join(hh.parts, "aws-iam-authenticator")
 	benchExec(b, env, bin, "token", "-i", stack.ClusterName)
 }
 
@@ -134,7 +130,9 @@ func benchExec(b *testing.B, env []string, name string, args ...string) {
 // BenchmarkEnsureReused is a warm ensure-nginx in this process: everything
 // built once, one apply per call.
 func BenchmarkEnsureReused(b *testing.B) {
-	h := handler.New(benchConfig(), handler.NewConnector(inProcessAWS(b)), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	hh := mustHarness(b)
+	cfg := benchConfig()
+	h := handler.New(cfg, handler.NewConnector(inProcessAWS(b)), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	ev := json.RawMessage(`{}`)
 	if _, err := h.Invoke(ctx, ev); err != nil {
@@ -142,7 +140,7 @@ func BenchmarkEnsureReused(b *testing.B) {
 	}
 	// The steady state of a warm function: past the seconds after its own
 	// last change, in which an apply is preconditioned (kube.Apply).
-	time.Sleep(3500 * time.Millisecond)
+	hh.settleDeployment(b, cfg.Namespace, cfg.Name)
 	for b.Loop() {
 		if _, err := h.Invoke(ctx, ev); err != nil {
 			b.Fatal(err)

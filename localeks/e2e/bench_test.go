@@ -41,6 +41,8 @@ func BenchmarkWarmInvoke(b *testing.B) {
 	h := mustHarness(b)
 	fn := h.startFunction(b, fnOptions{})
 	mustSucceed(b, fn, `{"action":"ensure-nginx"}`)
+	// The steady state of a warm function, as BenchmarkEnsureReused's.
+	h.settleDeployment(b, "default", "nginx")
 	for b.Loop() {
 		mustSucceed(b, fn, `{"action":"ensure-nginx"}`)
 	}

@@ -525,19 +525,10 @@ spec:
 // CloudFormation received and exits 0 for SUCCESS, 1 for FAILED.
 func TestCFNSamples(t *testing.T) {
 	h := mustHarness(t)
-	cache := os.Getenv("LAMBDA_EKS_CACHE")
-	if cache == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache = filepath.Join(base, "lambda-eks")
-	}
-	cli := filepath.Join(cache, "bin", "localeks") // built by TestMain
 	run := func(t *testing.T, event string) (cfnAnswer, int) {
 		t.Helper()
-		cmd := exec.Command(cli, "cfn", "--bootstrap", h.bootstrap, "--dir", h.stack.Paths.Dir,
-			"--parts", filepath.Dir(os.Getenv(lambdart.RIEVar)), "--permissions", filepath.Join(h.root, "permissions.yml"), event)
+		cmd := exec.Command(h.self, "cfn", "--bootstrap", h.bootstrap, "--dir", h.stack.Paths.Dir,
+			"--parts", h.parts, "--permissions", filepath.Join(h.root, "permissions.yml"), event)
 		cmd.Dir = h.root
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr

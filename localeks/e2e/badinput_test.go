@@ -177,9 +177,10 @@ spec:
 // Issue 8 (3, 4): errors tell the truth through the bootstrap. An object
 // whose fields do not fit its kind's schema, which the API server answers
 // with 500 "failed to create typed patch object", is InvalidEvent naming
-// the field, not a network outage, and is not written; an error the
-// function does not recognise (a remembered replica count that is not a
-// number) is Internal with its text, not "check network access".
+// the field, not a network outage, and is not written; a restore that the
+// object's state stands in the way of (a remembered replica count that is
+// not a number) is Conflict naming the object and the annotation, changes
+// nothing, and does not blame the network.
 func TestErrorsTellTheTruth(t *testing.T) {
 	h := mustHarness(t)
 	ctx := context.Background()

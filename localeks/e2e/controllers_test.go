@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,8 +57,7 @@ spec:
 `, name, replicas, name, name, extraLabels)
 }
 
-// pods lists the pods of app name that are not being deleted, as
-// "phase/ready/node-kind".
+// pods lists the pods of app name, those being deleted too.
 func (h *harness) pods(tb testing.TB, name string) []corev1.Pod {
 	tb.Helper()
 	list, err := h.admin.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + name})
@@ -67,6 +67,8 @@ func (h *harness) pods(tb testing.TB, name string) []corev1.Pod {
 	return list.Items
 }
 
+// podSummary is pods' states, "phase/ready/node-kind", with "/deleting"
+// for a pod being deleted, sorted.
 func podSummary(pods []corev1.Pod) []string {
 	var out []string
 	for _, p := range pods {
@@ -86,6 +88,7 @@ func podSummary(pods []corev1.Pod) []string {
 		}
 		out = append(out, state)
 	}
+	slices.Sort(out)
 	return out
 }
 

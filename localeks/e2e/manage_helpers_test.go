@@ -174,8 +174,9 @@ func (h *harness) grantCluster(tb testing.TB, extra string) {
 	})
 }
 
-// dropNamespace deletes a namespace as admin and, as the replica runs no
-// namespace controller, finalizes it so that it really goes.
+// dropNamespace deletes a namespace as admin and finalizes it, so that it
+// goes at once instead of when kube-controller-manager's namespace
+// controller has emptied it; objects left in it outlive it (runID).
 func (h *harness) dropNamespace(tb testing.TB, name string) {
 	tb.Helper()
 	ctx := context.Background()
@@ -257,8 +258,9 @@ func managers(u *unstructured.Unstructured) []string {
 	return out
 }
 
-// runID makes names unique per run: the replica has no namespace
-// controller, so a namespace's objects outlive it.
+// runID makes names unique per run: the replica is shared and reused, and
+// what an earlier run left behind (a failed test's objects, the objects of a
+// namespace dropNamespace finalized) may still be there.
 func runID() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff) }
 
 // startRaw starts a bootstrap process with env as it is, for benchmarks

@@ -24,11 +24,17 @@ type Cluster struct {
 // ClusterNotFoundError says eks:DescribeCluster does not know the cluster.
 type ClusterNotFoundError struct {
 	Name, Region string
+	// Err is EKS's answer (an *ekstypes.ResourceNotFoundException inside
+	// the SDK's operation error), or nil; Error does not read it, Unwrap
+	// returns it.
+	Err error
 }
 
 func (e *ClusterNotFoundError) Error() string {
 	return fmt.Sprintf("cluster %s not found in region %s", e.Name, e.Region)
 }
+
+func (e *ClusterNotFoundError) Unwrap() error { return e.Err }
 
 // ClusterNotActiveError says the cluster exists but cannot serve requests.
 type ClusterNotActiveError struct {
@@ -48,7 +54,7 @@ func DescribeCluster(ctx context.Context, cfg aws.Config, name string) (Cluster,
 	if err != nil {
 		var nf *ekstypes.ResourceNotFoundException
 		if errors.As(err, &nf) {
-			return Cluster{}, &ClusterNotFoundError{Name: name, Region: cfg.Region}
+			return Cluster{}, &ClusterNotFoundError{Name: name, Region: cfg.Region, Err: err}
 		}
 		return Cluster{}, fmt.Errorf("describe cluster %s: %w", name, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -53,8 +54,17 @@ func TestDescribeCluster(t *testing.T) {
 	}
 
 	var nf *ClusterNotFoundError
-	if _, err := DescribeCluster(ctx, cfg, "nope"); !errors.As(err, &nf) {
-		t.Errorf("unknown cluster: err = %v, want ClusterNotFoundError", err)
+	_, err = DescribeCluster(ctx, cfg, "nope")
+	if !errors.As(err, &nf) {
+		t.Fatalf("unknown cluster: err = %v, want ClusterNotFoundError", err)
+	}
+	if want := "cluster nope not found in region us-east-1"; err.Error() != want {
+		t.Errorf("unknown cluster: message %q, want %q", err.Error(), want)
+	}
+	// The SDK's answer stays in the chain.
+	var rnf *ekstypes.ResourceNotFoundException
+	if !errors.As(err, &rnf) {
+		t.Errorf("unknown cluster: err = %v does not carry EKS's ResourceNotFoundException", err)
 	}
 	var na *ClusterNotActiveError
 	if _, err := DescribeCluster(ctx, cfg, "new"); !errors.As(err, &na) || na.Status != "CREATING" {

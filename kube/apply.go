@@ -97,7 +97,7 @@ func (c *Client) Apply(ctx context.Context, m Manifest, o ApplyOptions) ([]Objec
 			break
 		}
 		if err := unstructured.SetNestedField(t.obj.Object, o.Owner, "metadata", "annotations", OwnerAnnotation); err != nil {
-			return nil, t.manifestError("metadata.annotations: %v", err)
+			return nil, t.manifestError("metadata.annotations: %w", err)
 		}
 	}
 	if !o.DryRun && len(ts) > 1 {

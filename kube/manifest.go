@@ -28,6 +28,9 @@ type ManifestError struct {
 	Kind    string
 	Name    string
 	Problem string
+	// Err is the error Problem was worded from (a decoder's, a parser's),
+	// or nil; Error does not read it, Unwrap returns it.
+	Err error
 }
 
 func (e *ManifestError) Error() string {
@@ -41,6 +44,22 @@ func (e *ManifestError) Error() string {
 	return where + ": " + e.Problem
 }
 
+func (e *ManifestError) Unwrap() error { return e.Err }
+
+// problem words a problem as fmt.Errorf does, so that %w keeps the cause
+// (returned as cause) while the text is what %v would print.
+func problem(format string, args ...any) (text string, cause error) {
+	err := fmt.Errorf(format, args...)
+	if cause := errors.Unwrap(err); cause != nil {
+		return err.Error(), cause
+	}
+	var multi interface{ Unwrap() []error }
+	if errors.As(err, &multi) {
+		return err.Error(), err // several %w: keep them all
+	}
+	return err.Error(), nil
+}
+
 // Manifest is a decoded manifest: its objects in document order, each with
 // where it came from.
 type Manifest []ManifestObject
@@ -51,9 +70,12 @@ type ManifestObject struct {
 	Object      *unstructured.Unstructured
 }
 
+// errorf is a problem with o's document; format is fmt.Errorf's, so a %w
+// cause is the error's Err.
 func (o ManifestObject) errorf(format string, args ...any) *ManifestError {
+	text, cause := problem(format, args...)
 	return &ManifestError{Index: o.Index, Item: o.Item, Kind: o.Object.GetKind(), Name: o.Object.GetName(),
-		Problem: fmt.Sprintf(format, args...)}
+		Problem: text, Err: cause}
 }
 
 // DecodeManifest decodes one or more YAML or JSON documents, expanding List
@@ -71,7 +93,7 @@ func DecodeManifest(data []byte, maxDocs int) (Manifest, error) {
 			break
 		}
 		if err != nil {
-			return nil, &ManifestError{Index: index, Problem: "not valid YAML or JSON: " + err.Error()}
+			return nil, &ManifestError{Index: index, Problem: "not valid YAML or JSON: " + err.Error(), Err: err}
 		}
 		doc := bytes.TrimSpace(raw.Raw)
 		if len(doc) == 0 || bytes.Equal(doc, []byte("null")) {
@@ -80,12 +102,12 @@ func DecodeManifest(data []byte, maxDocs int) (Manifest, error) {
 		var obj map[string]any
 		// util/json keeps integers as int64, as unstructured expects.
 		if err := utiljson.Unmarshal(doc, &obj); err != nil {
-			return nil, &ManifestError{Index: index, Problem: "not an object: " + err.Error()}
+			return nil, &ManifestError{Index: index, Problem: "not an object: " + err.Error(), Err: err}
 		}
 		u := &unstructured.Unstructured{Object: obj}
 		items, isList, err := listItems(u)
 		if err != nil {
-			return nil, &ManifestError{Index: index, Kind: u.GetKind(), Problem: err.Error()}
+			return nil, &ManifestError{Index: index, Kind: u.GetKind(), Problem: err.Error(), Err: err}
 		}
 		if !isList {
 			items = []map[string]any{obj}
@@ -154,7 +176,7 @@ func checkObject(o ManifestObject) error {
 		}
 	}
 	if _, err := schema.ParseGroupVersion(u.GetAPIVersion()); err != nil {
-		return o.errorf("apiVersion %q: %v", u.GetAPIVersion(), err)
+		return o.errorf("apiVersion %q: %w", u.GetAPIVersion(), err)
 	}
 	name := u.GetName()
 	switch {

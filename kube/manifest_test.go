@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -248,4 +249,56 @@ func FuzzDecodeManifest(f *testing.F) {
 			_ = o.Object.DeepCopy() // panics on values unstructured cannot hold
 		}
 	})
+}
+
+// TestErrorsKeepTheirCause: the problems worded from another error keep it
+// (errors.As and errors.Is reach it), and their text is what users saw
+// before the cause was kept.
+func TestErrorsKeepTheirCause(t *testing.T) {
+	t.Parallel()
+	_, badAPIVersion := DecodeManifest([]byte("apiVersion: a/b/c\nkind: ConfigMap\nmetadata: {name: x}\n"), MaxDocuments)
+	_, badYAML := DecodeManifest([]byte("a: [\n"), MaxDocuments)
+	m := mustManifest(t, crdDoc, "apiVersion: example.com/v2\nkind: Widget\nmetadata: {name: w}\n")
+	_, unserved := New(nil, newTestMapper()).resolveManifest(context.Background(), m, "dflt")
+	c := New(nil, newTestMapper())
+	_, badRef := c.resolveRef(context.Background(), &mapper{c: c}, Ref{APIVersion: "a/b/c", Kind: "Widget", Name: "w"})
+	_, badAnnotations := New(nil, newTestMapper()).Apply(context.Background(),
+		mustManifest(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, annotations: plain}\n"), ApplyOptions{Namespace: "n", Owner: "stack/A"})
+	_, badCount := planScale(new(int32(0)), map[string]string{ReplicasAnnotation: "many"}, 0, true)
+
+	tests := []struct {
+		name      string
+		err       error
+		wantText  string
+		wantCause func(error) bool
+	}{
+		{"apiVersion that does not parse", badAPIVersion,
+			`manifest document 1 (ConfigMap "x"): apiVersion "a/b/c": unexpected GroupVersion string: a/b/c`,
+			func(err error) bool { return errors.Unwrap(err) != nil && strings.Contains(errors.Unwrap(err).Error(), "unexpected GroupVersion") }},
+		{"YAML that does not parse", badYAML, "", func(err error) bool { return errors.Unwrap(err) != nil }},
+		{"a version the manifest's CRD does not serve", unserved,
+			`manifest document 2 (Widget "w"): CustomResourceDefinition widgets.example.com in this manifest does not serve version v2`,
+			func(err error) bool { return errors.Unwrap(err) != nil }},
+		{"annotations that are not a map", badAnnotations,
+			`manifest document 1 (ConfigMap "a"): metadata.annotations: value cannot be set because .metadata.annotations is not a map[string]interface{}`,
+			func(err error) bool { return errors.Unwrap(err) != nil }},
+		{"a Ref's apiVersion that does not parse", badRef, `Widget "w": unexpected GroupVersion string: a/b/c`,
+			func(err error) bool { return errors.Unwrap(err) != nil }},
+		{"a remembered count that is not a number", badCount,
+			` : annotation ` + ReplicasAnnotation + `="many" is not a replica count`,
+			func(err error) bool { return errors.Is(err, strconv.ErrSyntax) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("no error")
+			}
+			if tt.wantText != "" && tt.err.Error() != tt.wantText {
+				t.Errorf("message\n %q, want\n %q", tt.err.Error(), tt.wantText)
+			}
+			if !tt.wantCause(tt.err) {
+				t.Errorf("%v (%T): the cause is not in the chain", tt.err, tt.err)
+			}
+		})
+	}
 }

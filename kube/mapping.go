@@ -54,10 +54,12 @@ func (t target) intent() string {
 	return h
 }
 
-// manifestError is a problem with t's document.
+// manifestError is a problem with t's document; format is fmt.Errorf's,
+// so a %w cause is the error's Err.
 func (t target) manifestError(format string, args ...any) *ManifestError {
+	text, cause := problem(format, args...)
 	return &ManifestError{Index: t.index, Item: t.item, Kind: t.mapping.GroupVersionKind.Kind, Name: t.name,
-		Problem: fmt.Sprintf(format, args...)}
+		Problem: text, Err: cause}
 }
 
 func (t target) gr() string { return t.mapping.Resource.GroupResource().String() }
@@ -229,7 +231,7 @@ func (c *Client) resolveManifest(ctx context.Context, m Manifest, defaultNS stri
 					gvk.Kind, gvk.GroupVersion())
 			}
 			if mapping, err = crdMapping(crd, gvk); err != nil {
-				return nil, o.errorf("%v", err)
+				return nil, o.errorf("%w", err)
 			}
 			t.definedBy = crd.GetName()
 		case err != nil:
@@ -269,7 +271,7 @@ func (c *Client) resolveRef(ctx context.Context, mp *mapper, r Ref) (target, err
 	case r.APIVersion != "":
 		gv, err := schema.ParseGroupVersion(r.APIVersion)
 		if err != nil {
-			return target{}, &RefError{Ref: r, Problem: err.Error()}
+			return target{}, &RefError{Ref: r, Problem: err.Error(), Err: err}
 		}
 		gk, versions = gv.WithKind(r.Kind).GroupKind(), []string{gv.Version}
 	case strings.Contains(r.Kind, "."):
@@ -320,9 +322,14 @@ func (c *Client) resolveRefs(ctx context.Context, refs []Ref, namespace string) 
 type RefError struct {
 	Ref     Ref
 	Problem string
+	// Err is the error Problem was worded from (an apiVersion that does
+	// not parse), or nil; Error does not read it, Unwrap returns it.
+	Err error
 }
 
 func (e *RefError) Error() string { return fmt.Sprintf("%s %q: %s", e.Ref.Kind, e.Ref.Name, e.Problem) }
+
+func (e *RefError) Unwrap() error { return e.Err }
 
 // indexes is 0..n-1.
 func indexes(n int) []int {

@@ -132,7 +132,7 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 		}
 		n, err := strconv.ParseInt(remembered, 10, 32)
 		if err != nil || n < 0 {
-			return p, &ReplicasAnnotationError{Value: remembered}
+			return p, &ReplicasAnnotationError{Value: remembered, Err: err}
 		}
 		p.to = int32(n)
 	}
@@ -150,11 +150,16 @@ func planScale(replicas *int32, annotations map[string]string, target int32, res
 // was changed.
 type ReplicasAnnotationError struct {
 	Kind, Namespace, Name, Value string
+	// Err is strconv's error for a value that is not a number, or nil (a
+	// negative one); Error does not read it, Unwrap returns it.
+	Err error
 }
 
 func (e *ReplicasAnnotationError) Error() string {
 	return fmt.Sprintf("%s %s: annotation %s=%q is not a replica count", e.Kind, qualified(e.Namespace, e.Name), ReplicasAnnotation, e.Value)
 }
+
+func (e *ReplicasAnnotationError) Unwrap() error { return e.Err }
 
 func (c *Client) scaleOne(ctx context.Context, t target, r ScaleRequest) (ObjectResult, error) {
 	res := t.result("")

@@ -274,7 +274,9 @@ func TestErrorsKeepTheirCause(t *testing.T) {
 	}{
 		{"apiVersion that does not parse", badAPIVersion,
 			`manifest document 1 (ConfigMap "x"): apiVersion "a/b/c": unexpected GroupVersion string: a/b/c`,
-			func(err error) bool { return errors.Unwrap(err) != nil && strings.Contains(errors.Unwrap(err).Error(), "unexpected GroupVersion") }},
+			func(err error) bool {
+				return errors.Unwrap(err) != nil && strings.Contains(errors.Unwrap(err).Error(), "unexpected GroupVersion")
+			}},
 		{"YAML that does not parse", badYAML, "", func(err error) bool { return errors.Unwrap(err) != nil }},
 		{"a version the manifest's CRD does not serve", unserved,
 			`manifest document 2 (Widget "w"): CustomResourceDefinition widgets.example.com in this manifest does not serve version v2`,

@@ -213,6 +213,8 @@ func (s *Stack) check(ctx context.Context, name string) error {
 	case kwokName:
 		_, err := s.get(ctx, nil, "http://127.0.0.1:"+strconv.Itoa(s.Ports.Kwok)+"/healthz")
 		return err
+	case chartsName, registryName:
+		return s.checkHelm(ctx, name)
 	}
 	return nil
 }
@@ -295,19 +297,26 @@ type roleMapping struct {
 	Groups   []string `json:"groups,omitempty"`
 }
 
-// mapRole merges the execution role's entry into kube-system/aws-auth. It
-// never replaces the map: other entries are kept as they are.
+// mapRole merges the execution role's entry into kube-system/aws-auth.
 func (s *Stack) mapRole(ctx context.Context) error {
+	_, err := s.mergeRole(ctx, RoleARN(ExecRole), Group)
+	return err
+}
+
+// mergeRole merges one role's entry (user lambda:{{SessionName}}, group)
+// into kube-system/aws-auth, and says whether it wrote. It never replaces
+// the map: other entries are kept as they are.
+func (s *Stack) mergeRole(ctx context.Context, arn, group string) (changed bool, err error) {
 	cs, err := kubernetes.NewForConfig(s.AdminConfig())
 	if err != nil {
-		return err
+		return false, err
 	}
-	want := roleMapping{RoleARN: RoleARN(ExecRole), Username: "lambda:{{SessionName}}", Groups: []string{Group}}
+	want := roleMapping{RoleARN: arn, Username: "lambda:{{SessionName}}", Groups: []string{group}}
 	cms := cs.CoreV1().ConfigMaps("kube-system")
 	cm, err := cms.Get(ctx, "aws-auth", metav1.GetOptions{})
 	create := apierrors.IsNotFound(err)
 	if err != nil && !create {
-		return fmt.Errorf("get aws-auth: %w", err)
+		return false, fmt.Errorf("get aws-auth: %w", err)
 	}
 	if create {
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "aws-auth", Namespace: "kube-system"}}
@@ -315,14 +324,14 @@ func (s *Stack) mapRole(ctx context.Context) error {
 	var roles []map[string]any
 	if raw := cm.Data["mapRoles"]; raw != "" {
 		if err := yaml.Unmarshal([]byte(raw), &roles); err != nil {
-			return fmt.Errorf("parse aws-auth mapRoles: %w", err)
+			return false, fmt.Errorf("parse aws-auth mapRoles: %w", err)
 		}
 	}
-	wantMap := map[string]any{"rolearn": want.RoleARN, "username": want.Username, "groups": []any{Group}}
+	wantMap := map[string]any{"rolearn": want.RoleARN, "username": want.Username, "groups": []any{group}}
 	i := slices.IndexFunc(roles, func(r map[string]any) bool { return r["rolearn"] == want.RoleARN })
 	if i >= 0 {
 		if fmt.Sprint(roles[i]) == fmt.Sprint(wantMap) {
-			return nil
+			return false, nil
 		}
 		roles[i] = wantMap
 	} else {
@@ -330,7 +339,7 @@ func (s *Stack) mapRole(ctx context.Context) error {
 	}
 	out, err := yaml.Marshal(roles)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
@@ -342,10 +351,10 @@ func (s *Stack) mapRole(ctx context.Context) error {
 		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: "localeks"})
 	}
 	if err != nil {
-		return fmt.Errorf("write aws-auth: %w", err)
+		return false, fmt.Errorf("write aws-auth: %w", err)
 	}
-	s.log.Info("mapped role in aws-auth", "rolearn", want.RoleARN, "username", want.Username, "group", Group)
-	return nil
+	s.log.Info("mapped role in aws-auth", "rolearn", want.RoleARN, "username", want.Username, "group", group)
+	return true, nil
 }
 
 // probe proves the authentication chain before the stack is declared ready:

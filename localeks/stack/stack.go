@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -210,9 +211,12 @@ func Status(ctx context.Context, cfg Config) ([]ComponentStatus, error) {
 		return nil, fmt.Errorf("no local stack in %s: %w", s.Paths.Dir, err)
 	}
 	var out []ComponentStatus
-	for _, name := range components {
+	for _, name := range slices.Concat(components, helmComponents) {
 		st := ComponentStatus{Name: name}
 		pr, ok := readProc(s.Paths, name)
+		if !ok && slices.Contains(helmComponents, name) {
+			continue // started only for a Helm function
+		}
 		if ok {
 			st.PID = pr.PID
 			st.Running = pr.alive()
@@ -284,6 +288,7 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 	}
 	_ = os.Remove(s.Paths.File("ready"))
+	_ = os.Remove(s.Paths.File(helmReady))
 	_ = os.Remove(s.Paths.File("permissions.sha256"))
 	_ = os.Remove(s.Paths.AuditLog())
 	// Keep one generation of logs: the previous run's explain a crash.
@@ -430,7 +435,7 @@ func (s *Stack) stopAll() error {
 			errs = append(errs, <-done)
 		}
 	}
-	stop(controllerManagerName, schedulerName, kwokName)
+	stop(slices.Concat([]string{controllerManagerName, schedulerName, kwokName}, helmComponents)...)
 	stop(apiserverName)
 	stop(authenticatorName, shimName, motoName)
 	stop(etcdName)
@@ -462,7 +467,7 @@ func (s *Stack) stopAll() error {
 			errs = append(errs, <-done)
 		}
 	}
-	for _, name := range components {
+	for _, name := range slices.Concat(components, helmComponents) {
 		_ = os.Remove(s.Paths.PID(name))
 	}
 	return errors.Join(errs...)

@@ -1,21 +1,31 @@
-// Command localeks runs the local EKS replica and invokes the function's
-// bootstrap against it through an emulated Lambda Runtime API.
+// Command localeks runs the local EKS replica and invokes the functions'
+// bootstraps against it through AWS's Lambda Runtime Interface Emulator.
 //
 //	localeks up        start the stack (no-op when it is healthy)
-//	localeks down      stop it
+//	localeks down      stop it (the Helm parts too)
 //	localeks status    say what runs
 //	localeks env       print shell exports for the function and kubectl
-//	localeks invoke EVENT_FILE|-
-//	                   invoke ./bootstrap once; the response on stdout, or the
-//	                   error payload and exit status 1
-//	localeks cfn EVENT_FILE
+//	localeks invoke [--helm] EVENT_FILE|-
+//	                   invoke the bootstrap once; the response on stdout, or
+//	                   the error payload and exit status 1
+//	localeks cfn [--helm] EVENT_FILE
 //	                   play CloudFormation for a custom-resource request: its
 //	                   ResponseURL becomes a presigned moto S3 PUT URL, and the
 //	                   body the function PUT there is printed; exit status 0
 //	                   for SUCCESS, 1 for FAILED
-//	localeks serve [--port 9000]
-//	                   keep one warm ./bootstrap behind the Lambda Invoke API
-//	                   on 127.0.0.1 until interrupted
+//	localeks serve [--port 9000] [--helm-bootstrap PATH]
+//	                   keep the functions warm behind the Lambda Invoke API
+//	                   on 127.0.0.1 until interrupted: lambda-eks (also
+//	                   "function") and lambda-eks-helm
+//	localeks route EVENT_FILE|-
+//	                   print which function an event is for and how it is
+//	                   delivered: lambda-eks|lambda-eks-helm invoke|cfn
+//
+// --helm runs the Helm function (./cmd/helm) as its own role, mapped in
+// aws-auth to the group lambda-eks-helm, and first starts the replica's
+// Helm parts: a demo chart served from https://127.0.0.1:8879/charts and
+// from the OCI registry 127.0.0.1:5000 (--registry, LOCALEKS_REGISTRY: the
+// binary localeks/parts/registry/build.sh builds).
 //
 // The function runs under AWS's Lambda Runtime Interface Emulator
 // (aws-lambda-rie, built into the parts directory), as in `sam local invoke`.
@@ -47,10 +57,31 @@ import (
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
-// functionVars are passed from the caller's environment to the function, so
-// that e.g. `IMAGE=nginx:1.28 ./local.sh` works.
-var functionVars = []string{"CLUSTER_NAME", "CLUSTER_REGION", "NAMESPACE", "NAME", "IMAGE", "REPLICAS",
-	"DEFAULT_ACTION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}
+// fnSpec is what tells the functions apart when they run on the replica.
+type fnSpec struct {
+	// name is the function's name, as `aws lambda invoke --function-name`
+	// gives it to serve.
+	name          string
+	role, session string
+	memory        int
+	// env is added to the replica's function environment.
+	env []string
+	// vars are passed from the caller's environment to the function, so
+	// that e.g. `IMAGE=nginx:1.28 ./local.sh` works.
+	vars []string
+}
+
+var (
+	mainFunction = fnSpec{name: "lambda-eks", role: stack.ExecRole, session: stack.SessionName, memory: 128,
+		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "NAMESPACE", "NAME", "IMAGE", "REPLICAS",
+			"DEFAULT_ACTION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}}
+	// helmFunction runs as its own role, mapped to its own group, with the
+	// template's memory size, and reaches the replica's registry with its
+	// credentials.
+	helmFunction = fnSpec{name: "lambda-eks-helm", role: stack.HelmRole, session: stack.HelmSessionName, memory: 512,
+		env:  stack.HelmFunctionEnv(),
+		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "NAMESPACE", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}}
+)
 
 func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
@@ -81,8 +112,12 @@ func run(ctx context.Context, args []string) int {
 		return cfnInvoke(ctx, args[1:])
 	case "serve":
 		err = serve(ctx, args[1:])
+	case "route":
+		return routeCommand(args[1:])
 	case "shim":
 		err = runShim(ctx, args[1:])
+	case "charts":
+		err = charts(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		usage()
 		return 0
@@ -98,7 +133,7 @@ func run(ctx context.Context, args []string) int {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke EVENT_FILE|-|cfn EVENT_FILE|serve [--port N]   (see go doc ./cmd/localeks)`)
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke [--helm] EVENT_FILE|-|cfn [--helm] EVENT_FILE|serve [--port N] [--helm-bootstrap PATH]|route EVENT_FILE|-   (see go doc ./cmd/localeks)`)
 }
 
 // stackFlags are shared by the commands that may start the stack.
@@ -132,54 +167,103 @@ func stackConfig(command string, args []string) (stack.Config, error) {
 	return sf.config()
 }
 
-// functionFlags are shared by the commands that start the function: the
+// functionFlags are shared by the commands that start a function: the
 // stack's flags and how to run the bootstrap.
 type functionFlags struct {
 	stackFlags
 	bootstrap     string
 	timeout       time.Duration
+	helm          bool
+	registry      string
 	role, session string
 	extra         multiFlag
 }
+
+// helmTimeout is the default --timeout of the Helm function: a wait for a
+// rollout takes longer than an apply.
+const helmTimeout = 60 * time.Second
 
 // register adds the flags to fs, with timeout as the default of --timeout.
 func (ff *functionFlags) register(fs *flag.FlagSet, timeout time.Duration) {
 	ff.stackFlags.register(fs)
 	fs.StringVar(&ff.bootstrap, "bootstrap", "bootstrap", "the function binary (built by build-handler.sh for this machine's arch)")
-	fs.DurationVar(&ff.timeout, "timeout", timeout, "invocation timeout (the function's Lambda Timeout)")
-	fs.StringVar(&ff.role, "role", stack.ExecRole, "execution role the function runs as")
-	fs.StringVar(&ff.session, "session", stack.SessionName, "role session name")
+	fs.DurationVar(&ff.timeout, "timeout", timeout, "invocation timeout (the function's Lambda Timeout; the Helm function's at least 60s unless given)")
+	fs.BoolVar(&ff.helm, "helm", false, "the bootstrap is the Helm function (./cmd/helm): it runs as its own role, and the replica serves the demo chart")
+	fs.StringVar(&ff.registry, "registry", os.Getenv("LOCALEKS_REGISTRY"), "the OCI registry `binary` the replica serves charts from (localeks/parts/registry/build.sh registry)")
+	fs.StringVar(&ff.role, "role", "", "execution role the function runs as (default: the function's own)")
+	fs.StringVar(&ff.session, "session", "", "role session name (default: the function's own)")
 	fs.Var(&ff.extra, "env", "extra `KEY=VALUE` for the function (repeatable)")
 }
 
-// start starts the stack unless it runs, and the bootstrap under
-// aws-lambda-rie as a session of the role, with the replica's environment.
-// It returns the function and the stack.
-func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, *stack.Stack, error) {
+// parsed applies the defaults that depend on other flags, once fs is parsed.
+func (ff *functionFlags) parsed(fs *flag.FlagSet) {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "timeout" })
+	if ff.helm && !given && ff.timeout < helmTimeout {
+		ff.timeout = helmTimeout
+	}
+}
+
+// up starts the stack unless it runs, and with helm the Helm parts (chart
+// repository, registry, the Helm role's mapping) unless they run.
+func (ff *functionFlags) up(ctx context.Context, helm bool) (*stack.Stack, stack.Config, error) {
 	cfg, err := ff.config()
 	if err != nil {
-		return nil, nil, err
+		return nil, cfg, err
 	}
 	if cfg.Parts == "" {
-		return nil, nil, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
+		return nil, cfg, errors.New("no parts directory (--parts, LOCALEKS_PARTS): run localeks/parts/build.sh")
 	}
 	s, err := stack.Up(ctx, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, cfg, err
 	}
-	creds, err := s.AssumeRole(ctx, ff.role, ff.session)
+	if helm {
+		if err := s.UpHelm(ctx, ff.registry); err != nil {
+			return nil, cfg, fmt.Errorf("start the Helm parts: %w", err)
+		}
+	}
+	return s, cfg, nil
+}
+
+// startFunction starts bootstrap under aws-lambda-rie as a session of the
+// function's role (or --role), with the replica's environment.
+func (ff *functionFlags) startFunction(ctx context.Context, s *stack.Stack, cfg stack.Config, spec fnSpec, bootstrap string) (*lambdart.Function, error) {
+	role, session := spec.role, spec.session
+	if ff.role != "" {
+		role = ff.role
+	}
+	if ff.session != "" {
+		session = ff.session
+	}
+	creds, err := s.AssumeRole(ctx, role, session)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	fnEnv := s.FunctionEnv(creds)
-	for _, k := range functionVars {
+	fnEnv := append(s.FunctionEnv(creds), spec.env...)
+	for _, k := range spec.vars {
 		if v, ok := os.LookupEnv(k); ok {
 			fnEnv = append(fnEnv, k+"="+v)
 		}
 	}
 	fnEnv = append(fnEnv, ff.extra...)
-	fn, err := lambdart.Start(ctx, ff.bootstrap, fnEnv, ff.timeout,
+	return lambdart.Start(ctx, bootstrap, fnEnv, ff.timeout, lambdart.WithName(spec.name), lambdart.WithMemory(spec.memory),
 		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
+}
+
+// start starts the stack unless it runs, and the one function of
+// --bootstrap (--helm: the Helm function). It returns the function and the
+// stack.
+func (ff *functionFlags) start(ctx context.Context) (*lambdart.Function, *stack.Stack, error) {
+	spec := mainFunction
+	if ff.helm {
+		spec = helmFunction
+	}
+	s, cfg, err := ff.up(ctx, ff.helm)
+	if err != nil {
+		return nil, nil, err
+	}
+	fn, err := ff.startFunction(ctx, s, cfg, spec, ff.bootstrap)
 	return fn, s, err
 }
 
@@ -322,6 +406,7 @@ func (c *eventCommand) parse(args []string, timeout time.Duration) (code int) {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	c.parsed(fs)
 	if fs.NArg() != 1 {
 		fmt.Fprintf(os.Stderr, "usage: localeks %s [flags] EVENT_FILE|-\n", c.name)
 		return 2
@@ -360,6 +445,18 @@ func functionFailed(msg string, fnErr *lambdart.FunctionError, took time.Duratio
 }
 
 func readEvent(name string) ([]byte, error) {
+	b, err := readRaw(name)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("event %s is not valid JSON", name)
+	}
+	return b, nil
+}
+
+// readRaw reads an event file, or stdin for -, up to Lambda's 6 MB.
+func readRaw(name string) ([]byte, error) {
 	var r io.Reader = os.Stdin
 	if name != "-" {
 		f, err := os.Open(name)
@@ -372,9 +469,6 @@ func readEvent(name string) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 6<<20))
 	if err != nil {
 		return nil, fmt.Errorf("read event: %w", err)
-	}
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("event %s is not valid JSON", name)
 	}
 	return b, nil
 }

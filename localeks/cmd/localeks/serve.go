@@ -10,28 +10,39 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
+	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
-// serve keeps one warm function behind the Lambda Invoke API on loopback
-// until interrupted, so that any Lambda client works:
+// serve keeps the functions warm behind the Lambda Invoke API on loopback
+// until interrupted, one function name each, so that any Lambda client
+// works:
 //
-//	aws lambda invoke --endpoint-url http://127.0.0.1:9000 --function-name function --payload '{}' out.json
+//	aws lambda invoke --endpoint-url http://127.0.0.1:9000 --no-sign-request --region us-east-1 \
+//	    --function-name lambda-eks --payload fileb://events/ensure-nginx.json out.json
+//
+// The main function (--bootstrap) answers as lambda-eks and as function
+// (aws-lambda-rie's own name for it); the Helm function (--helm-bootstrap,
+// when given) as lambda-eks-helm.
 //
 // aws-lambda-rie serves the same path, but marks no function error and
-// panics on overlapping invocations: in front of it, serve queues
-// invocations (one sandbox, like a function with reserved concurrency 1) and
-// answers as the Lambda service does (X-Amz-Function-Error, 200).
+// panics on overlapping invocations: in front of it, serve queues each
+// function's invocations (one sandbox, like a function with reserved
+// concurrency 1) and answers as the Lambda service does
+// (X-Amz-Function-Error, 200).
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var ff functionFlags
 	ff.register(fs, 30*time.Second)
+	helmBootstrap := fs.String("helm-bootstrap", "", "the Helm function's binary (./cmd/helm), served as lambda-eks-helm; none: only the main function")
 	port := fs.Int("port", 9000, "loopback `port` of the Invoke API")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,35 +52,71 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	fn, _, err := ff.start(ctx)
+	defer func() { _ = ln.Close() }()
+	s, cfg, err := ff.up(ctx, *helmBootstrap != "")
 	if err != nil {
-		_ = ln.Close()
 		return err
 	}
-	defer fn.Stop()
-	srv := &http.Server{Handler: invokeAPI(fn), ReadHeaderTimeout: 10 * time.Second}
+	fns := map[string]*lambdart.Function{}
+	mainFn, err := ff.startFunction(ctx, s, cfg, mainFunction, ff.bootstrap)
+	if err != nil {
+		return err
+	}
+	defer mainFn.Stop()
+	fns[mainFunction.name], fns["function"] = mainFn, mainFn
+	if *helmBootstrap != "" {
+		helm := ff
+		helm.helm = true
+		helm.parsed(fs)
+		helmFn, err := helm.startFunction(ctx, s, cfg, helmFunction, *helmBootstrap)
+		if err != nil {
+			return err
+		}
+		defer helmFn.Stop()
+		fns[helmFunction.name] = helmFn
+	}
+	srv := &http.Server{Handler: invokeAPI(fns), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	slog.Info("serving the function (Ctrl-C to stop; the replica keeps running)", "endpoint", "http://"+addr,
-		"try", "aws lambda invoke --endpoint-url http://"+addr+" --function-name function --payload '{}' out.json")
+	names := slices.Sorted(maps.Keys(fns))
+	slog.Info("serving the functions (Ctrl-C to stop; the replica keeps running)", "endpoint", "http://"+addr,
+		"functions", strings.Join(names, ","),
+		"try", "aws lambda invoke --endpoint-url http://"+addr+" --no-sign-request --region "+stack.Region+
+			" --function-name "+mainFunction.name+" --payload fileb://events/ensure-nginx.json out.json")
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
+// functionName is the function an Invoke path names: a name, or a function
+// ARN (with or without a version), as the Lambda service accepts.
+func functionName(name string) string {
+	if fields := strings.Split(name, ":"); len(fields) >= 7 && fields[0] == "arn" && fields[5] == "function" {
+		return fields[6]
+	}
+	return name
+}
+
 // invokeAPI answers the Lambda Invoke API
-// (POST /2015-03-31/functions/NAME/invocations) for one function, whatever
-// NAME: RequestResponse, Event (202, run in the background) and DryRun (204),
+// (POST /2015-03-31/functions/NAME/invocations) for the functions by name
+// (an unknown one is ResourceNotFoundException, 404): RequestResponse, Event (202, run in the background) and DryRun (204),
 // with the log tail when asked (X-Amz-Log-Type: Tail, `aws lambda invoke
 // --log-type Tail`).
-func invokeAPI(fn *lambdart.Function) http.Handler {
+func invokeAPI(fns map[string]*lambdart.Function) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", func(w http.ResponseWriter, r *http.Request) {
+		name := functionName(r.PathValue("name"))
+		fn, ok := fns[name]
+		if !ok {
+			lambdaError(w, http.StatusNotFound, "ResourceNotFoundException",
+				"Function not found: arn:aws:lambda:"+stack.Region+":"+stack.Account+":function:"+strings.ToValidUTF8(name, "?"))
+			return
+		}
 		payload, err := io.ReadAll(io.LimitReader(r.Body, 6<<20+1))
 		if err != nil {
 			lambdaError(w, http.StatusBadRequest, "InvalidRequestContentException", err.Error())
@@ -123,11 +170,11 @@ func invokeAPI(fn *lambdart.Function) http.Handler {
 			w.Header().Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(logs))
 		}
 		if fnErr != nil {
-			slog.Info("invocation failed", "function", r.PathValue("name"), "errorType", fnErr.Type, "took", time.Since(start).Round(time.Microsecond))
+			slog.Info("invocation failed", "function", name, "errorType", fnErr.Type, "took", time.Since(start).Round(time.Microsecond))
 			w.Header().Set("X-Amz-Function-Error", "Unhandled")
 			resp, _ = json.Marshal(fnErr)
 		} else {
-			slog.Info("invocation succeeded", "function", r.PathValue("name"), "took", time.Since(start).Round(time.Microsecond))
+			slog.Info("invocation succeeded", "function", name, "took", time.Since(start).Round(time.Microsecond))
 		}
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(resp)

@@ -18,6 +18,8 @@
 #   --manifest-bucket BUCKET  S3 bucket manifests may be read from      [MANIFEST_BUCKET]
 #                             (manifestS3 events, ManifestS3 custom resources)
 #   --timeout SECONDS         function timeout (default 30)
+#   --helm                    also deploy the Helm function                [HELM_FUNCTION=true]
+#                             (HelmFunction=true: helm-* events, Custom::HelmRelease)
 #   --kube-context CTX        kubectl context for aws-auth and RBAC (default: current)
 #   --cluster-wide            apply permissions-cluster.yml (a ClusterRole: every
 #                             namespace, and cluster-scoped kinds such as CRDs)
@@ -25,9 +27,10 @@
 #   --dry-run                 print the plan and the commands, run nothing
 #
 # With access-entry, the template creates an EKS access entry mapping the
-# function's role to the Kubernetes group lambda-eks. With aws-auth, this
-# script merges that one mapping into kube-system/aws-auth (every other entry
-# is kept). Either way it applies permissions.yml (RBAC for the group) into
+# function's role to the Kubernetes group lambda-eks (and, with --helm, the
+# Helm function's role to lambda-eks-helm). With aws-auth, this script merges
+# that mapping (each mapping) into kube-system/aws-auth, keeping every other
+# entry. Either way it applies permissions.yml (RBAC for both groups) into
 # the namespace with kubectl, which must already reach the cluster as an
 # admin (aws eks update-kubeconfig --name CLUSTER).
 set -euo pipefail
@@ -43,6 +46,7 @@ external_id="${EXTERNAL_ID:-}"
 schedule="${SCHEDULE:-}"
 schedule_input="${SCHEDULE_INPUT:-}"
 manifest_bucket="${MANIFEST_BUCKET:-}"
+helm="${HELM_FUNCTION:-false}"
 subnets=""
 security_groups=""
 timeout=30
@@ -70,8 +74,9 @@ while (($#)); do
 	--timeout) timeout="$2"; shift 2 ;;
 	--kube-context) kube_context="$2"; shift 2 ;;
 	--cluster-wide) cluster_wide=true; shift ;;
+	--helm) helm=true; shift ;;
 	--dry-run) dry_run=true; shift ;;
-	-h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 done
@@ -79,6 +84,7 @@ done
 [[ -n "$cluster" ]] || die "--cluster (or CLUSTER_NAME) is required"
 [[ -n "$region" ]] || die "--region (or AWS_REGION) is required"
 case "$access_mode" in access-entry | aws-auth | none) ;; *) die "--access-mode must be access-entry, aws-auth or none" ;; esac
+case "$helm" in true | false) ;; *) die "HELM_FUNCTION must be true or false" ;; esac
 [[ "$namespace" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--namespace $namespace is not a DNS-1123 label"
 if [[ -n "$role_arn" && "$access_mode" == access-entry ]]; then
 	log "with --role-arn the cluster is in another account: map $role_arn there (access entry or aws-auth) yourself"
@@ -111,30 +117,46 @@ param TimeoutSeconds "$timeout"
 param SubnetIds "$subnets"
 param SecurityGroupIds "$security_groups"
 param ManifestBucket "$manifest_bucket"
+$helm && param HelmFunction true
 if [[ -n "$schedule" ]]; then
 	param ScheduleExpression "$schedule"
 	param ScheduleEnabled true
 	param ScheduleInput "$schedule_input"
 fi
 
-log "plan: stack $stack in $region for cluster $cluster, access mode $access_mode, namespace $namespace$($dry_run && echo ' (dry run: nothing is changed)')"
+functions="the function"
+$helm && functions="the function and the Helm function"
+log "plan: stack $stack in $region for cluster $cluster ($functions), access mode $access_mode, namespace $namespace$($dry_run && echo ' (dry run: nothing is changed)')"
 
 run sam build
 run sam deploy --stack-name "$stack" --region "$region" --capabilities CAPABILITY_IAM --resolve-s3 \
 	--no-confirm-changeset --no-fail-on-empty-changeset --parameter-overrides "${params[@]}"
 
+# output KEY is the stack's output KEY (a placeholder in a dry run).
+outputs=""
+output() {
+	if $dry_run; then
+		printf '<%s output of stack %s>' "$1" "$stack"
+		return
+	fi
+	awk -F '\t' -v k="$1" '$1 == k { print $2 }' <<<"$outputs"
+}
 if $dry_run; then
-	fn_role="<FunctionRoleArn output of stack $stack>"
-	printf '+ %s\n' "aws cloudformation describe-stacks --stack-name $stack --region $region (FunctionRoleArn)" >&2
+	printf '+ %s\n' "aws cloudformation describe-stacks --stack-name $stack --region $region (its outputs)" >&2
 else
-	fn_role="$(aws cloudformation describe-stacks --stack-name "$stack" --region "$region" \
-		--query "Stacks[0].Outputs[?OutputKey=='FunctionRoleArn'].OutputValue" --output text)"
-	log "function role: $fn_role"
+	outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --region "$region" \
+		--query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text)"
+	log "function role: $(output FunctionRoleArn)"
+	$helm && log "Helm function role: $(output HelmFunctionRoleArn)"
 fi
 
 if [[ "$access_mode" == aws-auth && -z "$role_arn" ]]; then
-	# Merge one entry; never replace the map (other roles, nodes, users stay).
-	run go run ./cmd/awsauth -role-arn "$fn_role" ${kube_context:+-context "$kube_context"}
+	# Merge one entry per function; never replace the map (other roles,
+	# nodes, users stay).
+	run go run ./cmd/awsauth -role-arn "$(output FunctionRoleArn)" -group lambda-eks ${kube_context:+-context "$kube_context"}
+	if $helm; then
+		run go run ./cmd/awsauth -role-arn "$(output HelmFunctionRoleArn)" -group lambda-eks-helm ${kube_context:+-context "$kube_context"}
+	fi
 fi
 if [[ -z "$role_arn" ]] && $cluster_wide; then
 	run kubectl "${kubectl_args[@]}" apply --server-side --field-manager lambda-eks-deploy -f permissions-cluster.yml
@@ -143,4 +165,11 @@ elif [[ -z "$role_arn" ]]; then
 else
 	log "apply permissions.yml in the target cluster (kubectl apply -n $namespace -f permissions.yml) with that account's credentials"
 fi
-log "done$($dry_run && echo ' (dry run)'): invoke with  aws lambda invoke --function-name <FunctionArn> --payload '{}' out.json"
+log "done$($dry_run && echo ' (dry run)'); invoke (AWS CLI v1 and v2 alike: fileb:// sends the file as it is):"
+# The results on stdout: commands to copy.
+printf 'aws lambda invoke --region %s --function-name %s --payload fileb://events/ensure-nginx.json out.json && cat out.json\n' \
+	"$region" "$(output FunctionArn)"
+if $helm; then
+	printf 'aws lambda invoke --region %s --function-name %s --payload fileb://events/helm-status.json out.json && cat out.json\n' \
+		"$region" "$(output HelmFunctionArn)"
+fi

@@ -17,72 +17,10 @@ import (
 	"k8s.io/client-go/util/jsonpath"
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
-
-// CloudFormation request types.
-const (
-	requestCreate = "Create"
-	requestUpdate = "Update"
-	requestDelete = "Delete"
-)
-
-// cfnRequest is a CloudFormation custom resource request. The envelope is
-// CloudFormation's and decoded leniently (it may grow fields); the
-// properties are the user's and decoded strictly.
-type cfnRequest struct {
-	RequestType           string          `json:"RequestType"`
-	ResponseURL           string          `json:"ResponseURL"`
-	StackID               string          `json:"StackId"`
-	RequestID             string          `json:"RequestId"`
-	ResourceType          string          `json:"ResourceType"`
-	LogicalResourceID     string          `json:"LogicalResourceId"`
-	PhysicalResourceID    string          `json:"PhysicalResourceId,omitempty"`
-	ResourceProperties    json.RawMessage `json:"ResourceProperties,omitempty"`
-	OldResourceProperties json.RawMessage `json:"OldResourceProperties,omitempty"`
-}
-
-// decodeRequest decodes the envelope. An error here means no answer can be
-// sent (no ResponseURL); a request that can be answered but not served is
-// checked by check.
-func decodeRequest(payload []byte) (cfnRequest, error) {
-	if len(payload) > maxEventBytes {
-		return cfnRequest{}, invalid("event is %d bytes; at most %d are accepted", len(payload), maxEventBytes)
-	}
-	var r cfnRequest
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(payload, &r); err != nil {
-		return cfnRequest{}, invalid("custom resource request: %s", err.Error())
-	}
-	if err := checkResponseURL(r.ResponseURL); err != nil {
-		return cfnRequest{}, err
-	}
-	return r, nil
-}
-
-// check refuses a request that names no stack, request or resource, or an
-// unknown request type: it is answered FAILED.
-func (r cfnRequest) check() error {
-	switch r.RequestType {
-	case requestCreate, requestUpdate, requestDelete:
-	default:
-		return invalid("RequestType %q: want Create, Update or Delete", r.RequestType)
-	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{
-		{"StackId", r.StackID}, {"RequestId", r.RequestID}, {"LogicalResourceId", r.LogicalResourceID},
-	} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	if r.RequestType != requestCreate && r.PhysicalResourceID == "" {
-		missing = append(missing, "PhysicalResourceId")
-	}
-	if len(missing) > 0 {
-		return invalid("custom resource request lacks %s", strings.Join(missing, ", "))
-	}
-	return nil
-}
 
 // Properties are a Custom::KubernetesManifest's ResourceProperties.
 // CloudFormation passes every scalar as a string, so booleans and durations
@@ -169,22 +107,22 @@ func (d *cfnDuration) UnmarshalJSON(data []byte) error {
 func decodeProperties(raw json.RawMessage, which string) (Properties, error) {
 	var p Properties
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return p, invalid("%s: missing; Manifest or ManifestS3 is required", which)
+		return p, invoke.Invalid("%s: missing; Manifest or ManifestS3 is required", which)
 	}
 	strict, err := sigsjson.UnmarshalStrict(raw, &p)
 	if err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return Properties{}, invalid("%s: property %s must be a %s, not %s", which, typeErr.Field, typeName(typeErr), typeErr.Value)
+			return Properties{}, invoke.Invalid("%s: property %s must be a %s, not %s", which, typeErr.Field, typeName(typeErr), typeErr.Value)
 		}
-		return Properties{}, invalid("%s: %s", which, err.Error())
+		return Properties{}, invoke.Invalid("%s: %s", which, err.Error())
 	}
 	if len(strict) > 0 {
 		msgs := make([]string, 0, len(strict))
 		for _, e := range strict {
 			msgs = append(msgs, e.Error())
 		}
-		return Properties{}, invalid("%s: %s; known properties: %s; known fields of an output: %s", which,
+		return Properties{}, invoke.Invalid("%s: %s; known properties: %s; known fields of an output: %s", which,
 			strings.Join(msgs, "; "), strings.Join(knownProperties, ", "), strings.Join(knownOutputFields, ", "))
 	}
 	return p, nil
@@ -230,7 +168,7 @@ func (o output) describe() string {
 // sorted by name, so the order of reads and of messages is stable.
 func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, error) {
 	if len(outs) > maxOutputs {
-		return nil, invalid("Outputs: %d outputs; at most %d", len(outs), maxOutputs)
+		return nil, invoke.Invalid("Outputs: %d outputs; at most %d", len(outs), maxOutputs)
 	}
 	names := make([]string, 0, len(outs))
 	for n := range outs {
@@ -241,17 +179,17 @@ func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, erro
 	for _, n := range names {
 		o := outs[n]
 		if !outputNameRE.MatchString(n) {
-			return nil, invalid("Outputs: name %q: want a letter, then letters, digits or _ (at most 128)", n)
+			return nil, invoke.Invalid("Outputs: name %q: want a letter, then letters, digits or _ (at most 128)", n)
 		}
 		if !kindRE.MatchString(o.Kind) {
-			return nil, invalid("Outputs.%s.Kind %q: want a kind such as Service or Widget.example.com", n, o.Kind)
+			return nil, invoke.Invalid("Outputs.%s.Kind %q: want a kind such as Service or Widget.example.com", n, o.Kind)
 		}
 		if errs := checkName(ActionStatus, o.Name); errs != nil {
-			return nil, invalid("Outputs.%s.Name %q is not a valid object name", n, o.Name)
+			return nil, invoke.Invalid("Outputs.%s.Name %q is not a valid object name", n, o.Name)
 		}
 		if o.APIVersion != "" {
 			if _, err := schema.ParseGroupVersion(o.APIVersion); err != nil {
-				return nil, invalid("Outputs.%s.ApiVersion %q: %s", n, o.APIVersion, err.Error())
+				return nil, invoke.Invalid("Outputs.%s.ApiVersion %q: %s", n, o.APIVersion, err.Error())
 			}
 		}
 		ns := o.Namespace
@@ -260,14 +198,14 @@ func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, erro
 		}
 		path := strings.TrimSpace(o.JSONPath)
 		if path == "" {
-			return nil, invalid("Outputs.%s.JSONPath is missing, e.g. {.status.loadBalancer.ingress[0].hostname}", n)
+			return nil, invoke.Invalid("Outputs.%s.JSONPath is missing, e.g. {.status.loadBalancer.ingress[0].hostname}", n)
 		}
 		if !strings.Contains(path, "{") {
 			path = "{" + path + "}"
 		}
 		p := jsonpath.New(n).AllowMissingKeys(true)
 		if err := p.Parse(path); err != nil {
-			return nil, invalid("Outputs.%s.JSONPath %q: %s", n, o.JSONPath, err.Error())
+			return nil, invoke.Invalid("Outputs.%s.JSONPath %q: %s", n, o.JSONPath, err.Error())
 		}
 		res = append(res, output{Name: n, APIVersion: o.APIVersion, Kind: o.Kind, Namespace: ns, ObjectName: o.Name,
 			JSONPath: path, parser: p})
@@ -279,7 +217,7 @@ func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, erro
 func parseS3URI(uri string) (bucket, key string, err error) {
 	m := s3URIRE.FindStringSubmatch(uri)
 	if m == nil {
-		return "", "", invalid("ManifestS3 %q: want s3://BUCKET/KEY", uri)
+		return "", "", invoke.Invalid("ManifestS3 %q: want s3://BUCKET/KEY", uri)
 	}
 	return m[1], m[2], nil
 }
@@ -298,21 +236,7 @@ type cfnTarget struct {
 // resource, exactly when the target does. At most 128 + 255 + 18 bytes.
 func physicalID(stackID, logicalID string, t cfnTarget) string {
 	sum := sha256.Sum256([]byte(strings.Join([]string{stackID, logicalID, t.Cluster, t.Region, t.RoleARN}, "\x00")))
-	return stackName(stackID) + "/" + logicalID + "/" + hex.EncodeToString(sum[:8])
-}
-
-// stackName is the name part of a stack ARN
-// (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/UUID), or the whole
-// ID, cut to 128 bytes, when it is not one.
-func stackName(stackID string) string {
-	name := stackID
-	if _, rest, ok := strings.Cut(stackID, ":stack/"); ok {
-		name, _, _ = strings.Cut(rest, "/")
-	}
-	if len(name) > 128 {
-		name = name[:128]
-	}
-	return name
+	return cfnresource.StackName(stackID) + "/" + logicalID + "/" + hex.EncodeToString(sum[:8])
 }
 
 // objectID identifies an object across manifests: its group (not version:

@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/cfn"
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/utils/ptr"
 
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -95,8 +98,8 @@ func TestResolveProperties(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
 				}
-				if appError(err).Code != InvalidEvent {
-					t.Errorf("code %s, want InvalidEvent", appError(err).Code)
+				if invoke.AsError(err).Code != invoke.InvalidEvent {
+					t.Errorf("code %s, want InvalidEvent", invoke.AsError(err).Code)
 				}
 				return
 			}
@@ -162,21 +165,22 @@ func TestPhysicalID(t *testing.T) {
 		}
 	}
 	long := physicalID(stack, strings.Repeat("L", 255), cfnTarget{Cluster: strings.Repeat("c", 100)})
-	if len(long) > maxPhysicalIDBytes {
-		t.Errorf("ID of %d bytes, want at most %d", len(long), maxPhysicalIDBytes)
-	}
-	if got := stackName("not-an-arn"); got != "not-an-arn" {
-		t.Errorf("stackName(not-an-arn) = %q", got)
+	if len(long) > cfnresource.MaxPhysicalIDBytes {
+		t.Errorf("ID of %d bytes, want at most %d", len(long), cfnresource.MaxPhysicalIDBytes)
 	}
 }
 
-func TestPlan(t *testing.T) {
-	h := New(Config{Cluster: "demo", Region: "us-east-1"}, nil, discardLogger())
+// TestManifestPhysicalID: the ID stays while the target stays, and changes
+// (a replacement) when the cluster does; properties that cannot be read
+// leave the choice to the engine.
+func TestManifestPhysicalID(t *testing.T) {
+	t.Parallel()
+	r := manifestResource{New(Config{Defaults: invoke.Defaults{Cluster: "demo", Region: "us-east-1"}}, nil, discardLogger())}
 	stack := "arn:aws:cloudformation:us-east-1:123456789012:stack/s/u"
 	idDemo := physicalID(stack, "R", cfnTarget{Cluster: "demo", Region: "us-east-1"})
 	idProd := physicalID(stack, "R", cfnTarget{Cluster: "prod", Region: "us-east-1"})
-	req := func(typ, phys, props, old string) cfnRequest {
-		r := cfnRequest{RequestType: typ, StackID: stack, RequestID: "q", LogicalResourceID: "R", PhysicalResourceID: phys,
+	req := func(typ cfn.RequestType, phys, props, old string) cfnresource.Request {
+		r := cfnresource.Request{RequestType: typ, StackID: stack, RequestID: "q", LogicalResourceID: "R", PhysicalResourceID: phys,
 			ResourceProperties: json.RawMessage(props)}
 		if old != "" {
 			r.OldResourceProperties = json.RawMessage(old)
@@ -184,32 +188,26 @@ func TestPlan(t *testing.T) {
 		return r
 	}
 	tests := []struct {
-		name string
-		req  cfnRequest
-		want cfnPlan
+		name    string
+		req     cfnresource.Request
+		want    string
+		wantErr bool
 	}{
-		{"create", req(requestCreate, "", `{"Manifest":"x"}`, ""), cfnPlan{id: idDemo, failedID: idDemo + "/create-failed"}},
-		{"create, default cluster spelt out", req(requestCreate, "", `{"Manifest":"x","Cluster":"demo"}`, ""),
-			cfnPlan{id: idDemo, failedID: idDemo + "/create-failed"}},
-		{"update, same target", req(requestUpdate, "kept-id", `{"Manifest":"y","Namespace":"n"}`, `{"Manifest":"x"}`),
-			cfnPlan{id: "kept-id", failedID: "kept-id"}},
-		{"update, new cluster", req(requestUpdate, idDemo, `{"Manifest":"x","Cluster":"prod"}`, `{"Manifest":"x"}`),
-			cfnPlan{id: idProd, failedID: idDemo, replacement: true}},
-		{"update from bad old properties, same id", req(requestUpdate, idDemo, `{"Manifest":"x"}`, `{"Bad":1}`),
-			cfnPlan{id: idDemo, failedID: idDemo}},
-		{"update to bad properties", req(requestUpdate, idDemo, `{"Bad":1}`, `{"Manifest":"x"}`), cfnPlan{id: idDemo, failedID: idDemo}},
-		{"delete", req(requestDelete, "any", `{"Manifest":"x","Cluster":"prod"}`, ""), cfnPlan{id: "any", failedID: "any"}},
+		{"create", req(cfn.RequestCreate, "", `{"Manifest":"x"}`, ""), idDemo, false},
+		{"create, default cluster spelt out", req(cfn.RequestCreate, "", `{"Manifest":"x","Cluster":"demo"}`, ""), idDemo, false},
+		{"update, same target", req(cfn.RequestUpdate, "kept-id", `{"Manifest":"y","Namespace":"n"}`, `{"Manifest":"x"}`), "kept-id", false},
+		{"update, new cluster", req(cfn.RequestUpdate, idDemo, `{"Manifest":"x","Cluster":"prod"}`, `{"Manifest":"x"}`), idProd, false},
+		{"update from bad old properties: the new target's", req(cfn.RequestUpdate, idDemo, `{"Manifest":"x"}`, `{"Bad":1}`), idDemo, false},
+		{"update to bad properties", req(cfn.RequestUpdate, idDemo, `{"Bad":1}`, `{"Manifest":"x"}`), "", true},
+		{"create with bad properties", req(cfn.RequestCreate, "", `{"Bad":1}`, ""), "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, h.plan(tt.req), cmp.AllowUnexported(cfnPlan{})); diff != "" {
-				t.Errorf("plan (-want +got):\n%s", diff)
+			got, err := r.PhysicalID(tt.req)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("PhysicalID = %q, %v; want %q, error %v", got, err, tt.want, tt.wantErr)
 			}
 		})
-	}
-	bad := h.plan(req(requestCreate, "", `{"Bad":1}`, ""))
-	if !strings.HasPrefix(bad.id, "s/R/") || bad.id == idDemo || bad.failedID != bad.id+"/create-failed" {
-		t.Errorf("plan of a create with bad properties = %+v, want s/R/<hash of the request>, and /create-failed", bad)
 	}
 }
 
@@ -275,51 +273,42 @@ func TestPruneSet(t *testing.T) {
 	}
 }
 
-func TestRequestCheck(t *testing.T) {
-	ok := cfnRequest{RequestType: requestUpdate, StackID: "s", RequestID: "r", LogicalResourceID: "l", PhysicalResourceID: "p"}
-	if err := ok.check(); err != nil {
-		t.Errorf("check: %v", err)
-	}
-	noPhys := ok
-	noPhys.PhysicalResourceID = ""
-	if err := noPhys.check(); err == nil || !strings.Contains(err.Error(), "PhysicalResourceId") {
-		t.Errorf("update without PhysicalResourceId: %v", err)
-	}
-	badType := ok
-	badType.RequestType = "Upsert"
-	if err := badType.check(); err == nil {
-		t.Error("RequestType Upsert: no error")
-	}
-}
-
-// FuzzCustomResourceRequest: no request, however malformed, panics the
-// decoding, the planning or the checks; what decodes has an id to answer
-// with, and a ResponseURL only of an AWS host.
-func FuzzCustomResourceRequest(f *testing.F) {
+// FuzzProperties: no ResourceProperties, however malformed, panics the
+// decoding, the ID or the checks; a refusal is always InvalidEvent, and
+// what is accepted has an ID CloudFormation takes and, for a manifest in the
+// properties, objects to apply.
+func FuzzProperties(f *testing.F) {
 	for _, seed := range []string{
-		`{"RequestType":"Create","ResponseURL":"https://b.s3.amazonaws.com/k","StackId":"arn:aws:cloudformation:us-east-1:1:stack/s/u","RequestId":"r","LogicalResourceId":"L","ResourceProperties":{"Manifest":"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n","Prune":"false","Wait":"2","Outputs":{"A":{"Kind":"ConfigMap","Name":"a","JSONPath":".data.x"}}}}`,
-		`{"RequestType":"Update","ResponseURL":"https://b.s3.amazonaws.com/k","PhysicalResourceId":"p","ResourceProperties":{"ManifestS3":"s3://b/k"},"OldResourceProperties":{"Cluster":"x"}}`,
-		`{"RequestType":"Delete","ResponseURL":"https://b.s3.amazonaws.com/k","ResourceProperties":null}`,
-		`{"RequestType":7,"ResponseURL":"http://x"}`,
+		`{"Manifest":"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n","Prune":"false","Wait":"2","Outputs":{"A":{"Kind":"ConfigMap","Name":"a","JSONPath":".data.x"}}}`,
+		`{"ManifestS3":"s3://b/k","Cluster":"x"}`, `null`, `{"Manifest":"kind: ["}`, `{"Manifest":7}`,
 	} {
 		f.Add([]byte(seed))
 	}
-	h := New(Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", Name: "nginx", Image: "nginx:1.27", MaxDocuments: 10},
-		nil, discardLogger())
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		req, err := decodeRequest(payload)
+	h := New(Config{Defaults: invoke.Defaults{Cluster: "demo", Region: "us-east-1", Namespace: "default"}, Name: "nginx",
+		Image: "nginx:1.27", MaxDocuments: 10}, nil, discardLogger())
+	stack := "arn:aws:cloudformation:us-east-1:123456789012:stack/fuzz/u"
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		props, err := decodeProperties(raw, "ResourceProperties")
 		if err != nil {
+			if e := invoke.AsError(err); e.Code != invoke.InvalidEvent {
+				t.Fatalf("decode error %v is not InvalidEvent", err)
+			}
 			return
 		}
-		if checkResponseURL(req.ResponseURL) != nil {
-			t.Fatalf("decoded a request with ResponseURL %q", req.ResponseURL)
+		id, err := manifestResource{h}.PhysicalID(cfnresource.Request{RequestType: cfn.RequestCreate, StackID: stack,
+			LogicalResourceID: "L", ResourceProperties: raw})
+		if err != nil || !strings.HasPrefix(id, "fuzz/L/") || len(id) > cfnresource.MaxPhysicalIDBytes {
+			t.Fatalf("PhysicalID of accepted properties = %q, %v", id, err)
 		}
-		p := h.plan(req)
-		if req.check() == nil && (p.id == "" && req.RequestType == requestCreate) {
-			t.Fatalf("no PhysicalResourceId for %s", payload)
+		if props.ManifestS3 != "" {
+			return
 		}
-		if props, err := decodeProperties(req.ResourceProperties, "ResourceProperties"); err == nil && props.ManifestS3 == "" {
-			_, _ = h.resolve(t.Context(), props, 0)
+		spec, err := h.resolve(t.Context(), props, 0)
+		switch {
+		case err != nil && invoke.AsError(err).Code != invoke.InvalidEvent:
+			t.Fatalf("resolve error %v is not InvalidEvent", err)
+		case err == nil && len(spec.req.Objects) == 0:
+			t.Fatalf("accepted %s with no objects", raw)
 		}
 	})
 }

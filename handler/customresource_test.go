@@ -8,12 +8,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/cfn"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -50,18 +55,37 @@ func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{codes: []int{200}}
+	rec := &recorder{}
 	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
-	prev := responseClient
-	responseClient = &http.Client{Transport: toServer{srv}}
-	t.Cleanup(func() { responseClient = prev })
-	return &cfnHarness{h: New(cfg, connect, discardLogger()), rec: rec}
+	engine := cfnresource.NewServer(discardLogger(), cfnresource.WithClient(&http.Client{Transport: toServer{srv}}))
+	return &cfnHarness{h: New(cfg, connect, discardLogger(), WithCustomResources(engine), WithOutputInterval(10*time.Millisecond)), rec: rec}
+}
+
+// recorder is a fake ResponseURL: it answers each PUT 200 and records the
+// bodies it received.
+type recorder struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bodies = append(r.bodies, string(b))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (r *recorder) sent() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.bodies...)
 }
 
 // send invokes the handler with a request and returns the answer
 // CloudFormation received, after checking that the invocation returned it.
-func (c *cfnHarness) send(ctx context.Context, t *testing.T, fields map[string]any) cfnResponse {
+func (c *cfnHarness) send(ctx context.Context, t *testing.T, fields map[string]any) cfn.Response {
 	t.Helper()
 	req := map[string]any{
 		"RequestType": "Create", "ResponseURL": "https://cfn-response.s3.amazonaws.com/r?X-Amz-Signature=secret",
@@ -75,18 +99,19 @@ func (c *cfnHarness) send(ctx context.Context, t *testing.T, fields map[string]a
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := len(c.rec.bodies)
-	out, err := c.h.customResource(ctx, payload)
+	before := len(c.rec.sent())
+	out, err := c.h.Invoke(ctx, payload)
 	if err != nil {
-		t.Fatalf("customResource: %v", err)
+		t.Fatalf("Invoke: %v", err)
 	}
-	if len(c.rec.bodies) != before+1 {
-		t.Fatalf("%d answers sent, want 1", len(c.rec.bodies)-before)
+	sent := c.rec.sent()
+	if len(sent) != before+1 {
+		t.Fatalf("%d answers sent, want 1", len(sent)-before)
 	}
-	if sent := c.rec.bodies[before]; sent != string(out) {
-		t.Errorf("the invocation returned %s, but sent %s", out, sent)
+	if sent[before] != string(out) {
+		t.Errorf("the invocation returned %s, but sent %s", out, sent[before])
 	}
-	var resp cfnResponse
+	var resp cfn.Response
 	if err := json.Unmarshal(out, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -110,42 +135,42 @@ func TestCustomResourceAnswers(t *testing.T) {
 		name       string
 		connect    Connector
 		fields     map[string]any
-		wantStatus string
+		wantStatus cfn.StatusType
 		wantReason string
 		wantID     string
 	}{
 		{name: "bad manifest: FAILED naming the document, nothing connected",
 			fields: map[string]any{"ResourceProperties": map[string]any{
 				"Manifest": oneConfigMap + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}},
-			wantStatus: statusFailed, wantReason: "InvalidEvent: manifest document 2 (ConfigMap \"\"): metadata.name is missing"},
+			wantStatus: cfn.StatusFailed, wantReason: "InvalidEvent: manifest document 2 (ConfigMap \"\"): metadata.name is missing"},
 		{name: "unknown property", fields: map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Prune": "maybe"}},
-			wantStatus: statusFailed, wantReason: "InvalidEvent: ResourceProperties: ", wantID: "s/Objects/"},
+			wantStatus: cfn.StatusFailed, wantReason: "InvalidEvent: ResourceProperties: ", wantID: "s/Objects/"},
 		{name: "cluster not found on create is FAILED", connect: notFound,
 			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
-			wantStatus: statusFailed, wantReason: "ClusterNotFound: cluster gone not found", wantID: "s/Objects/"},
+			wantStatus: cfn.StatusFailed, wantReason: "ClusterNotFound: cluster gone not found", wantID: "s/Objects/"},
 		{name: "cluster not found on delete is SUCCESS", connect: notFound,
 			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/0123",
 				"ResourceProperties": map[string]any{"Manifest": oneConfigMap, "Cluster": "gone"}},
-			wantStatus: statusSuccess, wantReason: "nothing to delete: cluster gone is gone", wantID: "s/Objects/0123"},
+			wantStatus: cfn.StatusSuccess, wantReason: "nothing to delete: cluster gone is gone", wantID: "s/Objects/0123"},
 		{name: "delete after a create that failed on its properties", connect: panics,
 			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/01/create-failed",
 				"ResourceProperties": map[string]any{"Manifest": "kind: [", "ServiceToken": "arn"}},
-			wantStatus: statusSuccess, wantReason: "nothing to delete", wantID: "s/Objects/01/create-failed"},
+			wantStatus: cfn.StatusSuccess, wantReason: "nothing to delete", wantID: "s/Objects/01/create-failed"},
 		{name: "delete after a create that failed: best effort", connect: unauthorized,
 			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/02/create-failed",
 				"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
-			wantStatus: statusSuccess, wantReason: "the Create failed, and so did the cleanup after it (Unauthorized: ",
+			wantStatus: cfn.StatusSuccess, wantReason: "the Create failed, and so did the cleanup after it (Unauthorized: ",
 			wantID: "s/Objects/02/create-failed"},
 		{name: "delete of a created resource is not best effort", connect: unauthorized,
 			fields: map[string]any{"RequestType": "Delete", "PhysicalResourceId": "s/Objects/02",
 				"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
-			wantStatus: statusFailed, wantReason: "Unauthorized: ", wantID: "s/Objects/02"},
+			wantStatus: cfn.StatusFailed, wantReason: "Unauthorized: ", wantID: "s/Objects/02"},
 		{name: "panic is FAILED", connect: panics,
 			fields:     map[string]any{"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
-			wantStatus: statusFailed, wantReason: "Internal: the function panicked: boom"},
+			wantStatus: cfn.StatusFailed, wantReason: "Internal: the function panicked: boom"},
 		{name: "unknown request type", fields: map[string]any{"RequestType": "Upsert", "PhysicalResourceId": "p",
 			"ResourceProperties": map[string]any{"Manifest": oneConfigMap}},
-			wantStatus: statusFailed, wantReason: "InvalidEvent: RequestType \"Upsert\""},
+			wantStatus: cfn.StatusFailed, wantReason: "InvalidEvent: RequestType \"Upsert\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,7 +216,7 @@ func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
 	if !time.Now().Before(deadline) {
 		t.Error("answered after the invocation's deadline")
 	}
-	if resp.Status != statusFailed || !strings.HasPrefix(resp.Reason, "Timeout: ") || calls.Load() != 1 {
+	if resp.Status != cfn.StatusFailed || !strings.HasPrefix(resp.Reason, "Timeout: ") || calls.Load() != 1 {
 		t.Errorf("answer %s %q after %d connects, want FAILED Timeout after 1", resp.Status, resp.Reason, calls.Load())
 	}
 }
@@ -203,12 +228,12 @@ func TestCustomResourceWithoutResponseURL(t *testing.T) {
 		`{"RequestType":"Create","ResponseURL":"https://169.254.169.254/x"}`,
 		`{"RequestType":"Create","ResponseURL":7}`,
 	} {
-		if _, err := c.h.customResource(t.Context(), []byte(payload)); err == nil || appError(err).Code != InvalidEvent {
-			t.Errorf("customResource(%s) = %v, want InvalidEvent", payload, err)
+		if _, err := c.h.Invoke(t.Context(), []byte(payload)); err == nil || lambdaErr(t, err).Type != string(invoke.InvalidEvent) {
+			t.Errorf("Invoke(%s) = %v, want InvalidEvent", payload, err)
 		}
 	}
-	if len(c.rec.bodies) != 0 {
-		t.Errorf("%d answers sent, want none", len(c.rec.bodies))
+	if n := len(c.rec.sent()); n != 0 {
+		t.Errorf("%d answers sent, want none", n)
 	}
 }
 
@@ -231,14 +256,14 @@ func TestReadManifestS3(t *testing.T) {
 	tests := []struct {
 		name     string
 		s3       *fakeS3
-		wantCode Code
+		wantCode invoke.Code
 		wantMsg  string
 	}{
 		{name: "read", s3: &fakeS3{body: oneConfigMap}},
-		{name: "no such key", s3: &fakeS3{err: &smithy.GenericAPIError{Code: "NoSuchKey"}}, wantCode: NotFound, wantMsg: "ManifestS3 s3://b/k/m.yaml: NoSuchKey"},
-		{name: "denied", s3: &fakeS3{err: &smithy.GenericAPIError{Code: "AccessDenied"}}, wantCode: Forbidden,
+		{name: "no such key", s3: &fakeS3{err: &s3types.NoSuchKey{Message: aws.String("The specified key does not exist.")}}, wantCode: invoke.NotFound, wantMsg: "ManifestS3 s3://b/k/m.yaml: NoSuchKey"},
+		{name: "denied", s3: &fakeS3{err: &smithy.GenericAPIError{Code: "AccessDenied"}}, wantCode: invoke.Forbidden,
 			wantMsg: "s3:GetObject on arn:aws:s3:::b/k/m.yaml"},
-		{name: "too large", s3: &fakeS3{body: strings.Repeat("#", maxManifestS3Bytes+1)}, wantCode: InvalidEvent, wantMsg: "larger than"},
+		{name: "too large", s3: &fakeS3{body: strings.Repeat("#", maxManifestS3Bytes+1)}, wantCode: invoke.InvalidEvent, wantMsg: "larger than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,7 +277,7 @@ func TestReadManifestS3(t *testing.T) {
 				}
 				return
 			}
-			if e := appError(err); err == nil || e.Code != tt.wantCode || !strings.Contains(e.Message, tt.wantMsg) {
+			if e := invoke.AsError(err); err == nil || e.Code != tt.wantCode || !strings.Contains(e.Message, tt.wantMsg) {
 				t.Errorf("error %v, want %s containing %q", err, tt.wantCode, tt.wantMsg)
 			}
 		})
@@ -310,7 +335,7 @@ func TestCustomResourceLifecycle(t *testing.T) {
 	v1 := map[string]any{"Manifest": manifest("a", "1", "b", "1"), "Outputs": out}
 	created := c.send(t.Context(), t, map[string]any{"ResourceProperties": v1})
 	id := created.PhysicalResourceID
-	if created.Status != statusSuccess || created.Data["V"] != "1" || !strings.HasPrefix(id, "s/Objects/") {
+	if created.Status != cfn.StatusSuccess || created.Data["V"] != "1" || !strings.HasPrefix(id, "s/Objects/") {
 		t.Fatalf("Create answered %+v", created)
 	}
 	if diff := cmp.Diff(map[string]string{"a": "1 @" + id, "b": "1 @" + id, "c": "absent"}, state("a", "b", "c")); diff != "" {
@@ -320,7 +345,7 @@ func TestCustomResourceLifecycle(t *testing.T) {
 	v2 := map[string]any{"Manifest": manifest("a", "2", "c", "1"), "Outputs": out}
 	updated := c.send(t.Context(), t, map[string]any{"RequestType": "Update", "PhysicalResourceId": id,
 		"ResourceProperties": v2, "OldResourceProperties": v1})
-	if updated.Status != statusSuccess || updated.PhysicalResourceID != id || updated.Data["V"] != "2" {
+	if updated.Status != cfn.StatusSuccess || updated.PhysicalResourceID != id || updated.Data["V"] != "2" {
 		t.Fatalf("Update answered %+v", updated)
 	}
 	if diff := cmp.Diff(map[string]string{"a": "2 @" + id, "b": "absent", "c": "1 @" + id}, state("a", "b", "c")); diff != "" {
@@ -331,21 +356,21 @@ func TestCustomResourceLifecycle(t *testing.T) {
 	replaced := c.send(t.Context(), t, map[string]any{"RequestType": "Update", "PhysicalResourceId": id,
 		"ResourceProperties": v3, "OldResourceProperties": v2})
 	newID := replaced.PhysicalResourceID
-	if replaced.Status != statusSuccess || newID == id {
+	if replaced.Status != cfn.StatusSuccess || newID == id {
 		t.Fatalf("replacing Update answered %+v, want SUCCESS with a new id", replaced)
 	}
 	if diff := cmp.Diff(map[string]string{"a": "3 @" + newID, "c": "1 @" + id}, state("a", "c")); diff != "" {
 		t.Errorf("after the replacing Update, nothing pruned (-want +got):\n%s", diff)
 	}
 	oldDeleted := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": id, "ResourceProperties": v2})
-	if oldDeleted.Status != statusSuccess || !strings.Contains(oldDeleted.Reason, "kept 1") {
+	if oldDeleted.Status != cfn.StatusSuccess || !strings.Contains(oldDeleted.Reason, "kept 1") {
 		t.Errorf("the old resource's Delete answered %+v, want SUCCESS keeping a", oldDeleted)
 	}
 	if diff := cmp.Diff(map[string]string{"a": "3 @" + newID, "c": "absent"}, state("a", "c")); diff != "" {
 		t.Errorf("after the old resource's Delete (-want +got):\n%s", diff)
 	}
 	last := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": newID, "ResourceProperties": v3})
-	if last.Status != statusSuccess {
+	if last.Status != cfn.StatusSuccess {
 		t.Errorf("Delete answered %+v", last)
 	}
 	if diff := cmp.Diff(map[string]string{"a": "absent"}, state("a")); diff != "" {
@@ -357,15 +382,13 @@ func TestCustomResourceLifecycle(t *testing.T) {
 // then failed (an output that stayed empty) is cleaned up by the Delete of
 // its rollback, which carries the FAILED answer's PhysicalResourceId.
 func TestCustomResourceFailedCreateCleanup(t *testing.T) {
-	defer func(d time.Duration) { outputInterval = d }(outputInterval)
-	outputInterval = 50 * time.Millisecond
 	dyn := newFakeDynamic()
 	connects := 0
 	c := newCFNHarness(t, fakeConnector(dyn, &connects))
 	props := map[string]any{"Manifest": oneConfigMap, "Wait": "1",
 		"Outputs": map[string]any{"Never": map[string]any{"Kind": "ConfigMap", "Name": "a", "JSONPath": "{.data.never}"}}}
 	failed := c.send(t.Context(), t, map[string]any{"ResourceProperties": props})
-	if failed.Status != statusFailed || !strings.Contains(failed.Reason, "output Never") || !strings.HasSuffix(failed.PhysicalResourceID, failedCreateSuffix) {
+	if failed.Status != cfn.StatusFailed || !strings.Contains(failed.Reason, "output Never") || !strings.HasSuffix(failed.PhysicalResourceID, cfnresource.FailedCreateSuffix) {
 		t.Fatalf("Create answered %+v, want FAILED naming output Never, with a /create-failed id", failed)
 	}
 	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
@@ -374,7 +397,7 @@ func TestCustomResourceFailedCreateCleanup(t *testing.T) {
 	}
 	deleted := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": failed.PhysicalResourceID,
 		"ResourceProperties": props})
-	if deleted.Status != statusSuccess || deleted.Reason != "delete: deleted 1" {
+	if deleted.Status != cfn.StatusSuccess || deleted.Reason != "delete: deleted 1" {
 		t.Errorf("Delete answered %+v, want SUCCESS deleting 1", deleted)
 	}
 	if _, err := dyn.Tracker().Get(cms, "default", "a"); !apierrors.IsNotFound(err) {

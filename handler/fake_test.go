@@ -157,6 +157,6 @@ func fakeConnector(dyn *dynamicfake.FakeDynamicClient, connects *int) Connector 
 		mu.Lock()
 		*connects++
 		mu.Unlock()
-		return &Conn{Kube: kube.New(dyn, newTestMapper())}, nil
+		return &Conn{Client: kube.New(dyn, newTestMapper())}, nil
 	}
 }

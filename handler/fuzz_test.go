@@ -11,17 +11,19 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // knownCodes are the errorTypes a caller may see.
-var knownCodes = []string{string(InvalidEvent), string(ClusterNotFound), string(Unauthorized), string(Forbidden),
-	string(NotFound), string(Conflict), string(Timeout), string(Unavailable), string(Internal)}
+var knownCodes = []string{string(invoke.InvalidEvent), string(invoke.ClusterNotFound), string(invoke.Unauthorized), string(invoke.Forbidden),
+	string(invoke.NotFound), string(invoke.Conflict), string(invoke.Timeout), string(invoke.Unavailable), string(invoke.Internal)}
 
 // FuzzInvoke feeds raw payloads to the Lambda handler, as Lambda would,
 // against a fake cluster. Whatever the bytes, the answer is a JSON
 // response of the documented shape or a Lambda error with a known
-// errorType; a payload that DecodeEvent or Resolve refuses is InvalidEvent
+// errorType; a payload that DecodeEvent or Resolve refuses is invoke.InvalidEvent
 // and sends no request at all.
 func FuzzInvoke(f *testing.F) {
 	for _, seed := range []string{
@@ -50,7 +52,7 @@ func FuzzInvoke(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if isCustomResource(payload) {
+		if cfnresource.Is(payload) {
 			t.Skip("CloudFormation requests answer to their ResponseURL; customResource has its own tests")
 		}
 		ev, err := DecodeEvent(payload)
@@ -80,7 +82,7 @@ func FuzzInvoke(f *testing.F) {
 			if !slices.Contains(knownCodes, le.Type) || le.Message == "" {
 				t.Fatalf("errorType %q (%q) is not a known one", le.Type, le.Message)
 			}
-			if refused && le.Type != string(InvalidEvent) {
+			if refused && le.Type != string(invoke.InvalidEvent) {
 				t.Fatalf("a refused payload ended as %s: %s", le.Type, le.Message)
 			}
 			if refused && (connects != 0 || len(dyn.Actions()) != 0) {

@@ -1,28 +1,18 @@
-// Package handler is lambda-eks's invocation boundary: it takes the raw
-// payload, decodes and checks the event strictly, connects to the cluster
-// (once per process and target, the most recently used kept), runs the
-// action, and maps every failure to one Error whose code is Lambda's
-// errorType.
+// Package handler is the main lambda-eks function's actions: ensure-nginx,
+// apply, delete, scale, restart and status, as events and as
+// Custom::KubernetesManifest resources. The invocation boundary (strict
+// decoding, errors, connections, the custom-resource protocol) is
+// internal/invoke's and internal/cfnresource's, shared with the other
+// functions of the application.
 package handler
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/lru"
-	sigsjson "sigs.k8s.io/json"
-
-	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -36,48 +26,36 @@ type Response struct {
 }
 
 // Conn is a connection to one cluster, reused by warm invocations.
-type Conn struct {
-	Kube *kube.Client
-	// Prepare is called at the start of each invocation with its context,
-	// so credential refreshes are bounded by the deadline. May be nil.
-	Prepare func(context.Context) error
-	// CallerARN names the identity the cluster sees, to word a 401. May be nil.
-	CallerARN func(context.Context) (string, error)
-}
+type Conn = invoke.Conn[*kube.Client]
 
-// Connector opens a Conn to a target.
-type Connector func(ctx context.Context, t auth.Target) (*Conn, error)
+// Connector opens a Conn to a target: invoke.NewOpener(awsCfg,
+// kube.NewForConfig) in main, a fake in tests.
+type Connector = invoke.Opener[*kube.Client]
 
-// deadlineMargin is kept between the handler's own deadline and Lambda's, so
-// that a slow request ends in a Timeout error, not a killed invocation.
-const deadlineMargin = 500 * time.Millisecond
+// access is how the function's role is let into a cluster, for the words
+// of a 401 and of an RBAC refusal.
+var access = invoke.Access{Group: "lambda-eks", AccessEntry: "AccessMode=access-entry"}
 
 // waitMargin is kept between the end of a wait and the handler's deadline,
 // for the response: a wait past its bound is a Timeout error that still
 // says how far the rollout got.
 const waitMargin = 500 * time.Millisecond
 
-// maxConns bounds the connections a process keeps: one per target (cluster,
-// region, role) it was asked for, the least recently used dropped first.
-const maxConns = 16
-
 // Handler serves invocations. Build it once per process.
 type Handler struct {
-	cfg     Config
-	connect Connector
-	log     *slog.Logger
-	s3      ObjectGetter
-
-	// conns holds a *Conn per auth.Target, the least recently used dropped
-	// beyond maxConns; mu orders a drop against a new connection to the
-	// same target.
-	mu    sync.Mutex
-	conns *lru.Cache
+	cfg   Config
+	conns *invoke.Conns[*kube.Client]
+	log   *slog.Logger
+	s3    ObjectGetter
+	cfn   *cfnresource.Server
+	// outputInterval is how often Outputs are read while they are empty.
+	outputInterval time.Duration
 }
 
 // New returns a Handler.
 func New(cfg Config, connect Connector, log *slog.Logger, opts ...Option) *Handler {
-	h := &Handler{cfg: cfg, connect: connect, log: log, conns: lru.New(maxConns)}
+	h := &Handler{cfg: cfg, conns: invoke.NewConns(connect, log), log: log, cfn: cfnresource.NewServer(log),
+		outputInterval: 2 * time.Second}
 	for _, o := range opts {
 		o(h)
 	}
@@ -91,90 +69,31 @@ type Option func(*Handler)
 // with: the function's own AWS configuration, built once in main.
 func WithS3(get ObjectGetter) Option { return func(h *Handler) { h.s3 = get } }
 
-// readManifest reads and decodes the manifest req names in S3, with the
-// same checks as a manifest in the event.
-func (h *Handler) readManifest(ctx context.Context, req Request) (kube.Manifest, error) {
-	get, err := h.s3Getter()
-	if err != nil {
-		return nil, err
-	}
-	text, err := ReadManifestS3(ctx, get, req.ManifestS3Bucket, req.ManifestS3Key)
-	if err != nil {
-		return nil, err
-	}
-	m, err := kube.DecodeManifest([]byte(text), req.MaxDocuments)
-	if err != nil {
-		return nil, invalid("manifestS3 s3://%s/%s: %s; nothing was changed", req.ManifestS3Bucket, req.ManifestS3Key, err.Error())
-	}
-	return m, nil
-}
+// WithCustomResources sets the engine custom resource requests are served
+// by (tests give it short timings).
+func WithCustomResources(s *cfnresource.Server) Option { return func(h *Handler) { h.cfn = s } }
+
+// WithOutputInterval sets how often empty Outputs are read again.
+func WithOutputInterval(d time.Duration) Option { return func(h *Handler) { h.outputInterval = d } }
 
 // Invoke is the Lambda handler (Handler is a lambda.Handler): it takes the
 // payload exactly as Lambda received it, so that nothing but DecodeEvent
 // decodes it, and returns the Response as JSON, or an error Lambda reports
 // with the error's code as errorType. A CloudFormation custom resource
-// request goes to customResource.
+// request goes to the Custom::KubernetesManifest resource.
 func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
-	if isCustomResource(payload) {
-		out, err := h.customResource(ctx, payload)
+	if cfnresource.Is(payload) {
+		out, err := h.cfn.Serve(ctx, payload, manifestResource{h})
 		if err != nil {
-			return nil, appError(err).lambdaError()
+			return nil, invoke.AsError(err).LambdaError()
 		}
 		return out, nil
 	}
 	start := time.Now()
 	resp, err := h.invoke(ctx, payload)
-	return finish(ctx, h.log, start, resp, err, func(resp *Response) []any {
+	return invoke.Finish(ctx, h.log, start, resp, err, func(resp *Response) []any {
 		return []any{"cluster", resp.Cluster, "action", resp.Action, "objects", len(resp.Objects)}
 	})
-}
-
-// finish ends an invocation that began at start: resp as JSON, logged as
-// done with what done says of it; or err, logged as failed and returned as
-// Lambda reports it (errorType is its code).
-func finish[T any](ctx context.Context, log *slog.Logger, start time.Time, resp T, err error, done func(T) []any) ([]byte, error) {
-	var out []byte
-	if err == nil {
-		out, err = marshalResponse(resp)
-	}
-	if err != nil {
-		e := appError(err)
-		log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
-			"duration_ms", time.Since(start).Milliseconds())
-		return nil, e.lambdaError()
-	}
-	log.InfoContext(ctx, "invocation done", append(done(resp), "duration_ms", time.Since(start).Milliseconds())...)
-	return out, nil
-}
-
-// marshalResponse writes resp as aws-lambda-go writes a handler's value: no
-// HTML escaping, no trailing newline.
-func marshalResponse(resp any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(resp); err != nil {
-		return nil, fmt.Errorf("encode response: %w", err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
-
-// isCustomResource reports whether payload is a CloudFormation custom
-// resource request: a JSON object with RequestType and ResponseURL (names
-// matched case-sensitively). Only the top level is looked at; the request
-// itself is checked by customResource.
-func isCustomResource(payload []byte) bool {
-	if !bytes.Contains(payload, []byte(`"RequestType"`)) || !bytes.Contains(payload, []byte(`"ResponseURL"`)) {
-		return false
-	}
-	var probe struct {
-		RequestType *string `json:"RequestType"`
-		ResponseURL *string `json:"ResponseURL"`
-	}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(payload, &probe); err != nil {
-		return false
-	}
-	return probe.RequestType != nil && probe.ResponseURL != nil
 }
 
 func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
@@ -189,16 +108,48 @@ func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
 	if err := checkWait(ctx, req.Wait); err != nil {
 		return nil, err
 	}
-	if deadline, ok := ctx.Deadline(); ok {
+	if _, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-deadlineMargin))
+		ctx, cancel = invoke.WithMargin(ctx)
 		defer cancel()
 	}
 	if req.ManifestS3Key != "" {
 		if req.Objects, err = h.readManifest(ctx, req); err != nil {
-			return nil, classify(ctx, err, diagnosis{req: req})
+			return nil, invoke.Classify(ctx, err, diagnose(req, nil))
 		}
 	}
+	h.log.InfoContext(ctx, "invocation", logAttrs(req)...)
+
+	t := req.target(h.cfg.SessionName)
+	conn, err := h.conns.Get(ctx, t)
+	if err != nil {
+		return nil, invoke.Classify(ctx, err, diagnose(req, nil))
+	}
+	objects, err := h.run(ctx, conn.Client, req)
+	if err == nil && req.Wait > 0 {
+		bound := req.Wait
+		if deadline, ok := ctx.Deadline(); ok {
+			bound = min(bound, time.Until(deadline)-waitMargin)
+		}
+		objects, err = conn.Client.Wait(ctx, objects, max(bound, 0), h.log)
+	}
+	if err != nil {
+		h.conns.Done(ctx, t, conn, err)
+		return nil, invoke.Classify(ctx, err, diagnose(req, conn.CallerARN))
+	}
+	if objects == nil {
+		objects = []kube.ObjectResult{}
+	}
+	return &Response{Cluster: req.Cluster, Action: req.Action, DryRun: req.DryRun, Objects: objects}, nil
+}
+
+// diagnose is what invoke.Classify needs to word an error of req.
+func diagnose(req Request, callerARN func(context.Context) (string, error)) invoke.Diagnosis {
+	return invoke.Diagnosis{Cluster: req.Cluster, RoleARN: req.RoleARN, CallerARN: callerARN, Access: access}
+}
+
+// logAttrs says what an invocation is about to do, for its first log record.
+func logAttrs(req Request) []any {
 	attrs := []any{"action", req.Action, "cluster", req.Cluster, "region", req.Region, "namespace", req.Namespace}
 	switch {
 	case req.Objects != nil:
@@ -214,36 +165,7 @@ func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
 	if req.Wait > 0 {
 		attrs = append(attrs, "wait", req.Wait.String())
 	}
-	h.log.InfoContext(ctx, "invocation", attrs...)
-
-	t := auth.Target{Cluster: req.Cluster, Region: req.Region, RoleARN: req.RoleARN,
-		ExternalID: req.ExternalID, SessionName: h.cfg.SessionName}
-	diag := diagnosis{req: req}
-	conn, err := h.conn(ctx, t)
-	if err != nil {
-		return nil, classify(ctx, err, diag)
-	}
-	diag.callerARN = conn.CallerARN
-
-	objects, err := h.run(ctx, conn.Kube, req)
-	if err == nil && req.Wait > 0 {
-		bound := req.Wait
-		if deadline, ok := ctx.Deadline(); ok {
-			bound = min(bound, time.Until(deadline)-waitMargin)
-		}
-		objects, err = conn.Kube.Wait(ctx, objects, max(bound, 0), h.log)
-	}
-	if err != nil {
-		if reason := stale(err); reason != "" {
-			h.forget(t, conn)
-			h.log.WarnContext(ctx, "connection dropped", "cluster", t.Cluster, "region", t.Region, "reason", reason)
-		}
-		return nil, classify(ctx, err, diag)
-	}
-	if objects == nil {
-		objects = []kube.ObjectResult{}
-	}
-	return &Response{Cluster: req.Cluster, Action: req.Action, DryRun: req.DryRun, Objects: objects}, nil
+	return attrs
 }
 
 // run performs req's action.
@@ -277,7 +199,7 @@ func (h *Handler) run(ctx context.Context, k *kube.Client, req Request) ([]kube.
 		}
 		return k.Status(ctx, ref, req.Namespace)
 	}
-	return nil, invalid("unknown action %q", req.Action)
+	return nil, invoke.Invalid("unknown action %q", req.Action)
 }
 
 // checkWait refuses a wait longer than the function's timeout. Lambda does
@@ -290,81 +212,7 @@ func checkWait(ctx context.Context, wait time.Duration) error {
 	}
 	timeout := time.Until(deadline).Truncate(time.Second) + time.Second
 	if wait > timeout {
-		return invalid("wait %s is longer than the function's timeout (about %s); wait less, or raise the function's Timeout", wait, timeout)
+		return invoke.Invalid("wait %s is longer than the function's timeout (about %s); wait less, or raise the function's Timeout", wait, timeout)
 	}
 	return nil
-}
-
-// conn returns the cached connection to t, opening it on first use. A
-// failed attempt is not cached: the next invocation tries again.
-func (h *Handler) conn(ctx context.Context, t auth.Target) (*Conn, error) {
-	c := h.cached(t)
-	if c == nil {
-		var err error
-		if c, err = h.connect(ctx, t); err != nil {
-			return nil, err
-		}
-		h.keep(t, c)
-	}
-	if c.Prepare != nil {
-		if err := c.Prepare(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-// cached returns the connection to t, now the most recently used, or nil.
-func (h *Handler) cached(t auth.Target) *Conn {
-	c, ok := h.conns.Get(t)
-	if !ok {
-		return nil
-	}
-	return c.(*Conn)
-}
-
-// keep caches c as the connection to t.
-func (h *Handler) keep(t auth.Target, c *Conn) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.conns.Add(t, c)
-}
-
-// forget drops c, if it is still the connection to t, so that the next
-// invocation opens a new one (eks:DescribeCluster again).
-func (h *Handler) forget(t auth.Target, c *Conn) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cached(t) == c {
-		h.conns.Remove(t)
-	}
-}
-
-// stale says why err shows that a connection no longer reaches the cluster
-// it was opened for, or "" when it does not. The endpoint and CA came from
-// eks:DescribeCluster when the connection was opened; a cluster deleted and
-// created again under the same name has new ones. So a certificate the CA
-// does not verify, an endpoint name that no longer resolves, and a 401 that
-// outlived the retry with a fresh token (kube retries once) all mean: ask
-// EKS again.
-func stale(err error) string {
-	var (
-		verify    *tls.CertificateVerificationError
-		authority x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		badCert   x509.CertificateInvalidError
-		record    tls.RecordHeaderError
-		alert     tls.AlertError
-		dns       *net.DNSError
-	)
-	switch {
-	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &badCert),
-		errors.As(err, &record), errors.As(err, &alert):
-		return "tls"
-	case errors.As(err, &dns) && dns.IsNotFound:
-		return "endpoint name not found"
-	case apierrors.IsUnauthorized(err):
-		return "401 after a fresh token"
-	}
-	return ""
 }

@@ -6,39 +6,29 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/google/go-cmp/cmp"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -98,153 +88,6 @@ func TestHandlerInvalidEventWritesNothing(t *testing.T) {
 	}
 	if connects != 0 || len(dyn.Actions()) != 0 {
 		t.Errorf("invalid events connected %d times and made %d requests, want none", connects, len(dyn.Actions()))
-	}
-}
-
-// timeoutErr is a net.Error that timed out.
-type timeoutErr struct{}
-
-func (timeoutErr) Error() string   { return "i/o timeout" }
-func (timeoutErr) Timeout() bool   { return true }
-func (timeoutErr) Temporary() bool { return true }
-
-// clientTimeout is net/http's error for a request past the client's
-// Timeout: a net.Error that is also context.DeadlineExceeded.
-type clientTimeout struct{}
-
-func (clientTimeout) Error() string {
-	return "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-}
-func (clientTimeout) Timeout() bool        { return true }
-func (clientTimeout) Temporary() bool      { return true }
-func (clientTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
-
-// apiError is a minimal smithy.APIError.
-type apiError struct{ code string }
-
-func (e apiError) Error() string                 { return e.code }
-func (e apiError) ErrorCode() string             { return e.code }
-func (e apiError) ErrorMessage() string          { return e.code }
-func (e apiError) ErrorFault() smithy.ErrorFault { return smithy.FaultClient }
-
-func TestClassify(t *testing.T) {
-	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
-	forbidden := &kube.OpError{Verb: "patch", Resource: "deployments.apps", Namespace: "other", Name: "nginx",
-		Err: apierrors.NewForbidden(gr, "nginx", errors.New(`User "lambda:fn" cannot patch resource "deployments" in API group "apps" in the namespace "other"`))}
-	vap := &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "default", Name: "a",
-		Err: apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "a",
-			errors.New(`ValidatingAdmissionPolicy 'no-blue' with binding 'no-blue' denied request: blue is not allowed here`))}
-	webhook := &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "default", Name: "a",
-		Err: apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "a",
-			errors.New(`admission webhook "policy.example.com" denied the request: images must come from ECR`))}
-	unauthorized := &kube.OpError{Verb: "get", Resource: "deployments.apps", Namespace: "default",
-		Err: apierrors.NewUnauthorized("Unauthorized")}
-	const apiURL = "https://ABCD.gr7.us-east-1.eks.amazonaws.com/apis/apps/v1/namespaces/default/deployments/nginx"
-	refused := &url.Error{Op: "Get", URL: apiURL, Err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
-	caller := func(context.Context) (string, error) { return "arn:aws:iam::123456789012:role/fn-role", nil }
-	noCaller := func(context.Context) (string, error) { return "", errors.New("sts down") }
-
-	tests := []struct {
-		name      string
-		err       error
-		callerARN func(context.Context) (string, error)
-		roleARN   string
-		wantCode  Code
-		wantInMsg []string
-	}{
-		{"cluster not found", &auth.ClusterNotFoundError{Name: "nope", Region: "us-east-1"}, nil, "", ClusterNotFound,
-			[]string{"nope", "us-east-1", "CLUSTER_NAME"}},
-		{"cluster creating", &auth.ClusterNotActiveError{Name: "demo", Status: "CREATING"}, nil, "", Unavailable, []string{"CREATING"}},
-		{"deadline", &kube.OpError{Verb: "patch", Resource: "deployments.apps", Err: context.DeadlineExceeded}, nil, "", Timeout,
-			[]string{"invocation deadline came first", "Timeout"}},
-		{"a request's own timeout is Unavailable", &kube.OpError{Verb: "patch", Resource: "deployments.apps", Err: &url.Error{Op: "Patch", URL: apiURL,
-			Err: clientTimeout{}}}, nil, "", Unavailable, []string{"the API server of cluster demo at https://ABCD.gr7.us-east-1.eks.amazonaws.com did not answer"}},
-		{"a step's own deadline is not the invocation's", &kube.OpError{Verb: "get", Resource: "customresourcedefinitions", Err: context.DeadlineExceeded},
-			nil, "", Timeout, []string{"a step of the action ran out of its time"}},
-		{"401 names the caller", unauthorized, caller, "", Unauthorized,
-			[]string{"arn:aws:iam::123456789012:role/fn-role", "access entry", "aws-auth"}},
-		{"401 falls back to the target role without path", unauthorized, noCaller, "arn:aws:iam::210987654321:role/ops/admin", Unauthorized,
-			[]string{"arn:aws:iam::210987654321:role/admin"}},
-		{"403 names verb, resource, namespace", forbidden, nil, "", Forbidden,
-			[]string{`"patch"`, `"deployments.apps"`, `"other"`, "permissions.yml"}},
-		{"403 from a ValidatingAdmissionPolicy quotes it", vap, nil, "", Forbidden,
-			[]string{"admission policy", "refused the patch of configmaps a in namespace default", "blue is not allowed here", "not RBAC"}},
-		{"403 from a webhook quotes it", webhook, nil, "", Forbidden, []string{"admission policy or webhook", "images must come from ECR"}},
-		{"AssumeRole denied names the target", apiError{"AccessDenied"}, nil, "arn:aws:iam::210987654321:role/t", Forbidden,
-			[]string{"sts:AssumeRole", "arn:aws:iam::210987654321:role/t"}},
-		{"DescribeCluster denied", apiError{"AccessDeniedException"}, nil, "", Forbidden, []string{"eks:DescribeCluster"}},
-		{"unreachable", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: refused}, nil, "", Unavailable,
-			[]string{"connection refused", "https://ABCD.gr7.us-east-1.eks.amazonaws.com did not answer", "VpcConfig"}},
-		{"connect timeout", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: &url.Error{Op: "Get", URL: apiURL,
-			Err: &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}}}, nil, "", Unavailable, []string{"https://ABCD.gr7.us-east-1.eks.amazonaws.com"}},
-		{"certificate of another CA", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: &url.Error{Op: "Get", URL: apiURL,
-			Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}}, nil, "", Unavailable,
-			[]string{"certificate", "describes the cluster again"}},
-		{"AWS endpoint silent", fmt.Errorf("credentials: %w", &auth.EndpointError{Service: "STS", Endpoint: "https://sts.us-east-1.amazonaws.com",
-			Err: errors.New("no answer")}), nil, "", Unavailable, []string{"STS", "https://sts.us-east-1.amazonaws.com", "sts interface endpoint"}},
-		{"AssumeRole denied names both roles", &auth.AssumeRoleError{Caller: "arn:aws:iam::123456789012:role/fn-role",
-			Target: "arn:aws:iam::210987654321:role/t", Err: apiError{"AccessDenied"}}, nil, "", Forbidden,
-			[]string{"arn:aws:iam::123456789012:role/fn-role needs sts:AssumeRole on arn:aws:iam::210987654321:role/t",
-				"trust policy of arn:aws:iam::210987654321:role/t must allow arn:aws:iam::123456789012:role/fn-role"}},
-		{"AWS throttling", apiError{"ThrottlingException"}, nil, "", Unavailable, []string{"throttling"}},
-		{"S3 throttling", apiError{"SlowDown"}, nil, "", Unavailable, []string{"throttling"}},
-		{"AWS 500", &smithy.OperationError{ServiceID: "EKS", OperationName: "DescribeCluster", Err: &smithyhttp.ResponseError{
-			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 500}}, Err: errors.New("internal")}}, nil, "", Unavailable,
-			[]string{"AWS EKS"}},
-		{"500 from the API server", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: apierrors.NewInternalError(errors.New("etcd is down"))},
-			nil, "", Unavailable, []string{"answered 500", "etcd is down"}},
-		{"429 from the API server", &kube.OpError{Verb: "get", Resource: "deployments.apps", Err: apierrors.NewTooManyRequests("busy", 1)},
-			nil, "", Unavailable, []string{"answered 429"}},
-		{"typed patch 500 is the event's fault", &kube.OpError{Verb: "patch", Resource: "configmaps", Name: "a", Err: apierrors.NewInternalError(
-			errors.New("failed to create typed patch object (default/a; /v1, Kind=ConfigMap): .spec: field not declared in schema"))},
-			nil, "", InvalidEvent, []string{"field .spec", "does not fit the object's schema"}},
-		{"an unknown error is Internal with its text", &kube.OpError{Verb: "patch", Resource: "deployments.apps",
-			Err: errors.New(`unable to find api field in struct Unstructured for the json field "spec"`)}, nil, "", Internal,
-			[]string{"unable to find api field"}},
-		{"a transport wrapping a non-network error is Internal", &kube.OpError{Verb: "get", Resource: "deployments.apps",
-			Err: &url.Error{Op: "Get", URL: apiURL, Err: errors.New("failed to refresh cached credentials")}}, nil, "", Internal,
-			[]string{"failed to refresh cached credentials"}},
-		{"already classified", invalid("bad"), nil, "", InvalidEvent, []string{"bad"}},
-		{"422 from the server is the event's fault", &kube.OpError{Verb: "patch", Resource: "deployments.apps",
-			Err: apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "nginx", nil)}, nil, "", InvalidEvent,
-			[]string{"refused the object"}},
-		{"400 from the server is the event's fault", apierrors.NewBadRequest("field not declared in schema"), nil, "", InvalidEvent,
-			[]string{"field not declared in schema"}},
-		{"a secret in an error is redacted", errors.New("Get https://sts.amazonaws.com/?X-Amz-Signature=abc123&X-Amz-Credential=AKIA: Bearer k8s-aws-v1.aHR0cHM6Ly9zdHM"),
-			nil, "", Internal, []string{"X-Amz-Signature=REDACTED", "k8s-aws-v1.REDACTED"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req := defaultRequest
-			req.RoleARN = tt.roleARN
-			ctx := context.Background()
-			if tt.name == "deadline" {
-				// The invocation's own context has ended.
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithDeadline(ctx, time.Now().Add(-time.Second))
-				defer cancel()
-			}
-			got := classify(ctx, tt.err, diagnosis{req: req, callerARN: tt.callerARN})
-			if got.Code != tt.wantCode {
-				t.Errorf("code = %s, want %s (message %q)", got.Code, tt.wantCode, got.Message)
-			}
-			for _, s := range tt.wantInMsg {
-				if !strings.Contains(got.Message, s) {
-					t.Errorf("message %q lacks %q", got.Message, s)
-				}
-			}
-			if strings.Contains(tt.name, "policy") || strings.Contains(tt.name, "webhook") {
-				if strings.Contains(got.Message, "permissions") || strings.Contains(got.Message, "grant") {
-					t.Errorf("a policy refusal points to permissions: %q", got.Message)
-				}
-			}
-			if got.Code != Unavailable && strings.Contains(got.Message, "network access") {
-				t.Errorf("a %s error points to the network: %q", got.Code, got.Message)
-			}
-			if strings.Contains(got.Message, "abc123") || strings.Contains(got.Message, "aHR0cHM6Ly9zdHM") {
-				t.Errorf("message leaks a secret: %q", got.Message)
-			}
-		})
 	}
 }
 
@@ -333,7 +176,7 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, NewConnector(awsCfg), log)
+	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -392,7 +235,7 @@ func otherCA(tb testing.TB) []byte {
 // TestCertificateErrorRedescribes runs the real connector and client-go
 // transport against an API server whose certificate the CA from
 // DescribeCluster does not verify, as after the cluster was created again:
-// the invocation is Unavailable saying so, the connection is not kept, and
+// the invocation is invoke.Unavailable saying so, the connection is not kept, and
 // once DescribeCluster reports the right CA the next invocation works,
 // without a new process.
 func TestCertificateErrorRedescribes(t *testing.T) {
@@ -404,7 +247,7 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, NewConnector(awsCfg), discardLogger())
+	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), discardLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	describes := func() int { fc.mu.Lock(); defer fc.mu.Unlock(); return fc.describes }
@@ -413,7 +256,7 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 		_, err := h.Invoke(ctx, []byte(`{}`))
 		le := lambdaErr(t, err)
 		if le.Type != "Unavailable" || !strings.Contains(le.Message, "certificate") || !strings.Contains(le.Message, "describes the cluster again") {
-			t.Errorf("invocation %d: %s %q, want Unavailable about the certificate", i+1, le.Type, le.Message)
+			t.Errorf("invocation %d: %s %q, want invoke.Unavailable about the certificate", i+1, le.Type, le.Message)
 		}
 	}
 	if got := describes(); got != 2 {
@@ -444,7 +287,7 @@ func TestUnauthorizedRedescribes(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, NewConnector(awsCfg), discardLogger())
+	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), discardLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 2 {

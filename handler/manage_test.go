@@ -10,11 +10,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -85,9 +84,9 @@ func TestResolveActions(t *testing.T) {
 				r, err = Resolve(ev, testConfig)
 			}
 			if tt.wantErr != "" {
-				var e *Error
-				if !errors.As(err, &e) || e.Code != InvalidEvent || !strings.Contains(e.Message, tt.wantErr) {
-					t.Fatalf("err = %v, want InvalidEvent with %q", err, tt.wantErr)
+				var e *invoke.Error
+				if !errors.As(err, &e) || e.Code != invoke.InvalidEvent || !strings.Contains(e.Message, tt.wantErr) {
+					t.Fatalf("err = %v, want invoke.InvalidEvent with %q", err, tt.wantErr)
 				}
 				return
 			}
@@ -127,59 +126,9 @@ func TestCheckWait(t *testing.T) {
 	if err := checkWait(ctx, 30*time.Second); err != nil {
 		t.Errorf("a wait of the function's timeout: %v", err)
 	}
-	var e *Error
-	if err := checkWait(ctx, 45*time.Second); !errors.As(err, &e) || e.Code != InvalidEvent || !strings.Contains(e.Message, "Timeout") {
-		t.Errorf("a wait past the timeout: err = %v, want InvalidEvent naming the Timeout", err)
-	}
-}
-
-func TestClassifyManageErrors(t *testing.T) {
-	conflict := &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: 409, Reason: metav1.StatusReasonConflict,
-		Message: `Apply failed with 1 conflict: conflict with "kubectl" using v1: .data.color`,
-		Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: metav1.CauseTypeFieldManagerConflict,
-			Message: `conflict with "kubectl" using v1`, Field: ".data.color"}}}}}
-	createForbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "a",
-		errors.New(`User "lambda:x" cannot create resource "configmaps" in API group "" in the namespace "team"`))
-	tests := []struct {
-		name      string
-		err       error
-		wantCode  Code
-		wantInMsg []string
-	}{
-		{"field conflict names field and manager", &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "a", Err: conflict},
-			Conflict, []string{".data.color", `"kubectl"`, `"force": true`, "configmaps a"}},
-		{"forbidden names the verb the server checked", &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "a", Err: createForbidden},
-			Forbidden, []string{`"create"`, `"configmaps"`, `"team"`, "permissions.yml"}},
-		{"forbidden cluster-wide points to the ClusterRole", &kube.OpError{Verb: "get", Resource: "namespaces", Name: "a",
-			Err: apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "a",
-				errors.New(`User "lambda:x" cannot get resource "namespaces" in API group "" at the cluster scope`))},
-			Forbidden, []string{`"get"`, `"namespaces"`, "permissions-cluster.yml"}},
-		{"manifest error", &kube.ManifestError{Index: 3, Kind: "ConfigMap", Name: "x", Problem: "metadata.name is missing"},
-			InvalidEvent, []string{"document 3", "nothing was changed"}},
-		{"wait past its bound", &kube.WaitTimeoutError{Waited: 2 * time.Second, Objects: []kube.ObjectResult{{Kind: "Deployment", Namespace: "n", Name: "d",
-			Result: kube.Progressing, Readiness: &kube.Readiness{Desired: 3, Updated: 3, Ready: 1, Available: 1, Generation: 2, ObservedGeneration: 2, Message: "1 of 3 replicas ready"}}}},
-			Timeout, []string{"Deployment n/d", "ready 1", "1 of 3 replicas ready"}},
-		{"an apply that wrote some objects names them", &kube.ApplyError{
-			Written: []kube.ObjectResult{{Kind: "ConfigMap", Namespace: "team", Name: "a", Result: kube.Created}},
-			Err:     &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "b", Err: createForbidden}},
-			Forbidden, []string{`"create"`, "permissions.yml", "written before the failure, and still applied: ConfigMap team/a (created)"}},
-		{"written objects are named once", &kube.ApplyError{
-			Written: []kube.ObjectResult{{Kind: "ConfigMap", Namespace: "team", Name: "a", Result: kube.Created}},
-			Err:     &kube.OpError{Verb: "patch", Resource: "configmaps", Namespace: "team", Name: "b", Err: errors.New("something odd")}},
-			Internal, []string{"something odd (written before the failure: ConfigMap team/a created)"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := classify(context.Background(), tt.err, diagnosis{req: defaultRequest})
-			if got.Code != tt.wantCode {
-				t.Errorf("code = %s, want %s (message %q)", got.Code, tt.wantCode, got.Message)
-			}
-			for _, s := range tt.wantInMsg {
-				if !strings.Contains(got.Message, s) {
-					t.Errorf("message %q lacks %q", got.Message, s)
-				}
-			}
-		})
+	var e *invoke.Error
+	if err := checkWait(ctx, 45*time.Second); !errors.As(err, &e) || e.Code != invoke.InvalidEvent || !strings.Contains(e.Message, "Timeout") {
+		t.Errorf("a wait past the timeout: err = %v, want invoke.InvalidEvent naming the Timeout", err)
 	}
 }
 

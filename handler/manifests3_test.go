@@ -9,7 +9,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/smithy-go"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -34,7 +34,7 @@ func TestManifestS3Events(t *testing.T) {
 			"InvalidEvent", "does not use manifestS3", false},
 		{"a bad document in S3", `{"action":"apply","manifestS3":"s3://manifests/m.yaml"}`, &fakeS3{body: "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"},
 			"InvalidEvent", "manifestS3 s3://manifests/m.yaml: manifest document 1", true},
-		{"missing object", `{"action":"apply","manifestS3":"s3://manifests/m.yaml"}`, &fakeS3{err: &smithy.GenericAPIError{Code: "NoSuchKey"}},
+		{"missing object", `{"action":"apply","manifestS3":"s3://manifests/m.yaml"}`, &fakeS3{err: &s3types.NoSuchKey{}},
 			"NotFound", "upload the manifest", true},
 	}
 	for _, tt := range tests {

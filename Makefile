@@ -53,9 +53,14 @@ check-binary:
 	  if (( size > $(MAX_BOOTSTRAP_BYTES) )); then echo "bootstrap is larger than 32 MB" >&2; exit 1; fi
 	@info="$$(go version -m bootstrap)"; for want in 'CGO_ENABLED=0' 'GOARCH=arm64' 'GOOS=linux' '-tags=lambda.norpc'; do \
 	  grep -qF -- "$$want" <<<"$$info" || { echo "bootstrap lacks build setting $$want" >&2; exit 1; }; done
-	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler | grep -w 'os/exec'; then \
+	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler ./internal/invoke ./internal/cfnresource | grep -w 'os/exec'; then \
 	  echo "the function's packages must not import os/exec" >&2; exit 1; fi
-	@if go list -deps . | grep -q '^helm\.sh/'; then echo "the main function must not link the Helm SDK (it lives in cmd/helm)" >&2; exit 1; fi
+	@if go list -deps . | grep '^helm\.sh/' >/dev/null; then echo "the main function must not link the Helm SDK (it lives in cmd/helm)" >&2; exit 1; fi
+	@# Functions are peers on internal/invoke and internal/cfnresource: none imports another's package.
+	@if go list -deps . | grep 'lambda-eks/helmrelease$$' >/dev/null; then echo "the main function must not import helmrelease" >&2; exit 1; fi
+	@if go list -deps ./cmd/helm | grep 'lambda-eks/handler$$' >/dev/null; then echo "the Helm function must not import handler" >&2; exit 1; fi
+	@if go list -deps ./kube ./auth | grep -E 'lambda-eks/(handler|helmrelease|internal/invoke|internal/cfnresource)$$' >/dev/null; then \
+	  echo "kube and auth must not import a function's package nor the framework" >&2; exit 1; fi
 
 cfn-lint:
 	cfn-lint template.yml

@@ -1,0 +1,632 @@
+package kubefake
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"sigs.k8s.io/yaml"
+)
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	req := s.parse(r, body)
+	s.requests = append(s.requests, req)
+	reactors := slices.Clone(s.reactors)
+	s.mu.Unlock()
+
+	for _, react := range reactors {
+		if err := react(req); err != nil {
+			if errors.Is(err, ErrDropConnection) {
+				drop(w)
+				return
+			}
+			writeError(w, err)
+			return
+		}
+	}
+	if req.Resource.Resource == "" {
+		s.serveDiscovery(w, req)
+		return
+	}
+	s.mu.Lock()
+	code, out, err := s.serveResource(req)
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, code, out)
+}
+
+func drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err == nil {
+		_ = conn.Close()
+	}
+}
+
+// parse reads what r asks for; s.mu is held.
+func (s *Server) parse(r *http.Request, body []byte) Request {
+	q := r.URL.Query()
+	req := Request{Method: r.Method, Path: r.URL.Path, Query: q, Header: r.Header.Clone(), Body: body, Verb: "get",
+		PatchType: types.PatchType(r.Header.Get("Content-Type")), FieldManager: q.Get("fieldManager"),
+		Force: q.Get("force") == "true", DryRun: slices.Contains(q["dryRun"], metav1.DryRunAll)}
+	if r.Method != http.MethodPatch {
+		req.PatchType = ""
+	}
+	gv, rest, ok := splitAPIPath(r.URL.Path)
+	if !ok || len(rest) == 0 {
+		return req
+	}
+	var resource string
+	switch {
+	case rest[0] == "namespaces" && len(rest) >= 3 && s.served(gv.WithResource(rest[2])):
+		req.Namespace, resource, rest = rest[1], rest[2], rest[3:]
+	default:
+		resource, rest = rest[0], rest[1:]
+	}
+	req.Resource = gv.WithResource(resource)
+	if len(rest) > 0 {
+		req.Name = rest[0]
+	}
+	if len(rest) > 1 {
+		req.Subresource = rest[1]
+	}
+	switch r.Method {
+	case http.MethodGet:
+		req.Verb = "get"
+		if req.Name == "" {
+			req.Verb = "list"
+		}
+	case http.MethodPost:
+		req.Verb = "create"
+	case http.MethodPut:
+		req.Verb = "update"
+	case http.MethodPatch:
+		req.Verb = "patch"
+	case http.MethodDelete:
+		req.Verb = "delete"
+		var opts metav1.DeleteOptions
+		if len(body) > 0 && json.Unmarshal(body, &opts) == nil && slices.Contains(opts.DryRun, metav1.DryRunAll) {
+			req.DryRun = true
+		}
+	default:
+		req.Verb = strings.ToLower(r.Method)
+	}
+	return req
+}
+
+// splitAPIPath splits /api/v1/... and /apis/group/version/... into the
+// group version and the rest.
+func splitAPIPath(path string) (schema.GroupVersion, []string, bool) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		return schema.GroupVersion{Version: parts[1]}, parts[2:], true
+	case len(parts) >= 3 && parts[0] == "apis":
+		return schema.GroupVersion{Group: parts[1], Version: parts[2]}, parts[3:], true
+	}
+	return schema.GroupVersion{}, nil, false
+}
+
+func isDiscoveryPath(path string) bool {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case parts[0] == "api":
+		return len(parts) <= 2
+	case parts[0] == "apis":
+		return len(parts) <= 3
+	}
+	return false
+}
+
+// served reports whether gvr is a resource the fake serves; s.mu is held.
+func (s *Server) served(gvr schema.GroupVersionResource) bool {
+	_, ok := s.kindFor(gvr)
+	return ok
+}
+
+func (s *Server) kindFor(gvr schema.GroupVersionResource) (Kind, bool) {
+	for _, k := range s.kinds {
+		if k.GroupVersionResource() == gvr {
+			return k, true
+		}
+	}
+	return Kind{}, false
+}
+
+func (s *Server) kindOf(gvk schema.GroupVersionKind) (Kind, bool) {
+	for _, k := range s.kinds {
+		if k.GroupVersionKind == gvk {
+			return k, true
+		}
+	}
+	return Kind{}, false
+}
+
+func (s *Server) serveDiscovery(w http.ResponseWriter, req Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := strings.Trim(req.Path, "/")
+	switch {
+	case path == "version":
+		writeJSON(w, http.StatusOK, map[string]string{"major": "1", "minor": "37", "gitVersion": "v1.37.0-kubefake"})
+		return
+	case path == "api":
+		writeJSON(w, http.StatusOK, metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
+			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: strings.TrimPrefix(s.srv.URL, "https://")}}})
+		return
+	case path == "apis":
+		list := metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}}
+		for _, gv := range s.groupVersions() {
+			if gv.Group == "" {
+				continue
+			}
+			i := slices.IndexFunc(list.Groups, func(g metav1.APIGroup) bool { return g.Name == gv.Group })
+			v := metav1.GroupVersionForDiscovery{GroupVersion: gv.String(), Version: gv.Version}
+			if i < 0 {
+				list.Groups = append(list.Groups, metav1.APIGroup{Name: gv.Group, PreferredVersion: v})
+				i = len(list.Groups) - 1
+			}
+			list.Groups[i].Versions = append(list.Groups[i].Versions, v)
+		}
+		writeJSON(w, http.StatusOK, list)
+		return
+	}
+	gv, rest, ok := splitAPIPath(req.Path)
+	if ok && len(rest) == 0 && slices.Contains(s.groupVersions(), gv) {
+		list := metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv.String()}
+		for _, k := range s.kinds {
+			if k.GroupVersionKind.GroupVersion() != gv {
+				continue
+			}
+			list.APIResources = append(list.APIResources, metav1.APIResource{Name: k.Resource, SingularName: strings.ToLower(k.GroupVersionKind.Kind),
+				Namespaced: k.Namespaced, Kind: k.GroupVersionKind.Kind,
+				Verbs: metav1.Verbs{"create", "delete", "get", "list", "patch", "update"}})
+			if k.Scale {
+				list.APIResources = append(list.APIResources, metav1.APIResource{Name: k.Resource + "/scale", Namespaced: k.Namespaced,
+					Group: "autoscaling", Version: "v1", Kind: "Scale", Verbs: metav1.Verbs{"get", "patch", "update"}})
+			}
+		}
+		writeJSON(w, http.StatusOK, list)
+		return
+	}
+	writeError(w, notFound())
+}
+
+// groupVersions lists the served group versions in the order their kinds
+// were added.
+func (s *Server) groupVersions() []schema.GroupVersion {
+	var out []schema.GroupVersion
+	for _, k := range s.kinds {
+		if gv := k.GroupVersionKind.GroupVersion(); !slices.Contains(out, gv) {
+			out = append(out, gv)
+		}
+	}
+	return out
+}
+
+func notFound() error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusNotFound,
+		Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource"}}
+}
+
+// serveResource answers a request for objects; s.mu is held.
+func (s *Server) serveResource(req Request) (int, any, error) {
+	k, ok := s.kindFor(req.Resource)
+	if !ok || (req.Namespace != "" && !k.Namespaced) {
+		return 0, nil, notFound()
+	}
+	key := objectKey{k.GroupVersionKind.Group, k.Resource, req.Namespace, req.Name}
+	gr := req.Resource.GroupResource()
+	switch {
+	case req.Subresource == "scale" && k.Scale:
+		return s.serveScale(req, key, gr)
+	case req.Subresource != "":
+		return 0, nil, notFound()
+	}
+	switch req.Verb {
+	case "list":
+		var sel labels.Selector = labels.Everything()
+		if q := req.Query.Get("labelSelector"); q != "" {
+			var err error
+			if sel, err = labels.Parse(q); err != nil {
+				return 0, nil, apierrors.NewBadRequest(err.Error())
+			}
+		}
+		items := []any{}
+		for _, u := range s.list(gr, req.Namespace, sel) {
+			items = append(items, u.Object)
+		}
+		return http.StatusOK, map[string]any{"apiVersion": k.GroupVersionKind.GroupVersion().String(), "kind": k.GroupVersionKind.Kind + "List",
+			"metadata": map[string]any{"resourceVersion": fmt.Sprint(s.rv)}, "items": items}, nil
+	case "get":
+		cur, ok := s.objects[key]
+		if !ok {
+			return 0, nil, apierrors.NewNotFound(gr, req.Name)
+		}
+		return http.StatusOK, cur.Object, nil
+	case "create":
+		return s.serveCreate(req, k)
+	case "update":
+		return s.serveUpdate(req, key, gr)
+	case "patch":
+		return s.servePatch(req, key)
+	case "delete":
+		return s.serveDelete(req, key, gr)
+	}
+	return 0, nil, apierrors.NewMethodNotSupported(gr, req.Verb)
+}
+
+// list returns copies of the objects of gr in namespace ("" every one)
+// that sel matches (nil: all), by namespace and name; s.mu is held.
+func (s *Server) list(gr schema.GroupResource, namespace string, sel labels.Selector) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, key := range slices.SortedFunc(maps.Keys(s.objects), func(a, b objectKey) int {
+		return strings.Compare(a.namespace+"/"+a.name, b.namespace+"/"+b.name)
+	}) {
+		if key.group != gr.Group || key.resource != gr.Resource || (namespace != "" && key.namespace != namespace) {
+			continue
+		}
+		u := s.objects[key]
+		if sel != nil && !sel.Matches(labels.Set(u.GetLabels())) {
+			continue
+		}
+		out = append(out, u.DeepCopy())
+	}
+	return out
+}
+
+// decodeBody reads a request's JSON or YAML object.
+func decodeBody(body []byte) (map[string]any, error) {
+	j, err := yaml.YAMLToJSON(body)
+	if err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	var obj map[string]any
+	if err := utiljson.Unmarshal(j, &obj); err != nil || obj == nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the body is not an object: %v", err))
+	}
+	return obj, nil
+}
+
+func (s *Server) serveCreate(req Request, k Kind) (int, any, error) {
+	obj, err := decodeBody(req.Body)
+	if err != nil {
+		return 0, nil, err
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	if req.Namespace != "" {
+		u.SetNamespace(req.Namespace)
+	}
+	key := objectKey{k.GroupVersionKind.Group, k.Resource, req.Namespace, u.GetName()}
+	if _, exists := s.objects[key]; exists {
+		return 0, nil, apierrors.NewAlreadyExists(req.Resource.GroupResource(), u.GetName())
+	}
+	s.created(u)
+	s.stamp(u, req.FieldManager, metav1.ManagedFieldsOperationUpdate, "")
+	if !req.DryRun {
+		s.store(key, u)
+	}
+	return http.StatusCreated, u.Object, nil
+}
+
+// created gives a new object what the API server gives it.
+func (s *Server) created(u *unstructured.Unstructured) {
+	u.SetUID(s.nextUID())
+	u.SetResourceVersion(s.nextRV())
+	u.SetCreationTimestamp(metav1.NewTime(s.now().Truncate(1e9)))
+	if _, hasSpec := u.Object["spec"]; hasSpec {
+		u.SetGeneration(1)
+	}
+}
+
+func (s *Server) serveUpdate(req Request, key objectKey, gr schema.GroupResource) (int, any, error) {
+	obj, err := decodeBody(req.Body)
+	if err != nil {
+		return 0, nil, err
+	}
+	cur, ok := s.objects[key]
+	if !ok {
+		return 0, nil, apierrors.NewNotFound(gr, req.Name)
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	if rv := u.GetResourceVersion(); rv != "" && rv != cur.GetResourceVersion() {
+		return 0, nil, modified(gr, req.Name)
+	}
+	u.SetUID(cur.GetUID())
+	u.SetCreationTimestamp(cur.GetCreationTimestamp())
+	u.SetGeneration(cur.GetGeneration())
+	u.SetManagedFields(cur.GetManagedFields())
+	return s.write(req, key, cur, u, metav1.ManagedFieldsOperationUpdate, "")
+}
+
+// write stores next in place of cur if it differs, and answers with what
+// is stored (or, in a dry run, would be); s.mu is held.
+func (s *Server) write(req Request, key objectKey, cur, next *unstructured.Unstructured, op metav1.ManagedFieldsOperationType, sub string) (int, any, error) {
+	next.SetResourceVersion(cur.GetResourceVersion())
+	if reflect.DeepEqual(next.Object, cur.Object) {
+		return http.StatusOK, cur.Object, nil // a no-op writes nothing
+	}
+	if !reflect.DeepEqual(next.Object["spec"], cur.Object["spec"]) {
+		next.SetGeneration(cur.GetGeneration() + 1)
+	}
+	s.stamp(next, req.FieldManager, op, sub)
+	if req.DryRun {
+		return http.StatusOK, next.Object, nil
+	}
+	next.SetResourceVersion(s.nextRV())
+	s.store(key, next)
+	return http.StatusOK, next.Object, nil
+}
+
+func (s *Server) servePatch(req Request, key objectKey) (int, any, error) {
+	gr := req.Resource.GroupResource()
+	switch req.PatchType {
+	case types.ApplyPatchType, types.MergePatchType, types.StrategicMergePatchType:
+	default:
+		return 0, nil, &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
+			Reason: metav1.StatusReasonUnsupportedMediaType, Message: "the body of the request was in an unknown format: " + string(req.PatchType)}}
+	}
+	patch, err := decodeBody(req.Body)
+	if err != nil {
+		return 0, nil, err
+	}
+	md, _ := patch["metadata"].(map[string]any)
+	precondition, _ := md["resourceVersion"].(string)
+	delete(md, "resourceVersion")
+	apply := req.PatchType == types.ApplyPatchType
+	if apply && req.FieldManager == "" {
+		return 0, nil, apierrors.NewBadRequest("PATCH requests with apply content type require fieldManager")
+	}
+	cur, exists := s.objects[key]
+	switch {
+	case !exists && apply && precondition == "":
+		u := &unstructured.Unstructured{Object: patch}
+		if req.Namespace != "" {
+			u.SetNamespace(req.Namespace)
+		}
+		u.SetName(req.Name)
+		s.created(u)
+		s.stamp(u, req.FieldManager, metav1.ManagedFieldsOperationApply, "")
+		if !req.DryRun {
+			s.store(key, u)
+		}
+		return http.StatusCreated, u.Object, nil
+	case !exists && apply:
+		return 0, nil, apierrors.NewConflict(gr, req.Name, errors.New("the object has been deleted"))
+	case !exists:
+		return 0, nil, apierrors.NewNotFound(gr, req.Name)
+	case precondition != "" && precondition != cur.GetResourceVersion():
+		return 0, nil, modified(gr, req.Name)
+	}
+	next := cur.DeepCopy()
+	merge(next.Object, patch)
+	op := metav1.ManagedFieldsOperationUpdate
+	if apply {
+		op = metav1.ManagedFieldsOperationApply
+	}
+	return s.write(req, key, cur, next, op, "")
+}
+
+func modified(gr schema.GroupResource, name string) error {
+	return apierrors.NewConflict(gr, name, errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+}
+
+// merge merges src into dst as a JSON merge patch does: objects merge
+// recursively, null removes, anything else replaces.
+func merge(dst, src map[string]any) {
+	for k, v := range src {
+		if v == nil {
+			delete(dst, k)
+			continue
+		}
+		if sv, ok := v.(map[string]any); ok {
+			if dv, ok := dst[k].(map[string]any); ok {
+				merge(dv, sv)
+				continue
+			}
+			dv := map[string]any{}
+			merge(dv, sv)
+			dst[k] = dv
+			continue
+		}
+		dst[k] = v
+	}
+}
+
+// stamp sets the time of manager's entry for op in u's managed fields to
+// now, adding the entry if it has none; s.mu is held.
+func (s *Server) stamp(u *unstructured.Unstructured, manager string, op metav1.ManagedFieldsOperationType, sub string) {
+	if manager == "" {
+		return
+	}
+	t := metav1.NewTime(s.now().Truncate(1e9)) // the API's one-second resolution
+	entries := u.GetManagedFields()
+	i := slices.IndexFunc(entries, func(e metav1.ManagedFieldsEntry) bool {
+		return e.Manager == manager && e.Operation == op && e.Subresource == sub
+	})
+	if i < 0 {
+		entries = append(entries, metav1.ManagedFieldsEntry{Manager: manager, Operation: op, Subresource: sub, APIVersion: u.GetAPIVersion()})
+		i = len(entries) - 1
+	}
+	entries[i].Time = &t
+	u.SetManagedFields(entries)
+	// SetManagedFields writes through encoding/json: keep numbers as a
+	// decoded request has them.
+	if n, err := normalize(u.Object); err == nil {
+		u.Object = n.Object
+	}
+}
+
+func (s *Server) serveScale(req Request, key objectKey, gr schema.GroupResource) (int, any, error) {
+	cur, ok := s.objects[key]
+	if !ok {
+		return 0, nil, apierrors.NewNotFound(gr, req.Name)
+	}
+	scaleOf := func(u *unstructured.Unstructured) map[string]any {
+		replicas, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
+		current, _, _ := unstructured.NestedInt64(u.Object, "status", "replicas")
+		return map[string]any{"apiVersion": "autoscaling/v1", "kind": "Scale",
+			"metadata": map[string]any{"name": u.GetName(), "namespace": u.GetNamespace(), "uid": string(u.GetUID()), "resourceVersion": u.GetResourceVersion()},
+			"spec":     map[string]any{"replicas": replicas}, "status": map[string]any{"replicas": current}}
+	}
+	switch req.Verb {
+	case "get":
+		return http.StatusOK, scaleOf(cur), nil
+	case "update":
+	default:
+		return 0, nil, apierrors.NewMethodNotSupported(gr, req.Verb+" scale")
+	}
+	obj, err := decodeBody(req.Body)
+	if err != nil {
+		return 0, nil, err
+	}
+	sc := &unstructured.Unstructured{Object: obj}
+	if rv := sc.GetResourceVersion(); rv != "" && rv != cur.GetResourceVersion() {
+		return 0, nil, modified(gr, req.Name)
+	}
+	replicas, _, _ := unstructured.NestedInt64(sc.Object, "spec", "replicas")
+	next := cur.DeepCopy()
+	if err := unstructured.SetNestedField(next.Object, replicas, "spec", "replicas"); err != nil {
+		return 0, nil, apierrors.NewBadRequest(err.Error())
+	}
+	_, out, err := s.write(req, key, cur, next, metav1.ManagedFieldsOperationUpdate, "scale")
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, scaleOf(&unstructured.Unstructured{Object: out.(map[string]any)}), nil
+}
+
+func (s *Server) serveDelete(req Request, key objectKey, gr schema.GroupResource) (int, any, error) {
+	cur, ok := s.objects[key]
+	if !ok {
+		return 0, nil, apierrors.NewNotFound(gr, req.Name)
+	}
+	var opts metav1.DeleteOptions
+	if len(req.Body) > 0 {
+		if err := json.Unmarshal(req.Body, &opts); err != nil {
+			return 0, nil, apierrors.NewBadRequest(err.Error())
+		}
+	}
+	if p := opts.Preconditions; p != nil {
+		if p.UID != nil && *p.UID != cur.GetUID() {
+			return 0, nil, apierrors.NewConflict(gr, req.Name, fmt.Errorf("precondition failed: UID in precondition: %s, UID in object meta: %s", *p.UID, cur.GetUID()))
+		}
+		if p.ResourceVersion != nil && *p.ResourceVersion != cur.GetResourceVersion() {
+			return 0, nil, apierrors.NewConflict(gr, req.Name, fmt.Errorf("precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s",
+				*p.ResourceVersion, cur.GetResourceVersion()))
+		}
+	}
+	if !req.DryRun {
+		s.remove(key)
+	}
+	return http.StatusOK, metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess,
+		Details: &metav1.StatusDetails{Name: req.Name, Group: gr.Group, Kind: gr.Resource, UID: cur.GetUID()}}, nil
+}
+
+// store puts u at key, and follows a CustomResourceDefinition; s.mu is held.
+func (s *Server) store(key objectKey, u *unstructured.Unstructured) {
+	if (schema.GroupResource{Group: key.group, Resource: key.resource}) == crdGR {
+		s.establish(u)
+	}
+	s.objects[key] = u
+}
+
+// remove deletes the object at key; a CustomResourceDefinition takes its
+// kinds and their objects with it. s.mu is held.
+func (s *Server) remove(key objectKey) {
+	delete(s.objects, key)
+	if (schema.GroupResource{Group: key.group, Resource: key.resource}) != crdGR {
+		return
+	}
+	for _, k := range s.crdKinds[key.name] {
+		s.kinds = slices.DeleteFunc(s.kinds, func(x Kind) bool { return x == k })
+		maps.DeleteFunc(s.objects, func(ok objectKey, _ *unstructured.Unstructured) bool {
+			return ok.group == k.GroupVersionKind.Group && ok.resource == k.Resource
+		})
+	}
+	delete(s.crdKinds, key.name)
+}
+
+// establish serves the kinds a CustomResourceDefinition defines and marks it
+// Established, as the API server does within moments; s.mu is held.
+func (s *Server) establish(crd *unstructured.Unstructured) {
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	kind, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "kind")
+	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	scope, _, _ := unstructured.NestedString(crd.Object, "spec", "scope")
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, k := range s.crdKinds[crd.GetName()] {
+		s.kinds = slices.DeleteFunc(s.kinds, func(x Kind) bool { return x == k })
+	}
+	var added []Kind
+	for _, v := range versions {
+		vm, _ := v.(map[string]any)
+		name, _ := vm["name"].(string)
+		if served, _ := vm["served"].(bool); !served || name == "" || group == "" || kind == "" || plural == "" {
+			continue
+		}
+		k := Kind{GroupVersionKind: schema.GroupVersionKind{Group: group, Version: name, Kind: kind}, Resource: plural, Namespaced: scope == "Namespaced"}
+		added = append(added, k)
+		s.kinds = append(s.kinds, k)
+	}
+	s.crdKinds[crd.GetName()] = added
+	_ = unstructured.SetNestedSlice(crd.Object, []any{
+		map[string]any{"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+		map[string]any{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+	}, "status", "conditions")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+// writeError answers with err's API status, or a 500 for any other error.
+func writeError(w http.ResponseWriter, err error) {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		status = apierrors.NewInternalError(err)
+	}
+	st := status.Status()
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	if st.Status == "" {
+		st.Status = metav1.StatusFailure
+	}
+	if st.Code == 0 {
+		st.Code = http.StatusInternalServerError
+	}
+	if d := st.Details; d != nil && d.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(d.RetryAfterSeconds))
+	}
+	writeJSON(w, int(st.Code), st)
+}

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // OwnerAnnotation names, on an object applied for an owner (a CloudFormation
@@ -57,9 +56,14 @@ func qualified(namespace, name string) string {
 	return namespace + "/" + name
 }
 
-// crdSettle bounds how long a custom resource of a just-established CRD
-// may still be answered 404 while the API server installs its handler.
-const crdSettle = 5 * time.Second
+const (
+	// crdSettle bounds how long a custom resource of a just-established CRD
+	// may still be answered 404 while the API server installs its handler.
+	crdSettle = 5 * time.Second
+	// crdPollInterval spaces the reads of a CRD being established, and the
+	// applies of its custom resources while they are answered 404.
+	crdPollInterval = 100 * time.Millisecond
+)
 
 // Apply server-side applies every object of m, as the field manager
 // lambda-eks, and reports each as created, configured or unchanged, in
@@ -247,20 +251,19 @@ func crdsToSettle(ts []target) []string {
 func (c *Client) waitEstablished(ctx context.Context, name string) error {
 	crd := target{mapping: &meta.RESTMapping{Resource: crdGVR, GroupVersionKind: crdGVR.GroupVersion().WithKind(crdGK.Kind), Scope: meta.RESTScopeRoot},
 		name: name}
-	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+	for {
 		u, err := c.get(ctx, crd)
-		if apierrors.IsNotFound(err) {
-			return false, nil // not visible yet
+		switch {
+		case apierrors.IsNotFound(err): // not visible yet
+		case err != nil:
+			return fmt.Errorf("wait for CustomResourceDefinition %s to be established: %w", name, err)
+		case conditionStatus(u, "Established") == "True":
+			return nil
 		}
-		if err != nil {
-			return false, err
+		if err := c.sleep(ctx, crdPollInterval); err != nil {
+			return fmt.Errorf("wait for CustomResourceDefinition %s to be established: %w", name, err)
 		}
-		return conditionStatus(u, "Established") == "True", nil
-	})
-	if err != nil {
-		return fmt.Errorf("wait for CustomResourceDefinition %s to be established: %w", name, err)
 	}
-	return nil
 }
 
 // applyObject applies one object and says what it did.
@@ -299,7 +302,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			out, err = ri.Apply(ctx, t.name, obj, opts)
 			// A CRD just established may take a moment to be served.
 			for t.definedBy != "" && apierrors.IsNotFound(err) && c.now().Before(settleUntil) {
-				if sleep(ctx, 100*time.Millisecond) != nil {
+				if c.sleep(ctx, crdPollInterval) != nil {
 					return err
 				}
 				out, err = ri.Apply(ctx, t.name, obj, opts)
@@ -313,7 +316,7 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 			// that stays that busy is applied without a precondition, and
 			// the time and generation decide.
 			if conflicts < len(conflictBackoff) {
-				if err := sleep(ctx, conflictBackoff[conflicts]); err != nil {
+				if err := c.sleep(ctx, conflictBackoff[conflicts]); err != nil {
 					return res, err
 				}
 			}
@@ -353,15 +356,6 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 // beat: a controller's burst of status writes after a change is over in
 // well under a second.
 var conflictBackoff = []time.Duration{10 * time.Millisecond, 50 * time.Millisecond, 250 * time.Millisecond}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
 
 // read gets an object's current state; absent is not an error.
 func (c *Client) read(ctx context.Context, t target) (state, error) {

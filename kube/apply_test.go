@@ -6,20 +6,20 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	k8stesting "k8s.io/client-go/testing"
-)
 
-var configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	"github.com/lambda-eks/lambda-eks/internal/kubefake"
+)
 
 func mustManifest(tb testing.TB, docs ...string) Manifest {
 	tb.Helper()
@@ -37,8 +37,9 @@ func configMap(name string, data string) string {
 // TestApplyResults walks one object through what happens to objects in a
 // cluster and checks each result and the requests it cost.
 func TestApplyResults(t *testing.T) {
-	srv := newFakeServer()
-	c := srv.client()
+	t.Parallel()
+	srv := newFakeCluster(t)
+	c := srv.client(t)
 	ctx := context.Background()
 	red := mustManifest(t, configMap("a", "color: red"))
 	setColor := func(color string) func(*unstructured.Unstructured) {
@@ -66,23 +67,23 @@ func TestApplyResults(t *testing.T) {
 		{"an edit right after lambda-eks's own change: precondition, read, apply", c, mustManifest(t, configMap("a", "color: red, size: big")),
 			setColor("pink"), false, Configured, []string{"patch", "get", "patch"}},
 		{"a dry run reads what is there now", c, red, setColor("green"), true, Configured, []string{"get", "patch(dry)"}},
-		{"a new process reads first", srv.client(), mustManifest(t, configMap("a", "color: red, size: big")), nil, false, Configured,
+		{"a new process reads first", srv.client(t), mustManifest(t, configMap("a", "color: red, size: big")), nil, false, Configured,
 			[]string{"get", "patch"}},
 		{"deleted and made again by someone else", c, red, func(u *unstructured.Unstructured) {
 			u.SetUID("someone-else")
 		}, false, Created, []string{"patch"}},
 	}
 	for _, s := range steps {
-		srv.tick(10 * time.Second)
+		srv.clock.Advance(10 * time.Second)
 		if strings.Contains(s.name, "within seconds") || strings.Contains(s.name, "right after") {
-			srv.tick(-9 * time.Second)
+			srv.clock.Advance(-9 * time.Second)
 		}
 		if s.before != nil {
-			if err := srv.edit(configMaps, "team", "a", s.before); err != nil {
+			if err := srv.Edit(configMaps, "team", "a", s.before); err != nil {
 				t.Fatal(err)
 			}
 		}
-		srv.ClearActions()
+		srv.ClearRequests()
 		got, err := s.c.Apply(ctx, s.m, ApplyOptions{Namespace: "team", Force: true, DryRun: s.dryRun})
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
@@ -94,7 +95,7 @@ func TestApplyResults(t *testing.T) {
 			t.Errorf("%s: requests (-want +got):\n%s", s.name, diff)
 		}
 	}
-	cur, err := srv.get(configMaps, "team", "a")
+	cur, err := srv.Get(configMaps, "team", "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +105,7 @@ func TestApplyResults(t *testing.T) {
 }
 
 func TestResultOf(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	was := state{exists: true, uid: "u1", resourceVersion: "7", applied: t0}
 	tests := []struct {
@@ -142,15 +144,16 @@ func TestResultOf(t *testing.T) {
 // TestApplyChecksBeforeWriting: one document the server refuses means no
 // write at all; an unchanged warm re-apply skips the dry run.
 func TestApplyChecksBeforeWriting(t *testing.T) {
-	srv := newFakeServer()
-	c := srv.client()
+	t.Parallel()
+	srv := newFakeCluster(t)
+	c := srv.client(t)
 	ctx := context.Background()
-	srv.PrependReactor("patch", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.(k8stesting.PatchActionImpl).GetName() == "bad" {
-			return true, nil, apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, "bad",
+	srv.React(func(r kubefake.Request) error {
+		if r.Verb == "patch" && r.Resource == configMaps && r.Name == "bad" {
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, "bad",
 				field.ErrorList{field.Invalid(field.NewPath("data", "k"), 1, "must be a string")})
 		}
-		return false, nil, nil
+		return nil
 	})
 	good := []string{configMap("a", "k: v"), configMap("b", "k: v")}
 	_, err := c.Apply(ctx, mustManifest(t, append(good, configMap("bad", "k: v"))...), ApplyOptions{Namespace: "team"})
@@ -165,8 +168,8 @@ func TestApplyChecksBeforeWriting(t *testing.T) {
 	if _, err := c.Apply(ctx, mustManifest(t, good...), ApplyOptions{Namespace: "team"}); err != nil {
 		t.Fatal(err)
 	}
-	srv.tick(10 * time.Second)
-	srv.ClearActions()
+	srv.clock.Advance(10 * time.Second)
+	srv.ClearRequests()
 	if _, err := c.Apply(ctx, mustManifest(t, good...), ApplyOptions{Namespace: "team"}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,15 +180,16 @@ func TestApplyChecksBeforeWriting(t *testing.T) {
 
 // TestApplyErrorNamesWhatWasWritten: a failure after writes says which.
 func TestApplyErrorNamesWhatWasWritten(t *testing.T) {
-	srv := newFakeServer()
-	srv.PrependReactor("patch", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if len(a.(k8stesting.PatchActionImpl).PatchOptions.DryRun) == 0 {
-			return true, nil, apierrors.NewForbidden(configMaps.GroupResource(), "a", errors.New("quota"))
+	t.Parallel()
+	srv := newFakeCluster(t)
+	srv.React(func(r kubefake.Request) error {
+		if r.Verb == "patch" && r.Resource == configMaps && !r.DryRun {
+			return apierrors.NewForbidden(configMaps.GroupResource(), "a", errors.New("quota"))
 		}
-		return false, nil, nil
+		return nil
 	})
 	ns := "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"
-	_, err := srv.client().Apply(context.Background(), mustManifest(t, ns, configMap("a", "k: v")), ApplyOptions{Namespace: "team"})
+	_, err := srv.client(t).Apply(context.Background(), mustManifest(t, ns, configMap("a", "k: v")), ApplyOptions{Namespace: "team"})
 	var ae *ApplyError
 	if !errors.As(err, &ae) || len(ae.Written) != 1 || ae.Written[0].Kind != "Namespace" || !apierrors.IsForbidden(err) {
 		t.Fatalf("err = %v, want an *ApplyError naming the Namespace, wrapping the 403", err)
@@ -193,11 +197,12 @@ func TestApplyErrorNamesWhatWasWritten(t *testing.T) {
 }
 
 func TestApplyOwner(t *testing.T) {
-	srv := newFakeServer()
-	if _, err := srv.client().Apply(context.Background(), mustManifest(t, configMap("a", "k: v")), ApplyOptions{Namespace: "team", Owner: "stack/A"}); err != nil {
+	t.Parallel()
+	srv := newFakeCluster(t)
+	if _, err := srv.client(t).Apply(context.Background(), mustManifest(t, configMap("a", "k: v")), ApplyOptions{Namespace: "team", Owner: "stack/A"}); err != nil {
 		t.Fatal(err)
 	}
-	cur, err := srv.get(configMaps, "team", "a")
+	cur, err := srv.Get(configMaps, "team", "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +227,12 @@ spec:
 // TestApplyWorkload: an apply of an apps/v1 workload (ensure-nginx's) never
 // reads discovery, and a warm one is one request.
 func TestApplyWorkload(t *testing.T) {
-	srv := newFakeServer()
-	mapper := newTestMapper()
-	c := New(srv, mapper)
-	c.now = srv.clock
-	cold := srv.client()
-	cold.mapper = mapper
+	t.Parallel()
+	srv := newFakeCluster(t)
+	c := srv.client(t)
+	cold := srv.client(t)
 	ctx := context.Background()
+	discovery := 0
 	steps := []struct {
 		name      string
 		c         *Client
@@ -242,8 +246,8 @@ func TestApplyWorkload(t *testing.T) {
 		{"a new process (cold) sees the change", cold, 2, Configured, []string{"get", "patch"}},
 	}
 	for _, s := range steps {
-		srv.tick(10 * time.Second)
-		srv.ClearActions()
+		srv.clock.Advance(10 * time.Second)
+		srv.ClearRequests()
 		res, err := s.c.Apply(ctx, mustManifest(t, deployment("nginx", s.replicas)), ApplyOptions{Force: true})
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
@@ -255,20 +259,18 @@ func TestApplyWorkload(t *testing.T) {
 		if diff := cmp.Diff(s.wantVerbs, srv.verbs()); diff != "" {
 			t.Errorf("%s: requests (-want +got):\n%s", s.name, diff)
 		}
+		discovery += srv.discoveryReads()
 	}
-	if mapper.lookups != 0 {
-		t.Errorf("%d REST mapper lookups, want none: an apps/v1 workload's mapping is fixed", mapper.lookups)
+	if discovery != 0 {
+		t.Errorf("%d discovery requests, want none: an apps/v1 workload's mapping is fixed", discovery)
 	}
-	list, err := srv.Resource(workloads[KindDeployment].mapping.Resource).Namespace("default").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Items) != 1 {
-		t.Errorf("%d deployments, want exactly 1: an apply must never create another", len(list.Items))
+	if n := len(srv.List(deployments, "default")); n != 1 {
+		t.Errorf("%d deployments, want exactly 1: an apply must never create another", n)
 	}
 }
 
 func TestDoRetriesOnceAfter401(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		errs    []error
@@ -304,7 +306,67 @@ func TestDoRetriesOnceAfter401(t *testing.T) {
 	}
 }
 
+// countingTokens mints a new token on every call, as the auth package's
+// source does when client-go's cache asks.
+type countingTokens struct{ n atomic.Int32 }
+
+func (c *countingTokens) Token() (*oauth2.Token, error) {
+	return &oauth2.Token{AccessToken: fmt.Sprintf("token-%d", c.n.Add(1)), Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+// TestUnauthorizedRetriedWithAFreshToken: through client-go's real
+// transport, a 401 drops the cached token (one minted before the request),
+// and the one retry carries a new one; a token refused twice is the 401.
+func TestUnauthorizedRetriedWithAFreshToken(t *testing.T) {
+	t.Parallel()
+	srv := newFakeCluster(t)
+	var refusals atomic.Int32
+	srv.React(func(r kubefake.Request) error {
+		if r.IsDiscovery() || refusals.Load() == 0 {
+			return nil
+		}
+		refusals.Add(-1)
+		return apierrors.NewUnauthorized("Unauthorized")
+	})
+	tokens := &countingTokens{}
+	c := srv.clientWithToken(t, tokens)
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, mustManifest(t, deployment("web", 1)), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bearers := func() []string {
+		var out []string
+		for _, r := range srv.Requests() {
+			out = append(out, r.Verb+" "+r.Header.Get("Authorization"))
+		}
+		srv.ClearRequests()
+		return out
+	}
+	if diff := cmp.Diff([]string{"get Bearer token-1", "patch Bearer token-1"}, bearers()); diff != "" {
+		t.Errorf("apply's requests (-want +got):\n%s", diff)
+	}
+
+	refusals.Store(1)
+	if _, err := c.Get(ctx, "apps/v1", "Deployment", "default", "web"); err != nil {
+		t.Fatalf("one 401: %v, want the retry with a fresh token to succeed", err)
+	}
+	if diff := cmp.Diff([]string{"get Bearer token-1", "get Bearer token-2"}, bearers()); diff != "" {
+		t.Errorf("requests after a 401 (-want +got):\n%s", diff)
+	}
+
+	refusals.Store(2)
+	_, err := c.Get(ctx, "apps/v1", "Deployment", "default", "web")
+	var op *OpError
+	if !apierrors.IsUnauthorized(err) || !errors.As(err, &op) || op.Verb != "get" {
+		t.Errorf("a token refused twice: err = %v, want the 401 in an *OpError", err)
+	}
+	if diff := cmp.Diff([]string{"get Bearer token-2", "get Bearer token-3"}, bearers()); diff != "" {
+		t.Errorf("requests after two 401s (-want +got):\n%s", diff)
+	}
+}
+
 func TestOnlyOwnConflicts(t *testing.T) {
+	t.Parallel()
 	conflict := func(managers ...string) error {
 		st := metav1.Status{Status: metav1.StatusFailure, Code: 409, Reason: metav1.StatusReasonConflict, Details: &metav1.StatusDetails{}}
 		for _, m := range managers {
@@ -331,6 +393,7 @@ func TestOnlyOwnConflicts(t *testing.T) {
 }
 
 func TestObjectMemoryIsBounded(t *testing.T) {
+	t.Parallel()
 	m := newObjectMemory(2)
 	for _, n := range []string{"a", "b", "c"} {
 		m.put(objectKey{resource: "configmaps", name: n}, state{exists: true})
@@ -346,25 +409,25 @@ func TestObjectMemoryIsBounded(t *testing.T) {
 // TestApplyBusyObject: a controller that writes between every read and
 // apply (status after a change) cannot make a change read as unchanged.
 func TestApplyBusyObject(t *testing.T) {
-	defer func(b []time.Duration) { conflictBackoff = b }(conflictBackoff)
-	conflictBackoff = []time.Duration{0, 0, 0}
-	srv := newFakeServer()
-	c := srv.client()
+	t.Parallel()
+	srv := newFakeCluster(t)
+	c := srv.client(t)
 	ctx := context.Background()
 	force := ApplyOptions{Force: true}
 	if _, err := c.Apply(ctx, mustManifest(t, deployment("web", 2)), force); err != nil {
 		t.Fatal(err)
 	}
-	deployments := workloads[KindDeployment].mapping.Resource
-	writes := 0
-	srv.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
-		writes++
-		err := srv.edit(deployments, "default", "web", func(u *unstructured.Unstructured) {
-			u.Object["status"] = map[string]any{"observedGeneration": int64(writes)}
+	var writes atomic.Int64
+	srv.React(func(r kubefake.Request) error {
+		if r.Verb != "patch" || r.Resource != deployments {
+			return nil
+		}
+		n := writes.Add(1)
+		return srv.Edit(deployments, "default", "web", func(u *unstructured.Unstructured) {
+			u.Object["status"] = map[string]any{"observedGeneration": n}
 		})
-		return false, nil, err
 	})
-	srv.ClearActions()
+	srv.ClearRequests()
 	// Within the same second as the create:
 	res, err := c.Apply(ctx, mustManifest(t, deployment("web", 3)), force)
 	if err != nil {

@@ -4,6 +4,7 @@
 package kube
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
@@ -47,14 +48,29 @@ type Client struct {
 	// mapper reads discovery on first use only, so ensure-nginx, whose
 	// mapping is fixed, never pays for it.
 	mapper meta.ResettableRESTMapperWithContext
-	now    func() time.Time
-	seen   *objectMemory
+	// now and sleep are the client's clock: every wait, backoff and poll
+	// sleeps on it, so that a test's fake clock makes them cost no time.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+	seen  *objectMemory
 }
 
 // New returns a Client that reaches objects of any kind through dyn and
 // finds their resources with mapper.
 func New(dyn dynamic.Interface, mapper meta.ResettableRESTMapperWithContext) *Client {
-	return &Client{dyn: dyn, mapper: mapper, now: time.Now, seen: newObjectMemory(maxRemembered)}
+	return &Client{dyn: dyn, mapper: mapper, now: time.Now, sleep: sleep, seen: newObjectMemory(maxRemembered)}
+}
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // NewForConfig returns a Client for cfg: a dynamic client and a REST mapper

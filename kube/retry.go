@@ -32,8 +32,9 @@ func (e *OpError) Error() string {
 func (e *OpError) Unwrap() error { return e.Err }
 
 // do runs one request, and once more after a 401: the token transport has
-// dropped the token the server refused, so the second attempt carries a
-// fresh one. That is the only retry here: client-go retries 429 and 5xx
+// dropped the token the server refused (one cached from before the
+// request; a token minted for this very request is kept), so the second
+// attempt carries a fresh one. That is the only retry here: client-go retries 429 and 5xx
 // answers after their Retry-After, and every attempt ends with ctx.
 func do(ctx context.Context, op OpError, fn func(context.Context) error) error {
 	if err := ctx.Err(); err != nil {

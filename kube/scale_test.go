@@ -10,12 +10,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	"github.com/lambda-eks/lambda-eks/internal/kubefake"
 )
 
 func TestPlanScale(t *testing.T) {
+	t.Parallel()
 	remembered := map[string]string{ReplicasAnnotation: "3"}
 	tests := []struct {
 		name        string
@@ -68,20 +70,11 @@ func deploymentObj(ns, name string, replicas int64, labels map[string]any) *unst
 }
 
 func TestScaleDownAndRestore(t *testing.T) {
+	t.Parallel()
 	night := map[string]any{"schedule": "office-hours"}
-	srv := newFakeServer(deploymentObj("team", "web", 3, night), deploymentObj("team", "api", 2, night), deploymentObj("team", "db", 1, nil))
-	// The fake's tracker ignores dryRun on a merge patch; the API server keeps nothing.
-	srv.PrependReactor("patch", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		p := a.(k8stesting.PatchActionImpl)
-		if len(p.PatchOptions.DryRun) == 0 {
-			return false, nil, nil
-		}
-		obj, err := srv.Tracker().Get(p.GetResource(), p.GetNamespace(), p.GetName())
-		return true, obj, err
-	})
-	c := srv.client()
+	srv := newFakeCluster(t, deploymentObj("team", "web", 3, night), deploymentObj("team", "api", 2, night), deploymentObj("team", "db", 1, nil))
+	c := srv.client(t)
 	ctx := context.Background()
-	deployments := workloads[KindDeployment].mapping.Resource
 
 	type line struct {
 		Name     string
@@ -99,7 +92,7 @@ func TestScaleDownAndRestore(t *testing.T) {
 	state := func() map[string]string {
 		out := map[string]string{}
 		for _, n := range []string{"web", "api", "db"} {
-			u, err := srv.get(deployments, "team", n)
+			u, err := srv.Get(deployments, "team", n)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +117,7 @@ func TestScaleDownAndRestore(t *testing.T) {
 			[]line{{"api", Unchanged, 0, 0, ""}, {"web", Unchanged, 0, 0, ""}}, map[string]string{"web": "0/3", "api": "0/2", "db": "1/"}},
 		{"morning, after someone scaled api up by hand", ScaleRequest{Namespace: "team", Kind: KindDeployment, Selector: sel, Restore: true},
 			func() {
-				if err := srv.edit(deployments, "team", "api", func(u *unstructured.Unstructured) {
+				if err := srv.Edit(deployments, "team", "api", func(u *unstructured.Unstructured) {
 					_ = unstructured.SetNestedField(u.Object, int64(4), "spec", "replicas")
 				}); err != nil {
 					t.Fatal(err)
@@ -156,14 +149,9 @@ func TestScaleDownAndRestore(t *testing.T) {
 }
 
 func TestRestart(t *testing.T) {
-	srv := newFakeServer(deploymentObj("team", "web", 1, nil))
-	var patch []byte
-	srv.PrependReactor("patch", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		patch = a.(k8stesting.PatchActionImpl).GetPatch()
-		obj, err := srv.Tracker().Get(a.GetResource(), a.GetNamespace(), "web")
-		return true, obj, err
-	})
-	c := srv.client()
+	t.Parallel()
+	srv := newFakeCluster(t, deploymentObj("team", "web", 1, nil))
+	c := srv.client(t)
 	at := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return at }
 	res, err := c.Restart(context.Background(), RestartRequest{Namespace: "team", Kind: KindDeployment, Name: "web"})
@@ -173,13 +161,22 @@ func TestRestart(t *testing.T) {
 	if res.Result != Restarted {
 		t.Errorf("result %s, want restarted", res.Result)
 	}
+	var patches []kubefake.Request
+	for _, r := range srv.Requests() {
+		if r.Verb == "patch" {
+			patches = append(patches, r)
+		}
+	}
+	if len(patches) != 1 || patches[0].PatchType != types.StrategicMergePatchType {
+		t.Fatalf("requests %v, want one strategic merge patch, as kubectl rollout restart sends", srv.Requests())
+	}
 	var got map[string]any
-	if err := json.Unmarshal(patch, &got); err != nil {
+	if err := json.Unmarshal(patches[0].Body, &got); err != nil {
 		t.Fatal(err)
 	}
 	at2, _, _ := unstructured.NestedString(got, "spec", "template", "metadata", "annotations", RestartedAtAnnotation)
 	if at2 != "2026-11-22T12:00:00Z" {
-		t.Errorf("patch %s: pod template annotation %s = %q, want the RFC 3339 time", patch, RestartedAtAnnotation, at2)
+		t.Errorf("patch %s: pod template annotation %s = %q, want the RFC 3339 time", patches[0].Body, RestartedAtAnnotation, at2)
 	}
 	if _, err := c.Restart(context.Background(), RestartRequest{Namespace: "team", Kind: "ConfigMap", Name: "web"}); err == nil ||
 		!strings.Contains(err.Error(), "not a workload") {

@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 func cond(typ, status, reason string) map[string]any {
@@ -18,6 +17,7 @@ func cond(typ, status, reason string) map[string]any {
 
 // TestReadinessOf covers every kind the README names, as kstatus judges it.
 func TestReadinessOf(t *testing.T) {
+	t.Parallel()
 	obj := func(apiVersion, kind string, generation int64, spec, status map[string]any) *unstructured.Unstructured {
 		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind,
 			"metadata": map[string]any{"name": "x", "namespace": "n", "generation": generation}, "spec": spec, "status": status}}
@@ -110,6 +110,7 @@ func TestReadinessOf(t *testing.T) {
 }
 
 func TestDeleteAndStatus(t *testing.T) {
+	t.Parallel()
 	ready := unstructuredObj("apps/v1", "Deployment", "team", "web", map[string]any{
 		"spec": map[string]any{"replicas": int64(2)},
 		"status": map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(2),
@@ -125,8 +126,8 @@ func TestDeleteAndStatus(t *testing.T) {
 		}
 		return out
 	}
-	srv := newFakeServer(ready, cm)
-	c := srv.client()
+	srv := newFakeCluster(t, ready, cm)
+	c := srv.client(t)
 	st, err := c.Status(ctx, refs, "team")
 	if err != nil {
 		t.Fatal(err)
@@ -138,19 +139,21 @@ func TestDeleteAndStatus(t *testing.T) {
 		t.Errorf("deployment readiness %+v, want Current with 2 available", st[0].Readiness)
 	}
 
-	// The fake ignores dryRun; what matters is that every delete asks for it.
-	dry := newFakeServer(ready.DeepCopy(), cm.DeepCopy())
-	del, err := dry.client().Delete(ctx, refs, DeleteOptions{Namespace: "team", DryRun: true})
+	srv.ClearRequests()
+	del, err := c.Delete(ctx, refs, DeleteOptions{Namespace: "team", DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"apps/v1 Deployment team/web=deleted", "v1 ConfigMap team/settings=deleted", "apps/v1 Deployment team/gone=absent"}, line(del)); diff != "" {
 		t.Errorf("dry-run delete (-want +got):\n%s", diff)
 	}
-	for _, a := range dry.Actions() {
-		if d, ok := a.(k8stesting.DeleteActionImpl); ok && !cmp.Equal(d.DeleteOptions.DryRun, []string{metav1.DryRunAll}) {
-			t.Errorf("delete of %s/%s without dryRun: %+v", d.GetResource().Resource, d.Name, d.DeleteOptions)
+	for _, r := range srv.Requests() {
+		if r.Verb == "delete" && !r.DryRun {
+			t.Errorf("%s without dryRun", r)
 		}
+	}
+	if _, err := srv.Get(deployments, "team", "web"); err != nil {
+		t.Errorf("after a dry-run delete: %v, want the Deployment kept", err)
 	}
 	for i, want := range []string{"deleted", "absent"} {
 		del, err = c.Delete(ctx, refs, DeleteOptions{Namespace: "team", Propagation: metav1.DeletePropagationForeground})
@@ -166,6 +169,7 @@ func TestDeleteAndStatus(t *testing.T) {
 
 // TestDeleteOwned: a delete for an owner removes only what it still owns.
 func TestDeleteOwned(t *testing.T) {
+	t.Parallel()
 	owned := func(name, owner string) *unstructured.Unstructured {
 		u := unstructuredObj("v1", "ConfigMap", "team", name, nil)
 		if owner != "" {
@@ -173,9 +177,9 @@ func TestDeleteOwned(t *testing.T) {
 		}
 		return u
 	}
-	srv := newFakeServer(owned("mine", "stack/A"), owned("moved", "stack/B"), owned("foreign", ""))
+	srv := newFakeCluster(t, owned("mine", "stack/A"), owned("moved", "stack/B"), owned("foreign", ""))
 	m := mustManifest(t, configMap("mine", ""), configMap("moved", ""), configMap("foreign", ""), configMap("gone", ""))
-	got, err := srv.client().DeleteManifest(context.Background(), m, DeleteOptions{Namespace: "team", Owner: "stack/A"})
+	got, err := srv.client(t).DeleteManifest(context.Background(), m, DeleteOptions{Namespace: "team", Owner: "stack/A"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +194,7 @@ func TestDeleteOwned(t *testing.T) {
 		t.Errorf("note %q, want it to name the owner", got[1].Note)
 	}
 	for _, n := range []string{"moved", "foreign"} {
-		if _, err := srv.get(configMaps, "team", n); err != nil {
+		if _, err := srv.Get(configMaps, "team", n); err != nil {
 			t.Errorf("%s: %v, want it kept", n, err)
 		}
 	}

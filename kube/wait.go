@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // WaitTimeoutError is a wait that ended before every object was ready. It
@@ -45,9 +44,8 @@ func (o ObjectResult) summary() string {
 	return s + ")"
 }
 
-// waitInterval is how often a wait reads the objects' status (a variable
-// for tests).
-var waitInterval = time.Second
+// waitInterval is how often a wait reads the objects' status.
+const waitInterval = time.Second
 
 // static holds kinds that have no status to wait for: a wait does not read
 // them.
@@ -85,9 +83,9 @@ func (c *Client) Wait(ctx context.Context, objs []ObjectResult, bound time.Durat
 	start := c.now()
 	last := ""
 	var seen []ObjectResult // the readiness of the last poll
-	// The reads run under ctx, not under the poll's bound: a read begun
+	// The reads run under ctx, not under the wait's bound: a read begun
 	// just before the bound must not fail as if the server were down.
-	poll := func(context.Context) (bool, error) {
+	poll := func(ctx context.Context) (bool, error) {
 		rs, err := c.statusTargets(ctx, ts)
 		if err != nil {
 			return false, err
@@ -115,12 +113,34 @@ func (c *Client) Wait(ctx context.Context, objs []ObjectResult, bound time.Durat
 		}
 		return len(pending) == 0, nil
 	}
-	err = wait.PollUntilContextTimeout(ctx, waitInterval, bound, true, poll)
-	switch {
-	case err != nil && ctx.Err() == nil && wait.Interrupted(err):
-		return nil, &WaitTimeoutError{Waited: c.now().Sub(start), Objects: seen}
-	case err != nil:
-		return nil, err
+	// Polls run every waitInterval from start (a poll that runs long skips
+	// the ticks it missed) until the bound, which ends the wait.
+	end := start.Add(bound)
+	for tick := 1; ; tick++ {
+		done, err := poll(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			break
+		}
+		now := c.now()
+		next := start.Add(time.Duration(tick) * waitInterval)
+		for !next.After(now) {
+			tick++
+			next = start.Add(time.Duration(tick) * waitInterval)
+		}
+		if !next.Before(end) {
+			if now.Before(end) {
+				if err := c.sleep(ctx, end.Sub(now)); err != nil {
+					return nil, err
+				}
+			}
+			return nil, &WaitTimeoutError{Waited: c.now().Sub(start), Objects: seen}
+		}
+		if err := c.sleep(ctx, next.Sub(now)); err != nil {
+			return nil, err
+		}
 	}
 	log.InfoContext(ctx, "rollout complete", "objects", len(ts), "waited_ms", c.now().Sub(start).Milliseconds())
 	return out, nil

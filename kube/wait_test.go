@@ -6,20 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
-	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/lambda-eks/lambda-eks/internal/kubefake"
 )
 
 func TestWait(t *testing.T) {
-	waitInterval = 10 * time.Millisecond
-	t.Cleanup(func() { waitInterval = time.Second })
-	deployments := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	t.Parallel()
 	progressing := map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(1), "availableReplicas": int64(1)}
 	done := map[string]any{"observedGeneration": int64(1), "replicas": int64(2), "updatedReplicas": int64(2), "readyReplicas": int64(2), "availableReplicas": int64(2),
 		"conditions": []any{
@@ -31,48 +28,72 @@ func TestWait(t *testing.T) {
 		{APIVersion: "v1", Kind: "ConfigMap", Namespace: "team", Name: "settings", Result: Unchanged},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	web := func() *unstructured.Unstructured {
+		return unstructuredObj("apps/v1", "Deployment", "team", "web", map[string]any{"spec": map[string]any{"replicas": int64(2)}, "status": progressing})
+	}
 
 	t.Run("returns when the rollout completes", func(t *testing.T) {
-		dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), unstructuredObj("apps/v1", "Deployment", "team", "web",
-			map[string]any{"spec": map[string]any{"replicas": int64(2)}, "status": progressing}))
-		gets := 0
-		dyn.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
-			gets++
-			if gets == 3 { // the controller catches up
-				obj, err := dyn.Tracker().Get(deployments, "team", "web")
-				if err != nil {
-					return true, nil, err
-				}
-				u := obj.(*unstructured.Unstructured).DeepCopy()
-				u.Object["status"] = done
-				if err := dyn.Tracker().Update(deployments, u, "team"); err != nil {
-					return true, nil, err
-				}
+		t.Parallel()
+		srv := newFakeCluster(t, web())
+		var gets atomic.Int32
+		srv.React(func(r kubefake.Request) error {
+			if r.Verb != "get" || r.Resource != deployments {
+				return nil
 			}
-			return false, nil, nil
+			if gets.Add(1) == 3 { // the controller catches up
+				return srv.Edit(deployments, "team", "web", func(u *unstructured.Unstructured) { u.Object["status"] = done })
+			}
+			return nil
 		})
-		got, err := New(dyn, newTestMapper()).Wait(context.Background(), objs, 5*time.Second, log)
+		start := srv.clock.Now()
+		got, err := srv.client(t).Wait(context.Background(), objs, 5*time.Second, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got[0].Result != Configured || got[0].Readiness == nil || got[0].Readiness.Ready != 2 || got[1].Readiness != nil {
 			t.Errorf("results %+v %+v, want the Deployment configured and ready, the ConfigMap not read", got[0], got[1])
 		}
-		if gets < 3 {
-			t.Errorf("%d reads, want the wait to poll until the rollout completed", gets)
+		if n := gets.Load(); n != 3 {
+			t.Errorf("%d reads, want 3: the wait polls until the rollout completed, then stops", n)
+		}
+		if waited := srv.clock.Now().Sub(start); waited != 2*waitInterval {
+			t.Errorf("waited %s, want two intervals (reads at 0, 1 and 2 intervals)", waited)
 		}
 	})
 
 	t.Run("past its bound a Timeout with the readiness seen", func(t *testing.T) {
-		dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), unstructuredObj("apps/v1", "Deployment", "team", "web",
-			map[string]any{"spec": map[string]any{"replicas": int64(2)}, "status": progressing}))
-		_, err := New(dyn, newTestMapper()).Wait(context.Background(), objs, 100*time.Millisecond, log)
+		t.Parallel()
+		srv := newFakeCluster(t, web())
+		_, err := srv.client(t).Wait(context.Background(), objs, 2500*time.Millisecond, log)
 		var te *WaitTimeoutError
 		if !errors.As(err, &te) {
 			t.Fatalf("err = %v, want a *WaitTimeoutError", err)
 		}
+		if te.Waited != 2500*time.Millisecond {
+			t.Errorf("waited %s, want the bound", te.Waited)
+		}
 		if !strings.Contains(te.Error(), "Deployment team/web progressing (InProgress; desired 2, updated 2, ready 1") {
 			t.Errorf("message %q does not carry the readiness seen", te.Error())
+		}
+		if reads := len(srv.verbs()); reads != 3 {
+			t.Errorf("%d reads in 2.5 intervals, want 3 (at 0, 1 and 2)", reads)
+		}
+	})
+
+	t.Run("the invocation's end ends it with ctx's error", func(t *testing.T) {
+		t.Parallel()
+		srv := newFakeCluster(t, web())
+		ctx, cancel := context.WithCancel(context.Background())
+		srv.React(func(r kubefake.Request) error {
+			if r.Verb == "get" && r.Resource == deployments {
+				cancel() // after this read, the sleep sees the end
+			}
+			return nil
+		})
+		_, err := srv.client(t).Wait(ctx, objs, time.Minute, log)
+		var te *WaitTimeoutError
+		if !errors.Is(err, context.Canceled) || errors.As(err, &te) {
+			t.Errorf("err = %v, want context.Canceled, not a Timeout", err)
 		}
 	})
 }

@@ -441,3 +441,40 @@ func TestApplyBusyObject(t *testing.T) {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }
+
+// TestApplyCRDAndItsResources: a manifest's CRD is applied first and waited
+// for until Established; its custom resources, answered 404 while the API
+// server installs their handler, are applied once it serves them.
+func TestApplyCRDAndItsResources(t *testing.T) {
+	t.Parallel()
+	srv := newFakeCluster(t)
+	widgets := schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "widgets"}
+	var notYet atomic.Int32
+	notYet.Store(2)
+	srv.React(func(r kubefake.Request) error {
+		if r.Verb == "patch" && r.Resource == widgets && notYet.Load() > 0 {
+			notYet.Add(-1)
+			return apierrors.NewNotFound(widgets.GroupResource(), r.Name)
+		}
+		return nil
+	})
+	start := srv.clock.Now()
+	m := mustManifest(t, crdDoc, "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 3}\n")
+	got, err := srv.client(t).Apply(context.Background(), m, ApplyOptions{Namespace: "team"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []string
+	for _, r := range got {
+		results = append(results, r.Kind+" "+r.Name+" "+string(r.Result))
+	}
+	if diff := cmp.Diff([]string{"CustomResourceDefinition widgets.example.com created", "Widget w created"}, results); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if _, err := srv.Get(widgets, "team", "w"); err != nil {
+		t.Errorf("the Widget is not stored: %v", err)
+	}
+	if waited := srv.clock.Now().Sub(start); waited != 2*crdPollInterval {
+		t.Errorf("waited %s for the Widget's two 404s, want two poll intervals", waited)
+	}
+}

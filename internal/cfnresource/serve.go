@@ -75,7 +75,9 @@ type Option func(*Server)
 // given to work past its deadline, the bound of one PUT attempt and the
 // pause before each retry of the PUT (tests shorten them).
 func WithTiming(putReserve, cutGrace, putAttempt time.Duration, backoff func(attempt int) time.Duration) Option {
-	return func(s *Server) { s.putReserve, s.cutGrace, s.putAttempt, s.backoff = putReserve, cutGrace, putAttempt, backoff }
+	return func(s *Server) {
+		s.putReserve, s.cutGrace, s.putAttempt, s.backoff = putReserve, cutGrace, putAttempt, backoff
+	}
 }
 
 // WithClient sets the client answers are PUT with.

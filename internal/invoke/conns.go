@@ -176,4 +176,3 @@ func NewOpener[C any](base aws.Config, client func(*rest.Config) (C, error)) Ope
 		return &Conn[C]{Client: c, Prepare: e.Prepare, CallerARN: e.CallerARN}, nil
 	}
 }
-

@@ -122,7 +122,9 @@ func (p *assumeRoleProvider) wrap(ctx context.Context, err error) error {
 	return fmt.Errorf("assume role %s: %w", target, err)
 }
 
-// durationRefused says STS refused the DurationSeconds asked for.
+// durationRefused says STS refused the DurationSeconds asked for. STS
+// answers it with the generic ValidationError code (the SDK has no type for
+// it), so the message tells it from other invalid parameters.
 func durationRefused(err error) bool {
 	var apiErr smithy.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationError" &&

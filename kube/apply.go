@@ -223,7 +223,10 @@ func refusesDocument(err error) bool {
 }
 
 // IsSchemaError reports whether err is the API server's answer to an object
-// that does not fit its kind's schema.
+// that does not fit its kind's schema. That answer is a 500 whose only mark
+// is its message ("failed to create typed patch object (...)", worded with
+// fmt.Errorf in apimachinery's managedfields), so the message decides;
+// callers use this rather than match the text again.
 func IsSchemaError(err error) bool {
 	return apierrors.IsInternalError(err) && strings.Contains(apiMessage(err), "failed to create typed")
 }
@@ -383,6 +386,7 @@ func onlyOwnConflicts(err error) bool {
 	causes := conflictCauses(err)
 	for _, cause := range causes {
 		// conflict with "lambda-eks" with subresource "scale" using apps/v1
+		// (a StatusCause names the manager in its message only)
 		if !strings.HasPrefix(cause.Message, `conflict with "`+FieldManager+`"`) {
 			return false
 		}

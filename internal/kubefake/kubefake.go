@@ -4,26 +4,33 @@
 // objects of the kinds it serves, answers discovery for them, and answers
 // server-side apply, merge patches, the scale subresource, deletes with
 // preconditions and dry runs closely enough for lambda-eks's results (see
-// Server). It records every request, and lets a test answer a request itself
-// (React) or change an object as another writer would (Edit).
+// Server). It records every request; a test answers a request itself
+// (React), fails it in the client's transport (FailTransport), or changes an
+// object as another writer would (Edit).
 //
 // It is imported only by _test files: `go list -deps .` of the function's
 // main package must not list it.
 //
-// Typical use, with the client the function builds:
+// A test of kube, with the client the function builds and a fake clock:
 //
 //	clock := kubefake.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
-//	srv := kubefake.New(t, kubefake.WithClock(clock.Now), kubefake.WithObjects(deployment))
-//	cfg := srv.RESTConfig() // or kube.NewRESTConfig(srv.URL(), srv.CAData(), tokenSource)
-//	c, err := kube.NewForConfig(cfg)
-//	...
+//	srv := kubefake.New(t, kubefake.WithClock(clock.Now), kubefake.WithObjects(web))
+//	cfg, _ := kube.NewRESTConfig(srv.URL(), srv.CAData(), tokenSource)
+//	c, _ := kube.NewForConfig(cfg)
 //	srv.React(func(r kubefake.Request) error {
 //		if r.Verb == "patch" && r.Name == "bad" {
-//			return apierrors.NewInvalid(...)
+//			return apierrors.NewForbidden(...) // answered as the API server would
 //		}
 //		return nil // the fake answers
 //	})
-//	got := srv.Requests() // what client-go sent, in arrival order
+//	... c.Apply(ctx, m, opts) ...
+//	for _, r := range srv.Requests() { ... r.Verb, r.DryRun, r.Header.Get("Authorization") ... }
+//	cur, _ := srv.Get(gvr, "team", "web")
+//
+// A test of a function's handler connects every target to one server: its
+// connector returns kube.NewForConfig(srv.RESTConfig()) (which also carries
+// FailTransport's faults), or, through the real connector, a fake
+// eks:DescribeCluster answers with srv.URL() and srv.CAData().
 package kubefake
 
 import (
@@ -213,6 +220,7 @@ type Server struct {
 	rv, uid  int
 	requests []Request
 	reactors []Reactor
+	fail     func(Request) error
 }
 
 type objectKey struct {
@@ -250,9 +258,54 @@ func (s *Server) CAData() []byte {
 }
 
 // RESTConfig is a client-go configuration that reaches the server, trusting
-// its certificate, with no credentials.
+// its certificate, with no credentials; its transport fails the requests
+// FailTransport says to.
 func (s *Server) RESTConfig() *rest.Config {
-	return &rest.Config{Host: s.URL(), TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()}}
+	return &rest.Config{Host: s.URL(), TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()},
+		WrapTransport: s.WrapTransport}
+}
+
+// WrapTransport wraps a client's transport so that it fails the requests
+// FailTransport says to, before they reach the server. RESTConfig uses it;
+// a configuration built otherwise (kube.NewRESTConfig) can chain it after
+// its own.
+func (s *Server) WrapTransport(rt http.RoundTripper) http.RoundTripper {
+	return faultTransport{s: s, next: rt}
+}
+
+// FailTransport makes the transports WrapTransport wraps fail each request
+// for which fail returns an error, as a transport fails that never reaches
+// the server: net/http returns the error in a *url.Error, and the server
+// neither sees nor records the request. Use it for what a server cannot
+// answer: a refused connect (&net.OpError{Op: "dial", Net: "tcp", Err:
+// syscall.ECONNREFUSED}), which client-go does not retry, where
+// ErrDropConnection's EOF makes it retry a GET ten times a second apart.
+// fail sees the request without its body; nil stops the faults.
+func (s *Server) FailTransport(fail func(Request) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = fail
+}
+
+type faultTransport struct {
+	s    *Server
+	next http.RoundTripper
+}
+
+func (t faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.s.mu.Lock()
+	fail := t.s.fail
+	var req Request
+	if fail != nil {
+		req = t.s.parse(r, nil)
+	}
+	t.s.mu.Unlock()
+	if fail != nil {
+		if err := fail(req); err != nil {
+			return nil, err
+		}
+	}
+	return t.next.RoundTrip(r)
 }
 
 // TLSConfig trusts the server's certificate, for a client built by hand.

@@ -3,6 +3,10 @@ package kubefake_test
 import (
 	"context"
 	"errors"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,5 +229,37 @@ func TestReactAndRequests(t *testing.T) {
 	}
 	if _, err := srv.Get(configMaps, "team", "a"); err != nil {
 		t.Errorf("after a dry-run delete: %v", err)
+	}
+}
+
+// TestFailTransport: a refused connect fails the request in the client's
+// transport, once (client-go does not retry it), and the server sees
+// nothing of it.
+func TestFailTransport(t *testing.T) {
+	t.Parallel()
+	srv := kubefake.New(t, kubefake.WithObjects(obj("v1", "ConfigMap", "team", "a", nil)))
+	var attempts atomic.Int32
+	srv.FailTransport(func(r kubefake.Request) error {
+		if r.Resource != configMaps {
+			return nil
+		}
+		attempts.Add(1)
+		return &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	})
+	cms := dynamicClient(t, srv).Resource(configMaps).Namespace("team")
+	_, err := cms.Get(context.Background(), "a", metav1.GetOptions{})
+	var uerr *url.Error
+	if !errors.As(err, &uerr) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("err = %v (%T), want a *url.Error around ECONNREFUSED", err, err)
+	}
+	if n := attempts.Load(); n != 1 {
+		t.Errorf("%d attempts, want 1", n)
+	}
+	if got := srv.Requests(); len(got) != 0 {
+		t.Errorf("the server saw %v", got)
+	}
+	srv.FailTransport(nil)
+	if _, err := cms.Get(context.Background(), "a", metav1.GetOptions{}); err != nil {
+		t.Errorf("after the faults stop: %v", err)
 	}
 }

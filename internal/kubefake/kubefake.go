@@ -158,8 +158,8 @@ func (r Request) String() string {
 // else as a 500. A reactor may call the Server's methods (Edit, Get).
 type Reactor func(Request) error
 
-// ErrDropConnection, returned by a Reactor, closes the connection without an
-// answer: client-go sees EOF. Note that client-go retries a GET that fails
+// ErrDropConnection is the error a Reactor returns to close the connection
+// without an answer: client-go sees EOF. Note that client-go retries a GET that fails
 // so ten times, a second apart; Close makes connections fail at once.
 var ErrDropConnection = errors.New("kubefake: drop the connection")
 

@@ -133,10 +133,10 @@ func splitAPIPath(path string) (schema.GroupVersion, []string, bool) {
 
 func isDiscoveryPath(path string) bool {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case parts[0] == "api":
+	switch parts[0] {
+	case "api":
 		return len(parts) <= 2
-	case parts[0] == "apis":
+	case "apis":
 		return len(parts) <= 3
 	}
 	return false
@@ -170,15 +170,15 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, req Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path := strings.Trim(req.Path, "/")
-	switch {
-	case path == "version":
+	switch path {
+	case "version":
 		writeJSON(w, http.StatusOK, map[string]string{"major": "1", "minor": "37", "gitVersion": "v1.37.0-kubefake"})
 		return
-	case path == "api":
+	case "api":
 		writeJSON(w, http.StatusOK, metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
 			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: strings.TrimPrefix(s.srv.URL, "https://")}}})
 		return
-	case path == "apis":
+	case "apis":
 		list := metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}}
 		for _, gv := range s.groupVersions() {
 			if gv.Group == "" {
@@ -249,7 +249,7 @@ func (s *Server) serveResource(req Request) (int, any, error) {
 	}
 	switch req.Verb {
 	case "list":
-		var sel labels.Selector = labels.Everything()
+		sel := labels.Everything()
 		if q := req.Query.Get("labelSelector"); q != "" {
 			var err error
 			if sel, err = labels.Parse(q); err != nil {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"helm.sh/helm/v4/pkg/action"
-	"helm.sh/helm/v4/pkg/storage/driver"
+	"helm.sh/helm/v4/pkg/kube"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 )
@@ -179,7 +179,9 @@ func TestQuickstart(t *testing.T) {
 	}
 	h.mustDeleteDeployment(t, "default", "nginx")
 	for _, rel := range []string{"demo", "demo-cfn"} {
-		if _, err := action.NewUninstall(h.sdk(t, "default")).Run(rel); err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		u := action.NewUninstall(h.sdk(t, "default"))
+		u.WaitStrategy, u.IgnoreNotFound = kube.HookOnlyStrategy, true
+		if _, err := u.Run(rel); err != nil {
 			t.Fatalf("helm uninstall %s: %v", rel, err)
 		}
 	}

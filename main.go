@@ -17,8 +17,6 @@ import (
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/handler"
-	"github.com/lambda-eks/lambda-eks/internal/invoke"
-	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 func main() {
@@ -37,7 +35,7 @@ func main() {
 		log.Error("aws configuration", "error", err.Error())
 		os.Exit(1)
 	}
-	h := handler.New(cfg, invoke.NewOpener(awsCfg, kube.NewForConfig), log, handler.WithS3(s3.NewFromConfig(awsCfg)))
+	h := handler.New(cfg, handler.NewConnector(awsCfg), log, handler.WithS3(s3.NewFromConfig(awsCfg)))
 	// h is a lambda.Handler: it gets the raw payload and decodes it itself,
 	// strictly, so aws-lambda-go never decodes an event.
 	lambda.Start(h)

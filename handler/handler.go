@@ -8,8 +8,11 @@ package handler
 
 import (
 	"context"
+
 	"log/slog"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
@@ -31,6 +34,10 @@ type Conn = invoke.Conn[*kube.Client]
 // Connector opens a Conn to a target: invoke.NewOpener(awsCfg,
 // kube.NewForConfig) in main, a fake in tests.
 type Connector = invoke.Opener[*kube.Client]
+
+// NewConnector returns the Connector that reaches real clusters
+// (invoke.Open) with a kube.Client.
+func NewConnector(base aws.Config) Connector { return invoke.NewOpener(base, kube.NewForConfig) }
 
 // access is how the function's role is let into a cluster, for the words
 // of a 401 and of an RBAC refusal.

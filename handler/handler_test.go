@@ -28,7 +28,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -176,7 +175,7 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), log)
+	h := New(testConfig, NewConnector(awsCfg), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -247,7 +246,7 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), discardLogger())
+	h := New(testConfig, NewConnector(awsCfg), discardLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	describes := func() int { fc.mu.Lock(); defer fc.mu.Unlock(); return fc.describes }
@@ -287,7 +286,7 @@ func TestUnauthorizedRedescribes(t *testing.T) {
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, invoke.NewOpener(awsCfg, kube.NewForConfig), discardLogger())
+	h := New(testConfig, NewConnector(awsCfg), discardLogger())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 2 {

@@ -163,8 +163,13 @@ func BenchmarkEnsurePerCall(b *testing.B) {
 }
 
 func benchConfig() handler.Config {
-	return handler.Config{DefaultAction: handler.ActionEnsureNginx, Cluster: stack.ClusterName, Region: stack.Region,
-		Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2, SessionName: "bench"}
+	cfg, err := handler.ConfigFromEnv(func(k string) string {
+		return map[string]string{"CLUSTER_NAME": stack.ClusterName, "CLUSTER_REGION": stack.Region, "ROLE_SESSION_NAME": "bench"}[k]
+	})
+	if err != nil {
+		panic(err)
+	}
+	return cfg
 }
 
 // BenchmarkApplyKubectl is `kubectl apply --server-side` of the same

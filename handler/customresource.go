@@ -123,7 +123,9 @@ func (h *Handler) resolve(ctx context.Context, p Properties, maxDocs int) (cfnSp
 	req, err := Resolve(Event{Action: ActionApply, Cluster: p.Cluster, Region: p.Region, Namespace: p.Namespace,
 		RoleARN: p.RoleArn, ExternalID: p.ExternalID, Manifest: text, Force: bool(p.Force)}, cfg)
 	if err != nil {
-		if e := (*invoke.Error)(nil); errors.As(err, &e) && spec.manifest != "Manifest" && strings.HasPrefix(e.Message, "manifest document") {
+		// A document of the manifest in S3 is named with where it came from.
+		var me *kube.ManifestError
+		if e := invoke.AsError(err); spec.manifest != "Manifest" && errors.As(err, &me) {
 			return cfnSpec{}, &invoke.Error{Code: e.Code, Err: err, Message: spec.manifest + ": " + e.Message}
 		}
 		return cfnSpec{}, err

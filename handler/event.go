@@ -341,7 +341,7 @@ func resolveAction(ev Event, cfg Config, r *Request) error {
 	if ev.Manifest != "" {
 		m, err := kube.DecodeManifest([]byte(ev.Manifest), maxDocs)
 		if err != nil {
-			return invoke.Invalid("%s; nothing was changed", err.Error())
+			return &invoke.Error{Code: invoke.InvalidEvent, Err: err, Message: err.Error() + "; nothing was changed"}
 		}
 		r.Objects = m
 	}

@@ -4,28 +4,24 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ecr"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/registry"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // Bounds on what is downloaded: an index and a chart are read into memory.
@@ -39,9 +35,13 @@ const (
 type ChartNotFoundError struct {
 	Ref     ChartRef
 	Problem string
+	// Err is the registry's answer, when there was one.
+	Err error
 }
 
 func (e *ChartNotFoundError) Error() string { return e.Ref.String() + ": " + e.Problem }
+
+func (e *ChartNotFoundError) Unwrap() error { return e.Err }
 
 // RepositoryError is a repository or registry that answered, but not with
 // a chart: a refusal (401/403) or an answer that is not a chart repository.
@@ -54,115 +54,6 @@ type RepositoryError struct {
 func (e *RepositoryError) Error() string { return e.Ref.String() + ": " + e.Err.Error() }
 
 func (e *RepositoryError) Unwrap() error { return e.Err }
-
-// Credentials are the user names and passwords of registries and chart
-// repositories, by host[:port] (REGISTRY_CREDENTIALS). ECR registries need
-// none: their tokens come from ecr:GetAuthorizationToken.
-type Credentials map[string]BasicAuth
-
-// BasicAuth is a user name and password.
-type BasicAuth struct{ Username, Password string }
-
-// ParseCredentials reads REGISTRY_CREDENTIALS: a JSON object mapping
-// host[:port] to "username:password".
-func ParseCredentials(s string) (Credentials, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("REGISTRY_CREDENTIALS: want a JSON object of \"host[:port]\": \"username:password\": %w", err)
-	}
-	c := Credentials{}
-	for host, up := range m {
-		u, p, ok := strings.Cut(up, ":")
-		if !ok || u == "" || host == "" || strings.ContainsAny(host, "/@") {
-			return nil, fmt.Errorf("REGISTRY_CREDENTIALS: entry %q: want \"host[:port]\": \"username:password\"", host)
-		}
-		c[host] = BasicAuth{Username: u, Password: p}
-	}
-	return c, nil
-}
-
-// ecrHostRE matches an ECR registry host and captures its region.
-var ecrHostRE = regexp.MustCompile(`^[0-9]{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|sc2s\.sgov\.gov|c2s\.ic\.gov)$`)
-
-// ECRTokens gets and caches registry tokens with ecr:GetAuthorizationToken,
-// as the function's own identity.
-type ECRTokens struct {
-	cfg aws.Config
-	// extra are hosts treated as ECR registries besides the *.dkr.ecr.*
-	// names (ECR_REGISTRIES), with the function's region.
-	extra map[string]bool
-	now   func() time.Time
-
-	mu     sync.Mutex
-	tokens map[string]ecrToken // by region
-}
-
-type ecrToken struct {
-	auth    BasicAuth
-	expires time.Time
-}
-
-// NewECRTokens returns the token source for ECR registries; extra lists
-// more hosts to treat as ECR (comma separated).
-func NewECRTokens(cfg aws.Config, extra string) *ECRTokens {
-	t := &ECRTokens{cfg: cfg, extra: map[string]bool{}, now: time.Now, tokens: map[string]ecrToken{}}
-	for _, h := range strings.Split(extra, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			t.extra[h] = true
-		}
-	}
-	return t
-}
-
-// region is the ECR region of host, or "" when host is no ECR registry.
-func (t *ECRTokens) region(host string) string {
-	if t == nil {
-		return ""
-	}
-	if m := ecrHostRE.FindStringSubmatch(host); m != nil {
-		return m[1]
-	}
-	if t.extra[host] {
-		return t.cfg.Region
-	}
-	return ""
-}
-
-// auth returns the token of the region's registry, cached until five
-// minutes before it expires.
-func (t *ECRTokens) auth(ctx context.Context, region string) (BasicAuth, error) {
-	t.mu.Lock()
-	tok, ok := t.tokens[region]
-	t.mu.Unlock()
-	if ok && t.now().Before(tok.expires.Add(-5*time.Minute)) {
-		return tok.auth, nil
-	}
-	cli := ecr.NewFromConfig(t.cfg, func(o *ecr.Options) { o.Region = region })
-	out, err := cli.GetAuthorizationToken(ctx, &ecr.GetAuthorizationTokenInput{})
-	if err != nil {
-		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: %w", region, err)
-	}
-	if len(out.AuthorizationData) == 0 || out.AuthorizationData[0].AuthorizationToken == nil {
-		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: no token in the answer", region)
-	}
-	d := out.AuthorizationData[0]
-	raw, err := base64.StdEncoding.DecodeString(aws.ToString(d.AuthorizationToken))
-	if err != nil {
-		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: token is not base64: %w", region, err)
-	}
-	u, p, ok := strings.Cut(string(raw), ":")
-	if !ok {
-		return BasicAuth{}, fmt.Errorf("ecr:GetAuthorizationToken in %s: token is not user:password", region)
-	}
-	tok = ecrToken{auth: BasicAuth{Username: u, Password: p}, expires: aws.ToTime(d.ExpiresAt)}
-	t.mu.Lock()
-	t.tokens[region] = tok
-	t.mu.Unlock()
-	return tok.auth, nil
-}
 
 // fetcher downloads charts for one invocation: its HTTP client's timeout
 // ends before the invocation's deadline.
@@ -291,20 +182,35 @@ func matchTag(ref ChartRef, tags []string) (string, error) {
 	return tag, nil
 }
 
-// ociError words a registry error: a missing repository or tag is
-// NotFound, a refusal names the status.
+// ociError words a registry error from the error types oras returns: a
+// missing repository or tag (404, NAME_UNKNOWN, MANIFEST_UNKNOWN, or a
+// manifest HEAD answered 404: errdef.ErrNotFound) is NotFound; any other
+// answer keeps its status.
 func ociError(ref ChartRef, err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, errdef.ErrNotFound) || strings.Contains(msg, ": not found") || strings.Contains(msg, "NAME_UNKNOWN") ||
-		strings.Contains(msg, "MANIFEST_UNKNOWN"):
-		return &ChartNotFoundError{Ref: ref, Problem: "the registry has no such repository or tag: " + msg}
-	case strings.Contains(msg, "401") || strings.Contains(msg, "unauthorized"):
-		return &RepositoryError{Ref: ref, Status: http.StatusUnauthorized, Err: err}
-	case strings.Contains(msg, "403") || strings.Contains(msg, "denied"):
-		return &RepositoryError{Ref: ref, Status: http.StatusForbidden, Err: err}
+	var resp *errcode.ErrorResponse
+	status := 0
+	if errors.As(err, &resp) {
+		status = resp.StatusCode
 	}
-	return &RepositoryError{Ref: ref, Err: err}
+	if errors.Is(err, errdef.ErrNotFound) || status == http.StatusNotFound ||
+		hasErrorCode(resp, errcode.ErrorCodeNameUnknown, errcode.ErrorCodeManifestUnknown) {
+		return &ChartNotFoundError{Ref: ref, Problem: "the registry has no such repository or tag: " + err.Error(), Err: err}
+	}
+	return &RepositoryError{Ref: ref, Status: status, Err: err}
+}
+
+// hasErrorCode reports whether the registry's answer resp lists one of the
+// distribution error codes.
+func hasErrorCode(resp *errcode.ErrorResponse, codes ...string) bool {
+	if resp == nil {
+		return false
+	}
+	for _, e := range resp.Errors {
+		if slices.Contains(codes, e.Code) {
+			return true
+		}
+	}
+	return false
 }
 
 // getHTTPS reads the repository's index.yaml, picks the version and

@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 func chartArchive(t *testing.T, version string) []byte {
@@ -42,6 +44,7 @@ func chartArchive(t *testing.T, version string) []byte {
 }
 
 func TestFetchHTTPS(t *testing.T) {
+	t.Parallel()
 	good := chartArchive(t, "1.2.0")
 	old := chartArchive(t, "1.1.0")
 	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
@@ -117,6 +120,7 @@ entries:
 // Handler download over the Handler's transport, so the second reuses the
 // first's connection, and each has its own timeout, its deadline.
 func TestFetchersShareTransport(t *testing.T) {
+	t.Parallel()
 	archive := chartArchive(t, "1.0.0")
 	index := "apiVersion: v1\nentries:\n  demo:\n  - {apiVersion: v2, name: demo, version: 1.0.0, urls: [demo-1.0.0.tgz]}\n"
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +145,7 @@ func TestFetchersShareTransport(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 
-	h := New(handler.Config{}, Options{}, nil, slog.New(slog.DiscardHandler))
+	h := newHandler(Config{}, nil, nil, slog.New(slog.DiscardHandler), time.Now)
 	if h.charts == nil {
 		t.Fatal("New built no chart transport")
 	}
@@ -175,6 +179,7 @@ func TestFetchersShareTransport(t *testing.T) {
 // TestMatchTag: a registry's tags as registry.Client.Tags lists them
 // (semantic versions, newest first, "_" read back as "+").
 func TestMatchTag(t *testing.T) {
+	t.Parallel()
 	tags := []string{"2.0.0-rc.1", "1.2.5", "1.2.0", "1.0.0+build.7", "0.1.1", "0.1.0"}
 	for _, tc := range []struct{ version, want string }{
 		{"", "1.2.5"}, // a prerelease only when asked for
@@ -203,5 +208,64 @@ func TestMatchTag(t *testing.T) {
 	var nf *ChartNotFoundError
 	if _, err := matchTag(ChartRef{OCI: "oci://r.example/charts/demo"}, nil); !errors.As(err, &nf) || !strings.Contains(err.Error(), "tags: none") {
 		t.Errorf("no tags: got %v, want a ChartNotFoundError", err)
+	}
+}
+
+// A registry's refusals reach classify as the error types oras returns
+// (errcode.ErrorResponse, errdef.ErrNotFound), not as text: a CNCF
+// distribution registry's answers, served here.
+func TestOCIErrors(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answer := func(status int, code, message string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = fmt.Fprintf(w, `{"errors":[{"code":%q,"message":%q}]}`, code, message)
+		}
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v2/charts/missing/"):
+			answer(http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry")
+		case strings.HasPrefix(r.URL.Path, "/v2/charts/private/"):
+			w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+			answer(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		case strings.HasPrefix(r.URL.Path, "/v2/charts/denied/"):
+			answer(http.StatusForbidden, "DENIED", "requested access to the resource is denied")
+		case strings.HasPrefix(r.URL.Path, "/v2/charts/broken/"):
+			answer(http.StatusServiceUnavailable, "UNAVAILABLE", "try later")
+		default: // a tag that is not there: the manifest's HEAD answers 404
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	f := &fetcher{hc: srv.Client(), creds: Credentials{host: {"u", "wrong"}}}
+	for _, tc := range []struct {
+		name, chart, version string
+		code                 invoke.Code
+		says                 string
+	}{
+		{"no repository", "missing", "", invoke.NotFound, "no such repository or tag"},
+		{"no tag", "demo", "9.9.9", invoke.NotFound, "no such repository or tag"},
+		{"credentials refused", "private", "", invoke.Forbidden, "REGISTRY_CREDENTIALS"},
+		{"denied", "denied", "1.0.0", invoke.Forbidden, "REGISTRY_CREDENTIALS"},
+		{"registry failing", "broken", "", invoke.Unavailable, "try again later"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ref := ChartRef{OCI: "oci://" + host + "/charts/" + tc.chart, Name: tc.chart, Version: tc.version}
+			_, _, err := f.pullOCI(ctx, ref)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var resp *errcode.ErrorResponse
+			if !errors.Is(err, errdef.ErrNotFound) && !errors.As(err, &resp) {
+				t.Errorf("%v: neither errdef.ErrNotFound nor an *errcode.ErrorResponse in the chain", err)
+			}
+			e := classify(ctx, err, invoke.Diagnosis{Cluster: "demo", Access: access})
+			if e.Code != tc.code || !strings.Contains(e.Message, tc.says) {
+				t.Errorf("got %s %q, want %s saying %q", e.Code, e.Message, tc.code, tc.says)
+			}
+		})
 	}
 }

@@ -12,7 +12,8 @@ import (
 
 	sigsjson "sigs.k8s.io/json"
 
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 // Custom::HelmRelease: the contract of Custom::KubernetesManifest (the
@@ -58,18 +59,15 @@ const helmPropertyFields = "ServiceToken, ServiceTimeout, Cluster, Region, RoleA
 func decodeHelmProperties(raw json.RawMessage, which, action string) (Event, error) {
 	var p HelmProperties
 	if len(raw) == 0 {
-		return Event{}, handler.Invalid("%s: missing", which)
+		return Event{}, invoke.Invalid("%s: missing", which)
 	}
-	if err := checkDepth(raw, maxDepth); err != nil {
+	if err := invoke.CheckDepth(raw, maxDepth); err != nil {
 		return Event{}, err
 	}
-	strictErrs, err := sigsjson.UnmarshalStrict(raw, &p)
-	if err != nil {
-		return Event{}, handler.Invalid("%s: %s", which, describeError(err))
+	if err := invoke.Strict(raw, &p, helmPropertyFields); err != nil {
+		return Event{}, invoke.Invalid("%s: %s", which, invoke.AsError(err).Message)
 	}
-	if len(strictErrs) > 0 {
-		return Event{}, handler.Invalid("%s: %s (properties: %s)", which, strictErrs[0].Error(), helmPropertyFields)
-	}
+	var err error
 	ev := Event{Action: action, Cluster: p.Cluster, Region: p.Region, RoleARN: p.RoleArn, ExternalID: p.ExternalId,
 		Release: p.Release, Namespace: p.Namespace, Chart: p.Chart, Version: p.Version, Repository: p.Repository}
 	if ev.CreateNamespace, err = cfnBool(p.CreateNamespace, "CreateNamespace"); err != nil {
@@ -89,7 +87,7 @@ func decodeHelmProperties(raw json.RawMessage, which, action string) (Event, err
 			}
 		}
 		if err := w.UnmarshalJSON(b); err != nil {
-			return Event{}, handler.Invalid("%s: property Wait: %s", which, err.Error())
+			return Event{}, invoke.Invalid("%s: property Wait: %s", which, err.Error())
 		}
 		ev.Wait = &w
 	}
@@ -102,7 +100,7 @@ func decodeHelmProperties(raw json.RawMessage, which, action string) (Event, err
 		}
 		var m map[string]any
 		if strictErrs, err := sigsjson.UnmarshalStrict(v, &m); err != nil || m == nil || len(strictErrs) > 0 {
-			return Event{}, handler.Invalid("%s: property Values must be an object of the chart's values (or a string of one in JSON)", which)
+			return Event{}, invoke.Invalid("%s: property Values must be an object of the chart's values (or a string of one in JSON)", which)
 		}
 		ev.Values = v
 	}
@@ -131,7 +129,7 @@ func cfnBool(b json.RawMessage, name string) (bool, error) {
 	case "false", "":
 		return false, nil
 	}
-	return false, handler.Invalid("property %s must be true or false, not %s", name, b)
+	return false, invoke.Invalid("property %s must be true or false, not %s", name, b)
 }
 
 // ownerHash is the resource's identity: what makes the release another one.
@@ -141,38 +139,40 @@ func ownerHash(stackID, logicalID string, req Request) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// physicalID names the resource of a Create or Update answer.
-func (h *Handler) physicalID(req handler.CustomResourceRequest) string {
-	prefix := handler.CustomResourceStackName(req.StackID) + "/" + req.LogicalResourceID + "/"
-	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUpgrade)
-	if err == nil {
-		var r Request
-		if r, err = Resolve(ev, h.cfg); err == nil {
-			return prefix + ownerHash(req.StackID, req.LogicalResourceID, r)
-		}
+// resource is Custom::HelmRelease, served by the cfnresource engine.
+type resource struct{ h *Handler }
+
+// properties decodes and resolves req's ResourceProperties as an event of
+// action.
+func (r resource) properties(req cfnresource.Request, action string) (Request, error) {
+	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", action)
+	if err != nil {
+		return Request{}, err
 	}
-	if req.RequestType == "Update" && req.PhysicalResourceID != "" {
-		return req.PhysicalResourceID
+	if action == ActionUninstall {
+		ev.Chart, ev.Repository, ev.Version, ev.Values, ev.CreateNamespace, ev.Atomic = "", "", "", nil, false, false
 	}
-	sum := sha256.Sum256([]byte(req.RequestID))
-	return prefix + "failed-" + hex.EncodeToString(sum[:4])
+	return Resolve(ev, r.h.cfg.Defaults)
 }
 
-// customResource serves Create, Update (helm-upgrade) and Delete
-// (helm-uninstall of the release this resource owns).
-func (h *Handler) customResource(ctx context.Context, req handler.CustomResourceRequest) (string, map[string]string, error) {
-	if req.RequestType == "Delete" {
-		return h.cfnDelete(ctx, req)
+// PhysicalID is <stack name>/<logical id>/<owner hash> of the release the
+// properties name; an error when they do not resolve.
+func (r resource) PhysicalID(req cfnresource.Request) (string, error) {
+	rq, err := r.properties(req, ActionUpgrade)
+	if err != nil {
+		return "", err
 	}
-	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUpgrade)
+	return cfnresource.StackName(req.StackID) + "/" + req.LogicalResourceID + "/" + ownerHash(req.StackID, req.LogicalResourceID, rq), nil
+}
+
+// Apply serves Create and Update: helm-upgrade, the revisions labelled with
+// the resource's owner hash.
+func (r resource) Apply(ctx context.Context, req cfnresource.Request, _ cfnresource.Plan) (string, map[string]string, error) {
+	rq, err := r.properties(req, ActionUpgrade)
 	if err != nil {
 		return "", nil, err
 	}
-	r, err := Resolve(ev, h.cfg)
-	if err != nil {
-		return "", nil, err
-	}
-	res, err := h.run(ctx, r, ownerHash(req.StackID, req.LogicalResourceID, r))
+	res, err := r.h.run(ctx, rq, ownerHash(req.StackID, req.LogicalResourceID, rq))
 	if err != nil {
 		return "", nil, err
 	}
@@ -189,30 +189,26 @@ func data(res *Result) map[string]string {
 		"Status": res.Status, "Chart": res.Chart, "ChartVersion": res.ChartVersion, "AppVersion": res.AppVersion}
 }
 
-// cfnDelete uninstalls the release the resource owns. Properties that
-// cannot be read (a Create that failed on them wrote nothing), a release
-// already absent and a cluster already gone are SUCCESS.
-func (h *Handler) cfnDelete(ctx context.Context, req handler.CustomResourceRequest) (string, map[string]string, error) {
-	ev, err := decodeHelmProperties(req.ResourceProperties, "ResourceProperties", ActionUninstall)
-	var r Request
-	if err == nil {
-		ev.Chart, ev.Repository, ev.Version, ev.Values, ev.CreateNamespace, ev.Atomic = "", "", "", nil, false, false
-		r, err = Resolve(ev, h.cfg)
+// Delete uninstalls the release the resource owns (p.Owner: after a failed
+// Create, the ID without its suffix). Properties that cannot be read (a
+// Create that failed on them wrote nothing), properties of another owner, a
+// release already absent and a cluster already gone are SUCCESS.
+func (r resource) Delete(ctx context.Context, req cfnresource.Request, p cfnresource.Plan) (string, error) {
+	rq, err := r.properties(req, ActionUninstall)
+	if err != nil {
+		return "nothing to delete: the properties could not be read, so no release was made (" + invoke.AsError(err).Message + ")", nil
+	}
+	owner := ownerHash(req.StackID, req.LogicalResourceID, rq)
+	if !strings.HasSuffix(p.Owner, "/"+owner) {
+		return "nothing to delete: " + req.PhysicalResourceID + " names no release of these properties", nil
+	}
+	res, err := r.h.run(ctx, rq, owner)
+	var e *invoke.Error
+	if errors.As(err, &e) && e.Code == invoke.ClusterNotFound {
+		return "nothing to delete: " + e.Message, nil
 	}
 	if err != nil {
-		return "nothing to delete: the properties could not be read, so no release was made (" + handler.AsError(err).Message + ")", nil, nil
+		return "", err
 	}
-	owner := ownerHash(req.StackID, req.LogicalResourceID, r)
-	if !strings.HasSuffix(req.PhysicalResourceID, "/"+owner) {
-		return "nothing to delete: " + req.PhysicalResourceID + " names no release of these properties", nil, nil
-	}
-	res, err := h.run(ctx, r, owner)
-	var e *handler.Error
-	if errors.As(err, &e) && e.Code == handler.ClusterNotFound {
-		return "nothing to delete: " + e.Message, nil, nil
-	}
-	if err != nil {
-		return "", nil, err
-	}
-	return fmt.Sprintf("release %s in namespace %s: %s", res.Release, res.Namespace, res.Status), nil, nil
+	return fmt.Sprintf("release %s in namespace %s: %s", res.Release, res.Namespace, res.Status), nil
 }

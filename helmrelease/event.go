@@ -3,20 +3,19 @@ package helmrelease
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/Masterminds/semver/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/lambda-eks/lambda-eks/auth"
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 // Actions of the Helm function.
@@ -26,9 +25,6 @@ const (
 	ActionUninstall = "helm-uninstall"
 	ActionStatus    = "helm-status"
 )
-
-// maxEventBytes is Lambda's cap on a synchronous payload.
-const maxEventBytes = 6 << 20
 
 // maxDepth bounds the nesting of an event (values included), so that a
 // hostile payload costs no deep recursion.
@@ -105,35 +101,21 @@ func (w Wait) MarshalJSON() ([]byte, error) {
 	return json.Marshal(w.On)
 }
 
-// DecodeEvent decodes raw strictly: names match case-sensitively; an
-// unknown or repeated field (values included), a wrong type, data after
-// the object, invalid UTF-8 and deep nesting are InvalidEvent.
+// DecodeEvent decodes raw, the payload as Lambda received it, strictly
+// (invoke.Strict): names match case-sensitively; an unknown or repeated
+// field (values included), a wrong type, data after the object, invalid
+// UTF-8 and deep nesting are InvalidEvent.
 func DecodeEvent(raw []byte) (Event, error) {
-	if len(raw) > maxEventBytes {
-		return Event{}, handler.Invalid("event is %d bytes; at most %d are accepted", len(raw), maxEventBytes)
+	trimmed, err := invoke.Trim(raw)
+	if err != nil {
+		return Event{}, err
 	}
-	trimmed := bytes.Trim(raw, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return Event{}, handler.Invalid("event must be a JSON object with an action (%s, %s, %s, %s)",
-			ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus)
-	}
-	if !utf8.Valid(trimmed) {
-		return Event{}, handler.Invalid("event is not valid UTF-8")
-	}
-	if err := checkDepth(trimmed, maxDepth); err != nil {
+	if err := invoke.CheckObject(trimmed, maxDepth); err != nil {
 		return Event{}, err
 	}
 	var ev Event
-	strictErrs, err := sigsjson.UnmarshalStrict(trimmed, &ev)
-	if err != nil {
-		return Event{}, handler.Invalid("event: %s", describeError(err))
-	}
-	if len(strictErrs) > 0 {
-		msgs := make([]string, 0, len(strictErrs))
-		for _, e := range strictErrs {
-			msgs = append(msgs, e.Error())
-		}
-		return Event{}, handler.Invalid("event: %s (fields: %s)", strings.Join(msgs, "; "), eventFields)
+	if err := invoke.Strict(trimmed, &ev, eventFields); err != nil {
+		return Event{}, err
 	}
 	// Strict checking of the values' own keys (a repeated key is an
 	// error there too).
@@ -141,71 +123,13 @@ func DecodeEvent(raw []byte) (Event, error) {
 		var vals map[string]any
 		strictErrs, err := sigsjson.UnmarshalStrict(ev.Values, &vals)
 		if err != nil || vals == nil {
-			return Event{}, handler.Invalid(`field "values" must be a JSON object of the chart's values, not %s`, describeValue(ev.Values))
+			return Event{}, invoke.Invalid(`field "values" must be a JSON object of the chart's values, not %s`, invoke.DescribeValue(ev.Values))
 		}
 		if len(strictErrs) > 0 {
-			return Event{}, handler.Invalid(`field "values": %s`, strictErrs[0].Error())
+			return Event{}, invoke.Invalid(`field "values": %s`, strictErrs[0].Error())
 		}
 	}
 	return ev, nil
-}
-
-func describeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if ok := asTypeError(err, &te); ok && te.Field != "" {
-		return fmt.Sprintf("field %q must be a JSON %s, not %s", te.Field, te.Type.Kind(), te.Value)
-	}
-	return err.Error()
-}
-
-func asTypeError(err error, target **json.UnmarshalTypeError) bool {
-	te, ok := err.(*json.UnmarshalTypeError) //nolint:errorlint // the decoder returns it unwrapped
-	if ok {
-		*target = te
-	}
-	return ok
-}
-
-func describeValue(b []byte) string {
-	b = bytes.TrimSpace(b)
-	switch {
-	case len(b) == 0:
-		return "nothing"
-	case b[0] == '"':
-		return "a string"
-	case b[0] == '[':
-		return "an array"
-	case b[0] == 't' || b[0] == 'f':
-		return "a boolean"
-	case b[0] == 'n':
-		return "null"
-	}
-	return "a number"
-}
-
-// checkDepth refuses JSON nested deeper than limit, counting brackets
-// outside strings.
-func checkDepth(b []byte, limit int) error {
-	depth, inString, escaped := 0, false, false
-	for _, c := range b {
-		switch {
-		case escaped:
-			escaped = false
-		case inString && c == '\\':
-			escaped = true
-		case c == '"':
-			inString = !inString
-		case inString:
-		case c == '{' || c == '[':
-			depth++
-			if depth > limit {
-				return handler.Invalid("event nests deeper than %d levels", limit)
-			}
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return nil
 }
 
 // Request is an Event checked and completed from the environment.
@@ -244,71 +168,46 @@ var (
 	// releaseRE is Helm's rule for release names (at most 53 characters).
 	releaseRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	chartRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,249}$`)
-	// The target's rules are the main function's (handler/event.go's
-	// Resolve, which exports none of them), with the same messages: an
-	// event that names a cluster, region, role or external ID is accepted
-	// by both functions or by neither.
-	clusterRE    = regexp.MustCompile(`^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$`)
-	regionRE     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	roleARNRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDRE = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
-// Resolve checks ev and completes it from cfg, before anything is read
-// from or written to the cluster.
-func Resolve(ev Event, cfg handler.Config) (Request, error) {
-	for _, f := range []struct{ name, v string }{
-		{"action", ev.Action}, {"cluster", ev.Cluster}, {"region", ev.Region}, {"roleArn", ev.RoleARN},
-		{"externalId", ev.ExternalID}, {"release", ev.Release}, {"namespace", ev.Namespace}, {"chart", ev.Chart},
-		{"version", ev.Version}, {"repository", ev.Repository},
-	} {
-		if i := strings.IndexFunc(f.v, unicode.IsControl); i >= 0 {
-			return Request{}, handler.Invalid("field %q has a control character at byte %d", f.name, i)
-		}
-	}
-	r := Request{Event: ev}
-	r.Cluster = or(ev.Cluster, cfg.Cluster)
-	r.Region = or(ev.Region, cfg.Region)
-	r.Namespace = or(ev.Namespace, cfg.Namespace)
-	r.RoleARN = or(ev.RoleARN, cfg.RoleARN)
-	r.ExternalID = or(ev.ExternalID, cfg.ExternalID)
-	if ev.RoleARN != "" {
-		r.ExternalID = ev.ExternalID
+// Resolve checks ev and completes it from the deployment's defaults, before
+// anything is read from or written to the cluster. The target's checks are
+// every function's (auth.Target.Validate), with the same messages.
+func Resolve(ev Event, defaults invoke.Defaults) (Request, error) {
+	if err := invoke.CheckControls("action", ev.Action, "cluster", ev.Cluster, "region", ev.Region, "roleArn", ev.RoleARN,
+		"externalId", ev.ExternalID, "release", ev.Release, "namespace", ev.Namespace, "chart", ev.Chart,
+		"version", ev.Version, "repository", ev.Repository); err != nil {
+		return Request{}, err
 	}
 	switch ev.Action {
 	case ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus:
 	case "":
-		return Request{}, handler.Invalid("field \"action\" is required: %s, %s, %s or %s", ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus)
+		return Request{}, invoke.Invalid("field \"action\" is required: %s, %s, %s or %s", ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus)
 	default:
-		return Request{}, handler.Invalid("unknown action %q: want %s, %s, %s or %s", ev.Action, ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus)
+		return Request{}, invoke.Invalid("unknown action %q: want %s, %s, %s or %s", ev.Action, ActionUpgrade, ActionRollback, ActionUninstall, ActionStatus)
 	}
+	t := defaults.Target(ev.Cluster, ev.Region, ev.RoleARN, ev.ExternalID)
+	if err := t.Validate(); err != nil {
+		var te *auth.TargetError
+		if errors.As(err, &te) {
+			return Request{}, &invoke.Error{Code: invoke.InvalidEvent, Message: te.Message, Err: err}
+		}
+		return Request{}, err
+	}
+	r := Request{Event: ev, Target: t}
+	r.Cluster, r.Region, r.RoleARN, r.ExternalID = t.Cluster, t.Region, t.RoleARN, t.ExternalID
+	r.Namespace = invoke.Or(ev.Namespace, defaults.Namespace)
 	switch {
-	case r.Cluster == "":
-		return Request{}, handler.Invalid("no cluster: set CLUSTER_NAME or the event's cluster")
-	case !clusterRE.MatchString(r.Cluster):
-		return Request{}, handler.Invalid("cluster %q is not a valid EKS cluster name", r.Cluster)
-	case r.Region == "":
-		return Request{}, handler.Invalid("no region: set CLUSTER_REGION or AWS_REGION, or the event's region")
-	case !regionRE.MatchString(r.Region):
-		return Request{}, handler.Invalid("region %q is not an AWS region name", r.Region)
 	case ev.Release == "":
-		return Request{}, handler.Invalid("field \"release\" is required")
+		return Request{}, invoke.Invalid("field \"release\" is required")
 	case len(ev.Release) > 53 || !releaseRE.MatchString(ev.Release):
-		return Request{}, handler.Invalid("release %q: want at most 53 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit", ev.Release)
+		return Request{}, invoke.Invalid("release %q: want at most 53 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit", ev.Release)
 	}
 	if errs := validation.IsDNS1123Label(r.Namespace); len(errs) > 0 {
-		return Request{}, handler.Invalid("namespace %q is not a valid DNS-1123 label: %s", r.Namespace, strings.Join(errs, "; "))
-	}
-	switch {
-	case r.RoleARN != "" && !roleARNRE.MatchString(r.RoleARN):
-		return Request{}, handler.Invalid("roleArn %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.RoleARN)
-	case r.ExternalID != "" && (len(r.ExternalID) < 2 || len(r.ExternalID) > 1224 || !externalIDRE.MatchString(r.ExternalID)):
-		return Request{}, handler.Invalid("externalId must be 2 to 1224 characters of letters, digits and +=,.@:/-")
-	case r.ExternalID != "" && r.RoleARN == "":
-		return Request{}, handler.Invalid("externalId is only used with roleArn")
+		return Request{}, invoke.Invalid("namespace %q is not a valid DNS-1123 label: %s", r.Namespace, strings.Join(errs, "; "))
 	}
 	if ev.Revision < 0 {
-		return Request{}, handler.Invalid("revision %d: want a positive revision, or none for the previous one", ev.Revision)
+		return Request{}, invoke.Invalid("revision %d: want a positive revision, or none for the previous one", ev.Revision)
 	}
 	chartFields := ev.Chart != "" || ev.Repository != "" || ev.Version != "" || len(ev.Values) > 0 ||
 		ev.CreateNamespace || ev.Atomic
@@ -320,25 +219,24 @@ func Resolve(ev Event, cfg handler.Config) (Request, error) {
 		}
 		r.Ref = ref
 		if ev.Revision != 0 {
-			return Request{}, handler.Invalid("field \"revision\" is for %s only", ActionRollback)
+			return Request{}, invoke.Invalid("field \"revision\" is for %s only", ActionRollback)
 		}
 		if len(ev.Values) > 0 && string(ev.Values) != "null" {
 			if err := json.Unmarshal(ev.Values, &r.Vals); err != nil {
-				return Request{}, handler.Invalid("field \"values\": %s", err.Error())
+				return Request{}, invoke.Invalid("field \"values\": %s", err.Error())
 			}
 		}
 	default:
 		if chartFields {
-			return Request{}, handler.Invalid("fields chart, repository, version, values, createNamespace and atomic are for %s only", ActionUpgrade)
+			return Request{}, invoke.Invalid("fields chart, repository, version, values, createNamespace and atomic are for %s only", ActionUpgrade)
 		}
 		if ev.Revision != 0 && ev.Action != ActionRollback {
-			return Request{}, handler.Invalid("field \"revision\" is for %s only", ActionRollback)
+			return Request{}, invoke.Invalid("field \"revision\" is for %s only", ActionRollback)
 		}
 		if ev.Action == ActionStatus && (ev.DryRun || ev.Wait != nil) {
-			return Request{}, handler.Invalid("fields dryRun and wait are not for %s", ActionStatus)
+			return Request{}, invoke.Invalid("fields dryRun and wait are not for %s", ActionStatus)
 		}
 	}
-	r.Target = auth.Target{Cluster: r.Cluster, Region: r.Region, RoleARN: r.RoleARN, ExternalID: r.ExternalID, SessionName: cfg.SessionName}
 	return r, nil
 }
 
@@ -349,43 +247,36 @@ func chartRef(ev Event) (ChartRef, error) {
 	ref := ChartRef{Version: ev.Version}
 	if ev.Version != "" {
 		if _, err := semver.NewConstraint(ev.Version); err != nil {
-			return ChartRef{}, handler.Invalid("version %q is neither a chart version nor a semver constraint: %s", ev.Version, err.Error())
+			return ChartRef{}, invoke.Invalid("version %q is neither a chart version nor a semver constraint: %s", ev.Version, err.Error())
 		}
 	}
 	switch {
 	case ev.Chart == "":
-		return ChartRef{}, handler.Invalid("field \"chart\" is required for %s", ActionUpgrade)
+		return ChartRef{}, invoke.Invalid("field \"chart\" is required for %s", ActionUpgrade)
 	case strings.HasPrefix(ev.Chart, "oci://"):
 		if ev.Repository != "" {
-			return ChartRef{}, handler.Invalid("chart %q is a whole oci:// reference: leave repository out", ev.Chart)
+			return ChartRef{}, invoke.Invalid("chart %q is a whole oci:// reference: leave repository out", ev.Chart)
 		}
 		ref.OCI = ev.Chart
 	case !chartRE.MatchString(ev.Chart):
-		return ChartRef{}, handler.Invalid("chart %q: want a chart name (letters, digits, '.', '_', '-') or an oci:// reference", ev.Chart)
+		return ChartRef{}, invoke.Invalid("chart %q: want a chart name (letters, digits, '.', '_', '-') or an oci:// reference", ev.Chart)
 	case ev.Repository == "":
-		return ChartRef{}, handler.Invalid("field \"repository\" is required with chart %q: an https chart repository or an oci:// reference", ev.Chart)
+		return ChartRef{}, invoke.Invalid("field \"repository\" is required with chart %q: an https chart repository or an oci:// reference", ev.Chart)
 	case strings.HasPrefix(ev.Repository, "oci://"):
 		ref.OCI = strings.TrimSuffix(ev.Repository, "/") + "/" + ev.Chart
 	case strings.HasPrefix(ev.Repository, "https://"):
 		ref.Repository, ref.Name = ev.Repository, ev.Chart
 	default:
-		return ChartRef{}, handler.Invalid("repository %q: want an https:// chart repository or an oci:// reference (plain http is refused)", ev.Repository)
+		return ChartRef{}, invoke.Invalid("repository %q: want an https:// chart repository or an oci:// reference (plain http is refused)", ev.Repository)
 	}
 	if ref.OCI != "" {
 		u, err := url.Parse(ref.OCI)
 		if err != nil || u.Host == "" || strings.Trim(u.Path, "/") == "" || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(u.Path, ":@") {
-			return ChartRef{}, handler.Invalid("oci reference %q: want oci://host/path/chart, the version in field \"version\"", ref.OCI)
+			return ChartRef{}, invoke.Invalid("oci reference %q: want oci://host/path/chart, the version in field \"version\"", ref.OCI)
 		}
 		ref.Name = u.Path[strings.LastIndex(u.Path, "/")+1:]
 	} else if u, err := url.Parse(ref.Repository); err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" {
-		return ChartRef{}, handler.Invalid("repository %q: want an https URL without credentials or query", ref.Repository)
+		return ChartRef{}, invoke.Invalid("repository %q: want an https URL without credentials or query", ref.Repository)
 	}
 	return ref, nil
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

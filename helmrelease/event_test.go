@@ -9,11 +9,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lambda-eks/lambda-eks/auth"
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 func TestDecodeAndResolve(t *testing.T) {
-	cfg := handler.Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "lambda-eks"}
+	t.Parallel()
+	cfg := invoke.Defaults{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "lambda-eks"}
 	for _, tc := range []struct {
 		name    string
 		event   string
@@ -55,7 +56,7 @@ func TestDecodeAndResolve(t *testing.T) {
 		{name: "control character", event: `{"action":"helm-status","release":"web","namespace":"a\u0000"}`, problem: "control character"},
 		{name: "bad namespace", event: `{"action":"helm-status","release":"web","namespace":"A"}`, problem: `namespace "A"`},
 		{name: "not an object", event: `[]`, problem: "JSON object"},
-		// The target's checks are the main function's (handler/event.go),
+		// The target's checks are every function's (auth.Target.Validate),
 		// with its messages.
 		{name: "region of the event", event: `{"action":"helm-status","release":"web","region":"eu-west-3"}`,
 			want: Request{Target: auth.Target{Cluster: "demo", Region: "eu-west-3"}}},
@@ -96,10 +97,7 @@ func TestDecodeAndResolve(t *testing.T) {
 				req, err = Resolve(ev, c)
 			}
 			if tc.problem != "" {
-				var e *handler.Error
-				if !errors.As(err, &e) || e.Code != handler.InvalidEvent || !strings.Contains(e.Message, tc.problem) {
-					t.Fatalf("got %v, want InvalidEvent saying %q", err, tc.problem)
-				}
+				mustInvalid(t, err, tc.problem)
 				return
 			}
 			if err != nil {
@@ -124,6 +122,7 @@ func TestDecodeAndResolve(t *testing.T) {
 }
 
 func TestWait(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want Wait
@@ -145,6 +144,7 @@ func TestWait(t *testing.T) {
 }
 
 func TestParseCredentials(t *testing.T) {
+	t.Parallel()
 	c, err := ParseCredentials(`{"127.0.0.1:5000":"helm:pa:ss","registry.example.com":"u:p"}`)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +163,8 @@ func TestParseCredentials(t *testing.T) {
 }
 
 func TestECRRegion(t *testing.T) {
-	e := NewECRTokens(awsConfig("eu-central-1"), "127.0.0.1:5000, proxy.example.com")
+	t.Parallel()
+	e := NewECRTokens(awsConfig("eu-central-1"), []string{"127.0.0.1:5000", "proxy.example.com"})
 	for host, want := range map[string]string{
 		"123456789012.dkr.ecr.us-west-2.amazonaws.com":          "us-west-2",
 		"123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com": "us-gov-west-1",
@@ -177,5 +178,48 @@ func TestECRRegion(t *testing.T) {
 		if got := e.region(host); got != want {
 			t.Errorf("%s: region %q, want %q", host, got, want)
 		}
+	}
+}
+
+// The Helm function reads the defaults every function reads and its own
+// registries' settings; the main function's settings (REPLICAS, IMAGE,
+// DEFAULT_ACTION, MAX_DOCUMENTS) are none of its business, even when they
+// would be refused there.
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	cfg, err := ConfigFromEnv(env(map[string]string{
+		"CLUSTER_NAME": "demo", "AWS_REGION": "eu-west-1", "REPLICAS": "many", "IMAGE": "", "DEFAULT_ACTION": "bogus", "MAX_DOCUMENTS": "-1",
+		"REGISTRY_CREDENTIALS": `{"registry.example.com":"u:p"}`, "ECR_REGISTRIES": " 127.0.0.1:5000, ,proxy.example.com",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Defaults:      invoke.Defaults{Cluster: "demo", Region: "eu-west-1", Namespace: "default", SessionName: invoke.DefaultSessionName},
+		Credentials:   Credentials{"registry.example.com": {"u", "p"}},
+		ECRRegistries: []string{"127.0.0.1:5000", "proxy.example.com"},
+	}
+	if diff := cmp.Diff(want, cfg); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for name, kv := range map[string]map[string]string{
+		"bad credentials": {"AWS_REGION": "eu-west-1", "REGISTRY_CREDENTIALS": `{"h":"nocolon"}`},
+		"bad region":      {"CLUSTER_REGION": "Europe"},
+		"bad role":        {"AWS_REGION": "eu-west-1", "ROLE_ARN": "arn:aws:iam::1:user/x"},
+	} {
+		if _, err := ConfigFromEnv(env(kv)); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// mustInvalid fails tb unless err is an InvalidEvent *invoke.Error whose
+// message says says.
+func mustInvalid(tb testing.TB, err error, says string) {
+	tb.Helper()
+	var e *invoke.Error
+	if !errors.As(err, &e) || e.Code != invoke.InvalidEvent || !strings.Contains(e.Message, says) {
+		tb.Fatalf("got %v, want InvalidEvent saying %q", err, says)
 	}
 }

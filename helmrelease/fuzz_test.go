@@ -1,16 +1,21 @@
 package helmrelease
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"testing"
 
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 // FuzzDecodeEvent feeds raw payloads and custom resource properties to the
-// decoders: a request that passes is one Resolve accepts or refuses with
-// InvalidEvent, never a panic or another code.
+// decoders. Whatever comes in: a refusal is an *invoke.Error of code
+// InvalidEvent (never a panic, never another code); an event that decodes
+// encodes again to one that decodes to the same Event; and a request that
+// Resolve accepts names a target that auth.Target.Validate accepts.
 func FuzzDecodeEvent(f *testing.F) {
 	for _, seed := range []string{
 		`{"action":"helm-upgrade","release":"web","chart":"demo","repository":"https://charts.example.com","values":{"a":[1,{"b":null}]},"wait":"5m"}`,
@@ -19,29 +24,66 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"action":"helm-uninstall","release":"web","namespace":"apps","cluster":"demo","region":"eu-west-1","roleArn":"arn:aws:iam::210987654321:role/x"}`,
 		`{"action":"helm-status","release":"web","release":"x"}`,
 		`{"Release":"web","Chart":"demo","Repository":"https://x.example","Values":"{\"a\":1}","Wait":"120","Atomic":"true"}`,
-		`[]`, `null`, `{"values":` + `{"a":{"a":{"a":1}}}` + `}`,
+		`[]`, `null`, `{"values":` + `{"a":{"a":{"a":1}}}` + `}`, `{"wait":"1m30s","values":null}`,
 	} {
 		f.Add([]byte(seed))
 	}
-	cfg := handler.Config{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "lambda-eks"}
-	check := func(t *testing.T, err error) {
-		var e *handler.Error
-		if err != nil && (!errors.As(err, &e) || e.Code != handler.InvalidEvent) {
-			t.Fatalf("error %v is not InvalidEvent", err)
+	defaults := invoke.Defaults{Cluster: "demo", Region: "us-east-1", Namespace: "default", SessionName: "lambda-eks"}
+	invalid := func(t *testing.T, what string, err error) {
+		t.Helper()
+		var e *invoke.Error
+		if err != nil && (!errors.As(err, &e) || e.Code != invoke.InvalidEvent) {
+			t.Fatalf("%s: error %v (%T) is not an InvalidEvent *invoke.Error", what, err, err)
+		}
+	}
+	resolve := func(t *testing.T, what string, ev Event) {
+		t.Helper()
+		req, err := Resolve(ev, defaults)
+		invalid(t, what, err)
+		if err == nil {
+			if verr := req.Target.Validate(); verr != nil {
+				t.Fatalf("%s: Resolve accepted target %+v that Validate refuses: %v", what, req.Target, verr)
+			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := DecodeEvent(raw)
-		check(t, err)
+		invalid(t, "DecodeEvent", err)
 		if err == nil {
-			_, err = Resolve(ev, cfg)
-			check(t, err)
+			again, merr := json.Marshal(ev)
+			if merr != nil {
+				t.Fatalf("encode %+v: %v", ev, merr)
+			}
+			back, derr := DecodeEvent(again)
+			if derr != nil {
+				t.Fatalf("%s decodes, but not its encoding %s: %v", raw, again, derr)
+			}
+			if diff := cmp.Diff(normal(ev), normal(back)); diff != "" {
+				t.Fatalf("%s: the encoding %s decodes to another event (-first +second):\n%s", raw, again, diff)
+			}
+			resolve(t, "Resolve", ev)
 		}
 		ev, err = decodeHelmProperties(json.RawMessage(raw), "ResourceProperties", ActionUpgrade)
-		check(t, err)
+		invalid(t, "decodeHelmProperties", err)
 		if err == nil {
-			_, err = Resolve(ev, cfg)
-			check(t, err)
+			resolve(t, "Resolve of properties", ev)
 		}
 	})
+}
+
+// normal is ev with its values in a normal form (keys sorted, no spacing,
+// the same escapes): encoding may respell the payload's JSON, never change
+// what it says.
+func normal(ev Event) Event {
+	if len(ev.Values) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(ev.Values))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) == nil {
+			if b, err := json.Marshal(v); err == nil {
+				ev.Values = b
+			}
+		}
+	}
+	return ev
 }

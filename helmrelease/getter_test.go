@@ -39,6 +39,7 @@ func (s *countingSource) Token() (*oauth2.Token, error) {
 // kube.NewRESTConfig's token source and take a fresh one once it nears its
 // expiry: a long wait never outlives its token (helm #10158).
 func TestGetterRefreshesToken(t *testing.T) {
+	t.Parallel()
 	var (
 		mu   sync.Mutex
 		seen []string

@@ -3,6 +3,7 @@ package helmrelease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -19,8 +20,9 @@ import (
 	"helm.sh/helm/v4/pkg/storage/driver"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/lambda-eks/lambda-eks/handler"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 func awsConfig(region string) aws.Config { return aws.Config{Region: region} }
@@ -45,6 +47,7 @@ func rev(v int, status rcommon.Status, deployed time.Time, labels map[string]str
 }
 
 func TestRecoverPending(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	deadline := func(d time.Duration) map[string]string {
 		return map[string]string{DeadlineLabel: strconv64(now.Add(d).Unix())}
@@ -71,7 +74,7 @@ func TestRecoverPending(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg, rerr := o.recoverPending(hist)
+			msg, rerr := o.recoverPending(context.Background(), hist)
 			var pending *PendingError
 			if got := errors.As(rerr, &pending); got != tc.conflict {
 				t.Fatalf("conflict %v (%v), want %v", got, rerr, tc.conflict)
@@ -92,7 +95,7 @@ func TestRecoverPending(t *testing.T) {
 				t.Errorf("status %s, want %s", got, want)
 			}
 			if tc.conflict {
-				if e := (&Handler{}).classify(context.Background(), rerr, handler.Request{}, nil); e.Code != handler.Conflict {
+				if e := classify(context.Background(), rerr, invoke.Diagnosis{Access: access}); e.Code != invoke.Conflict {
 					t.Errorf("code %s, want Conflict", e.Code)
 				}
 			}
@@ -101,6 +104,7 @@ func TestRecoverPending(t *testing.T) {
 }
 
 func TestLastDeployedBefore(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	o := memoryOp(t, now, rev(1, rcommon.StatusSuperseded, now, nil), rev(2, rcommon.StatusFailed, now, nil),
 		rev(3, rcommon.StatusDeployed, now, nil), rev(4, rcommon.StatusFailed, now, nil))
@@ -112,36 +116,45 @@ func TestLastDeployedBefore(t *testing.T) {
 }
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	ref := ChartRef{Repository: "https://x.example", Name: "demo", Version: "9.9.9"}
 	for _, tc := range []struct {
 		name string
 		err  error
-		code handler.Code
+		code invoke.Code
 		says string
 	}{
-		{"chart not found", &ChartNotFoundError{Ref: ref, Problem: "no such version"}, handler.NotFound, "nothing was changed"},
-		{"registry refuses", &RepositoryError{Ref: ref, Status: 401, Err: errors.New("unauthorized")}, handler.Forbidden, "REGISTRY_CREDENTIALS"},
-		{"registry fails", &RepositoryError{Ref: ref, Status: 503, Err: errors.New("unavailable")}, handler.Unavailable, "later"},
-		{"not a repository", &RepositoryError{Ref: ref, Err: errors.New("not an index")}, handler.InvalidEvent, "not an index"},
+		{"chart not found", &ChartNotFoundError{Ref: ref, Problem: "no such version"}, invoke.NotFound, "nothing was changed"},
+		{"registry refuses", &RepositoryError{Ref: ref, Status: 401, Err: errors.New("unauthorized")}, invoke.Forbidden, "REGISTRY_CREDENTIALS"},
+		{"registry fails", &RepositoryError{Ref: ref, Status: 503, Err: errors.New("unavailable")}, invoke.Unavailable, "later"},
+		{"not a repository", &RepositoryError{Ref: ref, Err: errors.New("not an index")}, invoke.InvalidEvent, "not an index"},
 		{"wait ran out", &ReleaseError{Release: "web", Namespace: "default", Revision: 2, Status: "failed", Err: context.DeadlineExceeded},
-			handler.Timeout, "revision 2 is failed"},
+			invoke.Timeout, "revision 2 is failed"},
 		{"wait ran out, helm's words", &ReleaseError{Release: "web", Namespace: "default", Revision: 2, Status: "failed",
-			Err: errors.New("resource Deployment/default/web not ready. status: InProgress: context deadline exceeded")}, handler.Timeout, "next helm-upgrade"},
+			Err: errors.New("resource Deployment/default/web not ready. status: InProgress: context deadline exceeded")}, invoke.Timeout, "next helm-upgrade"},
 		{"schema", errors.New("values don't meet the specifications of the schema(s) in the following chart(s):\ndemo:\n- at '/replicaCount': got string, want integer"),
-			handler.InvalidEvent, "replicaCount"},
-		{"template", errors.New(`execution error at (demo/templates/configmap.yaml:6:12): message is required`), handler.InvalidEvent, "message is required"},
+			invoke.InvalidEvent, "replicaCount"},
+		{"template", errors.New(`execution error at (demo/templates/configmap.yaml:6:12): message is required`), invoke.InvalidEvent, "message is required"},
 		{"ownership", errors.New(`Unable to continue with install: ConfigMap "x" in namespace "default" exists and cannot be imported into the current release: invalid ownership metadata`),
-			handler.Conflict, "another release"},
-		{"pending, seen by a dry run", errors.New("another operation (install/upgrade/rollback) is in progress"), handler.Conflict, "try again"},
-		{"no release", &ReleaseNotFoundError{Release: "web", Namespace: "default"}, handler.NotFound, "not found"},
-		{"no revision", errNoTarget, handler.NotFound, "helm-status"},
-		{"unknown", errors.New("boom"), handler.Internal, "boom"},
+			invoke.Conflict, "another release"},
+		{"pending, seen by a dry run", errors.New("another operation (install/upgrade/rollback) is in progress"), invoke.Conflict, "try again"},
+		{"no release", &ReleaseNotFoundError{Release: "web", Namespace: "default"}, invoke.NotFound, "not found"},
+		{"no revision", errNoTarget, invoke.NotFound, "helm-status"},
+		{"unknown", errors.New("boom"), invoke.Internal, "boom"},
 		{"rbac", apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "apps",
-			errors.New(`User "lambda:x" cannot create resource "namespaces" in API group "" at the cluster scope`)), handler.Forbidden, "group lambda-eks-helm"},
-		{"401", apierrors.NewUnauthorized("Unauthorized"), handler.Unauthorized, "map the Helm function's role to the Kubernetes group lambda-eks-helm"},
+			errors.New(`User "lambda:x" cannot create resource "namespaces" in API group "" at the cluster scope`)), invoke.Forbidden, "group lambda-eks-helm"},
+		{"401", apierrors.NewUnauthorized("Unauthorized"), invoke.Unauthorized,
+			"map the function's role to the Kubernetes group lambda-eks-helm, with an EKS access entry (template.yml, HelmFunction=true with AccessMode=access-entry)"},
+		{"401 during a wait", &ReleaseError{Release: "web", Namespace: "default", Revision: 2, Status: "failed", Err: fmt.Errorf("wait: %w", apierrors.NewUnauthorized("Unauthorized"))},
+			invoke.Unauthorized, "revision 2 is failed"},
+		{"admission policy", apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "x",
+			errors.New(`admission webhook "deny.example.com" denied the request`)), invoke.Forbidden, "this is not RBAC"},
+		{"install raced", errors.New("cannot reuse a name that is still in use"), invoke.Conflict, "another invocation or helm"},
+		{"wait interrupted", &ReleaseError{Release: "web", Namespace: "default", Revision: 2, Status: "failed", Err: fmt.Errorf("poll: %w", wait.ErrorInterrupted(errors.New("timed out")))},
+			invoke.Timeout, "revision 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := (&Handler{}).classify(context.Background(), tc.err, handler.Request{Cluster: "demo"}, nil)
+			e := classify(context.Background(), tc.err, invoke.Diagnosis{Cluster: "demo", Access: access})
 			if e.Code != tc.code || !strings.Contains(e.Message, tc.says) {
 				t.Errorf("got %s %q, want %s saying %q", e.Code, e.Message, tc.code, tc.says)
 			}

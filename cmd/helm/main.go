@@ -1,7 +1,9 @@
 // Command helm is the Helm function of lambda-eks (its own bootstrap, built
 // by `make build-LambdaEksHelmFunction`): Helm releases installed, upgraded,
-// rolled back and uninstalled in-process with the Helm SDK. It shares auth
-// and kube with the main function, whose binary never imports Helm.
+// rolled back and uninstalled in-process with the Helm SDK. It is a peer of
+// the main function on the same framework (internal/invoke,
+// internal/cfnresource) and shares auth and kube with it; neither imports
+// the other's package, and the main binary never links Helm.
 //
 // Everything is built once per process, at cold start.
 package main
@@ -17,7 +19,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/lambda-eks/lambda-eks/auth"
-	"github.com/lambda-eks/lambda-eks/handler"
 	"github.com/lambda-eks/lambda-eks/helmrelease"
 )
 
@@ -33,12 +34,9 @@ func main() {
 			_ = os.Setenv(v, filepath.Join(os.TempDir(), "helm", v))
 		}
 	}
-	cfg, err := handler.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		log.Error("configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	creds, err := helmrelease.ParseCredentials(os.Getenv("REGISTRY_CREDENTIALS"))
+	// The Helm function's own configuration: the defaults every function
+	// reads, and the registries' credentials.
+	cfg, err := helmrelease.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		log.Error("configuration", "error", err.Error())
 		os.Exit(1)
@@ -48,7 +46,6 @@ func main() {
 		log.Error("aws configuration", "error", err.Error())
 		os.Exit(1)
 	}
-	opts := helmrelease.Options{Credentials: creds, ECR: helmrelease.NewECRTokens(awsCfg, os.Getenv("ECR_REGISTRIES"))}
-	h := helmrelease.New(cfg, opts, helmrelease.NewConnector(awsCfg), log)
+	h := helmrelease.New(cfg, awsCfg, log)
 	lambda.Start(h)
 }

@@ -90,10 +90,12 @@ if [[ -n "$role_arn" && "$access_mode" == access-entry ]]; then
 	log "with --role-arn the cluster is in another account: map $role_arn there (access entry or aws-auth) yourself"
 fi
 
-# run prints a command; it also runs it unless this is a dry run.
+# run prints a command; it also runs it unless this is a dry run. Its
+# output is progress (stderr): stdout holds only the invoke commands at the
+# end.
 run() {
 	printf '+ %s\n' "$*" >&2
-	if ! $dry_run; then "$@"; fi
+	if ! $dry_run; then "$@" >&2; fi
 }
 
 kubectl_args=()

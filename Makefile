@@ -92,7 +92,9 @@ bench:
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzInvoke$$' -fuzztime 30s ./handler
 	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./handler
-	go test -run '^$$' -fuzz '^FuzzCustomResourceRequest$$' -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzProperties$$' -fuzztime 30s ./handler
+	go test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 30s ./internal/cfnresource
+	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./helmrelease
 	go test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./kube
 
 ## build-LambdaEksFunction: what `sam build` runs (BuildMethod: makefile)

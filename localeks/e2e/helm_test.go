@@ -1,18 +1,14 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -151,15 +147,15 @@ func setupHelm(h *harness) (*helmFixture, error) {
 	pool.AddCert(ca)
 	f.tlsConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 
-	// The charts: two versions of one chart.
-	for _, v := range []string{"0.1.0", "0.2.0"} {
-		if f.charts[v], err = demoChart(v); err != nil {
+	// The charts: the replica's demo chart, two versions.
+	for _, v := range stack.DemoChartVersions {
+		if f.charts[v], err = stack.DemoChartArchive(v); err != nil {
 			return nil, err
 		}
 	}
 
 	// The https chart repository.
-	index, err := chartIndex(f.charts)
+	index, err := stack.ChartIndex(f.charts)
 	if err != nil {
 		return nil, err
 	}
@@ -999,87 +995,6 @@ func freeTCPPort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// The demo chart: a ConfigMap carrying the values' message and the chart
-// version, and a Deployment whose pods never become ready when neverReady
-// (the replica's kwok nodes honour lambda-eks.io/test-never-ready).
-var demoFiles = map[string]string{
-	"values.yaml": "replicaCount: 1\nmessage: hello\nneverReady: false\n",
-	"values.schema.json": `{"$schema": "https://json-schema.org/draft-07/schema#", "type": "object",
- "properties": {"replicaCount": {"type": "integer", "minimum": 0}, "message": {"type": "string"}, "neverReady": {"type": "boolean"}}}`,
-	"templates/configmap.yaml": `apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-config
-data:
-  message: {{ required "message is required" .Values.message | quote }}
-  chartVersion: {{ .Chart.Version | quote }}
-`,
-	"templates/deployment.yaml": `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}
-spec:
-  replicas: {{ .Values.replicaCount }}
-  progressDeadlineSeconds: 600
-  selector:
-    matchLabels: {app: {{ .Release.Name }}}
-  template:
-    metadata:
-      labels:
-        app: {{ .Release.Name }}
-        {{- if .Values.neverReady }}
-        lambda-eks.io/test-never-ready: "true"
-        {{- end }}
-    spec:
-      containers:
-        - name: web
-          image: nginx:1.27
-`,
-	"templates/NOTES.txt": "{{ .Release.Name }} says {{ .Values.message }}\n",
-}
-
-// demoChart packages version v of the demo chart as helm package does.
-func demoChart(v string) ([]byte, error) {
-	files := map[string]string{"Chart.yaml": fmt.Sprintf("apiVersion: v2\nname: demo\nversion: %s\nappVersion: %q\ndescription: lambda-eks e2e chart\n", v, "app-"+v)}
-	for k, c := range demoFiles {
-		files[k] = c
-	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		if err := tw.WriteHeader(&tar.Header{Name: "demo/" + n, Mode: 0o644, Size: int64(len(files[n])), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write([]byte(files[n])); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// chartIndex is the repository's index.yaml for the charts.
-func chartIndex(charts map[string][]byte) ([]byte, error) {
-	var entries []map[string]any
-	for v, data := range charts {
-		sum := sha256.Sum256(data)
-		entries = append(entries, map[string]any{"apiVersion": "v2", "name": "demo", "version": v, "appVersion": "app-" + v,
-			"digest": hex.EncodeToString(sum[:]), "urls": []string{"demo-" + v + ".tgz"}, "created": "2026-12-01T00:00:00Z"})
-	}
-	return yaml.Marshal(map[string]any{"apiVersion": "v1", "entries": map[string]any{"demo": entries}, "generated": "2026-12-01T00:00:00Z"})
 }
 
 func newTestCA() (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {

@@ -1,16 +1,15 @@
 package handler
 
 import (
-	"context"
 	"testing"
 )
 
 // BenchmarkWarmInvoke is a warm ensure-nginx invocation: decode, validate,
-// cached connection, one apply against client-go's dynamic fake.
+// cached connection, one apply over loopback TLS to the fake API server.
 func BenchmarkWarmInvoke(b *testing.B) {
-	connects := 0
-	h := New(testConfig, fakeConnector(newFakeDynamic(), &connects), discardLogger())
-	ctx := context.Background()
+	api := newFakeAPI(b)
+	h := New(testConfig, api.connector(), discardLogger())
+	ctx := b.Context()
 	ev := []byte(`{"action":"ensure-nginx"}`)
 	if _, err := h.Invoke(ctx, ev); err != nil {
 		b.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
@@ -58,7 +57,10 @@ func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
 	rec := &recorder{}
 	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
-	engine := cfnresource.NewServer(discardLogger(), cfnresource.WithClient(&http.Client{Transport: toServer{srv}}))
+	// A short grace after a cut at the deadline and short PUT retries; the
+	// PUT goes to loopback.
+	engine := cfnresource.NewServer(discardLogger(), cfnresource.WithClient(&http.Client{Transport: toServer{srv}}),
+		cfnresource.WithTiming(time.Second, 50*time.Millisecond, 2*time.Second, func(int) time.Duration { return 10 * time.Millisecond }))
 	return &cfnHarness{h: New(cfg, connect, discardLogger(), WithCustomResources(engine), WithOutputInterval(10*time.Millisecond)), rec: rec}
 }
 
@@ -124,6 +126,7 @@ func (c *cfnHarness) send(ctx context.Context, t *testing.T, fields map[string]a
 const oneConfigMap = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
 
 func TestCustomResourceAnswers(t *testing.T) {
+	t.Parallel()
 	notFound := func(context.Context, auth.Target) (*Conn, error) {
 		return nil, &auth.ClusterNotFoundError{Name: "gone", Region: "us-east-1"}
 	}
@@ -174,6 +177,7 @@ func TestCustomResourceAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			connect := tt.connect
 			if connect == nil {
 				connect = func(context.Context, auth.Target) (*Conn, error) {
@@ -199,6 +203,7 @@ func TestCustomResourceAnswers(t *testing.T) {
 // TestCustomResourceAnswersBeforeTheDeadline: work that ignores its
 // context is cut, and the answer still goes out before Lambda's deadline.
 func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	release := make(chan struct{})
 	defer close(release)
@@ -208,7 +213,10 @@ func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
 		return nil, context.Canceled
 	}
 	c := newCFNHarness(t, stuck)
-	timeout := 3 * time.Second
+	// invoke.DeadlineMargin (500ms) and a third of the rest kept for the
+	// answer leave the work a second, and the PUT 450ms after the grace:
+	// room enough on a loaded machine.
+	timeout := 2 * time.Second
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -222,6 +230,7 @@ func TestCustomResourceAnswersBeforeTheDeadline(t *testing.T) {
 }
 
 func TestCustomResourceWithoutResponseURL(t *testing.T) {
+	t.Parallel()
 	c := newCFNHarness(t, nil)
 	for _, payload := range []string{
 		`{"RequestType":"Create","ResponseURL":"http://cfn.s3.amazonaws.com/x"}`,
@@ -253,6 +262,7 @@ func (f *fakeS3) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*
 }
 
 func TestReadManifestS3(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		s3       *fakeS3
@@ -267,6 +277,7 @@ func TestReadManifestS3(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := ReadManifestS3(t.Context(), tt.s3, "b", "k/m.yaml")
 			if aws.ToString(tt.s3.got.Bucket) != "b" || aws.ToString(tt.s3.got.Key) != "k/m.yaml" {
 				t.Errorf("GetObject of %s/%s, want b/k/m.yaml", aws.ToString(tt.s3.got.Bucket), aws.ToString(tt.s3.got.Key))
@@ -285,6 +296,7 @@ func TestReadManifestS3(t *testing.T) {
 }
 
 func TestCountResults(t *testing.T) {
+	t.Parallel()
 	got := countResults([]kube.ObjectResult{
 		{Kind: "ConfigMap", Namespace: "n", Name: "a", Result: kube.Deleted},
 		{Kind: "ConfigMap", Namespace: "n", Name: "b", Result: kube.Kept, Note: "owned by s/B/1: left in place"},
@@ -298,19 +310,18 @@ func TestCountResults(t *testing.T) {
 	}
 }
 
-// TestCustomResourceLifecycle plays a stack's life against the dynamic
-// fake: Create, an Update that changes, removes and adds, a replacement by a
+// TestCustomResourceLifecycle plays a stack's life against the fake API
+// server: Create, an Update that changes, removes and adds, a replacement by a
 // Cluster change (the fake serves every cluster) whose old resource's Delete
 // keeps what the new one took over, and the last Delete.
 func TestCustomResourceLifecycle(t *testing.T) {
-	dyn := newFakeDynamic()
-	connects := 0
-	c := newCFNHarness(t, fakeConnector(dyn, &connects))
-	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	t.Parallel()
+	api := newFakeAPI(t)
+	c := newCFNHarness(t, api.connector())
 	state := func(names ...string) map[string]string {
 		out := map[string]string{}
 		for _, n := range names {
-			obj, err := dyn.Tracker().Get(cms, "default", n)
+			u, err := api.Get(configMaps, "default", n)
 			if apierrors.IsNotFound(err) {
 				out[n] = "absent"
 				continue
@@ -318,7 +329,6 @@ func TestCustomResourceLifecycle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			u := obj.(*unstructured.Unstructured)
 			v, _, _ := unstructured.NestedString(u.Object, "data", "v")
 			out[n] = v + " @" + u.GetAnnotations()[kube.OwnerAnnotation]
 		}
@@ -382,17 +392,17 @@ func TestCustomResourceLifecycle(t *testing.T) {
 // then failed (an output that stayed empty) is cleaned up by the Delete of
 // its rollback, which carries the FAILED answer's PhysicalResourceId.
 func TestCustomResourceFailedCreateCleanup(t *testing.T) {
-	dyn := newFakeDynamic()
-	connects := 0
-	c := newCFNHarness(t, fakeConnector(dyn, &connects))
-	props := map[string]any{"Manifest": oneConfigMap, "Wait": "1",
+	t.Parallel()
+	api := newFakeAPI(t)
+	c := newCFNHarness(t, api.connector())
+	// Wait bounds the polls of the output (every 10ms in the harness).
+	props := map[string]any{"Manifest": oneConfigMap, "Wait": "100ms",
 		"Outputs": map[string]any{"Never": map[string]any{"Kind": "ConfigMap", "Name": "a", "JSONPath": "{.data.never}"}}}
 	failed := c.send(t.Context(), t, map[string]any{"ResourceProperties": props})
 	if failed.Status != cfn.StatusFailed || !strings.Contains(failed.Reason, "output Never") || !strings.HasSuffix(failed.PhysicalResourceID, cfnresource.FailedCreateSuffix) {
 		t.Fatalf("Create answered %+v, want FAILED naming output Never, with a /create-failed id", failed)
 	}
-	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
-	if _, err := dyn.Tracker().Get(cms, "default", "a"); err != nil {
+	if _, err := api.Get(configMaps, "default", "a"); err != nil {
 		t.Fatalf("the failed Create wrote nothing (%v): the test needs it to have written", err)
 	}
 	deleted := c.send(t.Context(), t, map[string]any{"RequestType": "Delete", "PhysicalResourceId": failed.PhysicalResourceID,
@@ -400,7 +410,7 @@ func TestCustomResourceFailedCreateCleanup(t *testing.T) {
 	if deleted.Status != cfn.StatusSuccess || deleted.Reason != "delete: deleted 1" {
 		t.Errorf("Delete answered %+v, want SUCCESS deleting 1", deleted)
 	}
-	if _, err := dyn.Tracker().Get(cms, "default", "a"); !apierrors.IsNotFound(err) {
+	if _, err := api.Get(configMaps, "default", "a"); !apierrors.IsNotFound(err) {
 		t.Errorf("ConfigMap a still there after the rollback's Delete: %v", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda/messages"
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // knownCodes are the errorTypes a caller may see.
@@ -61,16 +60,12 @@ func FuzzInvoke(f *testing.F) {
 		}
 		refused := err != nil
 
-		web := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
-			"metadata": map[string]any{"namespace": "default", "name": "web", "labels": map[string]any{"app": "web"}},
-			"spec":     map[string]any{"replicas": int64(2)}}}
-		dyn := newFakeDynamic(web)
-		connects := 0
-		h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
+		api := newFakeAPI(t, deployment("web", 2))
+		h := New(testConfig, api.connector(), discardLogger())
 		// A second leaves no time to wait for a rollout (deadlineMargin and
 		// waitMargin take it), so an event with a wait costs no more than
 		// one without.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		out, err := h.Invoke(ctx, payload)
 
@@ -85,8 +80,8 @@ func FuzzInvoke(f *testing.F) {
 			if refused && le.Type != string(invoke.InvalidEvent) {
 				t.Fatalf("a refused payload ended as %s: %s", le.Type, le.Message)
 			}
-			if refused && (connects != 0 || len(dyn.Actions()) != 0) {
-				t.Fatalf("a refused payload connected %d times and sent %d requests", connects, len(dyn.Actions()))
+			if n, reqs := api.connects.Load(), api.Requests(); refused && (n != 0 || len(reqs) != 0) {
+				t.Fatalf("a refused payload connected %d times and sent %d requests", n, len(reqs))
 			}
 			return
 		}

@@ -13,13 +13,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log"
 	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +27,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/lambda-eks/lambda-eks/auth"
+	"github.com/lambda-eks/lambda-eks/internal/kubefake"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -42,11 +48,57 @@ func lambdaErr(tb testing.TB, err error) messages.InvokeResponse_Error {
 	return le
 }
 
+var (
+	deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	configMaps  = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+)
+
+// fakeAPI is a fake API server that every target connects to, through
+// client-go's transport, discovery and dynamic client as main's connector
+// does, and the count of connects.
+type fakeAPI struct {
+	*kubefake.Server
+	connects atomic.Int32
+}
+
+func newFakeAPI(tb testing.TB, objs ...*unstructured.Unstructured) *fakeAPI {
+	tb.Helper()
+	return &fakeAPI{Server: kubefake.New(tb, kubefake.WithObjects(objs...))}
+}
+
+// connector opens a new kube.Client on the server for each connect, as a
+// new process would for a cluster: through kube.NewRESTConfig (main's rate
+// limits and timeouts; kubefake's own RESTConfig has client-go's 5 QPS,
+// which would cost 200 ms a request past the tenth) with a static token,
+// and the server's faults (FailTransport) outermost.
+func (f *fakeAPI) connector() Connector {
+	return func(context.Context, auth.Target) (*Conn, error) {
+		f.connects.Add(1)
+		cfg, err := kube.NewRESTConfig(f.URL(), f.CAData(), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "test-token"}))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Wrap(f.WrapTransport)
+		k, err := kube.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &Conn{Client: k}, nil
+	}
+}
+
+// deployment is a Deployment default/name of replicas, labelled app=name.
+func deployment(name string, replicas int64) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"namespace": "default", "name": name, "labels": map[string]any{"app": name}},
+		"spec":     map[string]any{"replicas": replicas}}}
+}
+
 func TestHandlerEnsureNginx(t *testing.T) {
-	dyn := newFakeDynamic()
-	connects := 0
-	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
-	ctx := context.Background()
+	t.Parallel()
+	api := newFakeAPI(t)
+	h := New(testConfig, api.connector(), discardLogger())
+	ctx := t.Context()
 
 	steps := []struct {
 		event, want string
@@ -66,41 +118,39 @@ func TestHandlerEnsureNginx(t *testing.T) {
 			t.Errorf("%s: response (-want +got):\n%s", s.event, diff)
 		}
 	}
-	if connects != 1 {
-		t.Errorf("connected %d times, want once per process and target", connects)
+	if n := api.connects.Load(); n != 1 {
+		t.Errorf("connected %d times, want once per process and target", n)
 	}
 }
 
 func TestHandlerInvalidEventWritesNothing(t *testing.T) {
-	dyn := newFakeDynamic()
-	connects := 0
-	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
+	t.Parallel()
+	api := newFakeAPI(t)
+	h := New(testConfig, api.connector(), discardLogger())
 	for _, ev := range []string{`{"replicas":-4}`, `{"nmae":"x"}`, `{"namespace":"UPPER"}`,
 		`{"action":"status","kind":"Deployment","name":"nginx","action":"delete"}`, `{"action":"restart","dryRun":true,"DRYRUN":false}`,
 		`{"Replicas":3}`, `{"action":"status"} {"action":"delete"}`, `not json`, `[{}]`, `"x"`,
 		`{"name":` + strings.Repeat(`{"a":`, 5000) + `1` + strings.Repeat(`}`, 5000) + `}`,
 		`{"action":"scale","selector":"app=web\u0000","replicas":0}`} {
-		_, err := h.Invoke(context.Background(), []byte(ev))
+		_, err := h.Invoke(t.Context(), []byte(ev))
 		if le := lambdaErr(t, err); le.Type != "InvalidEvent" {
 			t.Errorf("%s: errorType %s, want InvalidEvent", ev, le.Type)
 		}
 	}
-	if connects != 0 || len(dyn.Actions()) != 0 {
-		t.Errorf("invalid events connected %d times and made %d requests, want none", connects, len(dyn.Actions()))
+	if n, reqs := api.connects.Load(), api.Requests(); n != 0 || len(reqs) != 0 {
+		t.Errorf("invalid events connected %d times and made %d requests, want none", n, len(reqs))
 	}
 }
 
 // fakeCluster is a loopback stand-in for AWS (EKS DescribeCluster and STS
-// GetCallerIdentity) and a TLS API server, for a handler run through the
-// real connector: real credentials provider, real token minting, real
-// client-go transport.
+// GetCallerIdentity) in front of a fake API server, for a handler run
+// through the real connector: real credentials provider, real token
+// minting, real client-go transport.
 type fakeCluster struct {
-	aws, api     *httptest.Server
-	unauthorized bool
+	aws *httptest.Server
+	api *kubefake.Server
 
-	mu          sync.Mutex
-	bearers     []string
-	deployments map[string]bool
+	mu sync.Mutex
 	// caPEM is the CA DescribeCluster reports: the API server's, unless a
 	// test replaces it (a cluster created again has another CA).
 	caPEM     []byte
@@ -109,12 +159,8 @@ type fakeCluster struct {
 
 func newFakeCluster(tb testing.TB) *fakeCluster {
 	tb.Helper()
-	fc := &fakeCluster{deployments: map[string]bool{}}
-	fc.api = httptest.NewUnstartedServer(http.HandlerFunc(fc.serveAPI))
-	fc.api.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes a test fails on purpose
-	fc.api.StartTLS()
-	tb.Cleanup(fc.api.Close)
-	fc.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.api.Certificate().Raw})
+	fc := &fakeCluster{api: kubefake.New(tb)}
+	fc.caPEM = fc.api.CAData()
 	fc.aws = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/clusters/") {
 			fc.mu.Lock()
@@ -123,7 +169,7 @@ func newFakeCluster(tb testing.TB) *fakeCluster {
 			fc.mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(map[string]any{"cluster": map[string]any{
-				"name": "demo", "status": "ACTIVE", "endpoint": fc.api.URL,
+				"name": "demo", "status": "ACTIVE", "endpoint": fc.api.URL(),
 				"certificateAuthority": map[string]string{"data": base64.StdEncoding.EncodeToString(caPEM)},
 			}})
 			return
@@ -138,45 +184,51 @@ func newFakeCluster(tb testing.TB) *fakeCluster {
 	return fc
 }
 
-func (fc *fakeCluster) serveAPI(w http.ResponseWriter, r *http.Request) {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	fc.bearers = append(fc.bearers, r.Header.Get("Authorization"))
-	w.Header().Set("Content-Type", "application/json")
-	status := func(code int, reason string) {
-		w.WriteHeader(code)
-		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"`+reason+`","code":`+
-			map[int]string{401: "401", 404: "404"}[code]+`}`)
-	}
-	if fc.unauthorized {
-		status(http.StatusUnauthorized, "Unauthorized")
-		return
-	}
-	switch r.Method {
-	case http.MethodGet:
-		if !fc.deployments[r.URL.Path] {
-			status(http.StatusNotFound, "NotFound")
-			return
-		}
-	case http.MethodPatch:
-		fc.deployments[r.URL.Path] = true
-		w.WriteHeader(http.StatusCreated)
-	}
-	_, _ = io.WriteString(w, `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"nginx","namespace":"default","resourceVersion":"7"}}`)
-}
-
-func TestFullRunLogsNoSecrets(t *testing.T) {
-	fc := newFakeCluster(t)
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-
+// handler is a Handler on the real connector, whose AWS calls go to fc.
+func (fc *fakeCluster) handler(log *slog.Logger) *Handler {
 	awsCfg := aws.Config{
 		Region:       "us-east-1",
 		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
 		BaseEndpoint: aws.String(fc.aws.URL),
 	}
-	h := New(testConfig, NewConnector(awsCfg), log)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return New(testConfig, NewConnector(awsCfg), log)
+}
+
+// unauthorize makes the API server answer every request 401 from now on,
+// as it does to a role no longer mapped.
+func (fc *fakeCluster) unauthorize() {
+	fc.api.React(func(kubefake.Request) error { return apierrors.NewUnauthorized("Unauthorized") })
+}
+
+// bearers are the Authorization headers of the requests the API server
+// received.
+func (fc *fakeCluster) bearers() []string {
+	var out []string
+	for _, r := range fc.api.Requests() {
+		out = append(out, r.Header.Get("Authorization"))
+	}
+	return out
+}
+
+func (fc *fakeCluster) setCA(caPEM []byte) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.caPEM = caPEM
+}
+
+func (fc *fakeCluster) describeCalls() int {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.describes
+}
+
+func TestFullRunLogsNoSecrets(t *testing.T) {
+	t.Parallel()
+	fc := newFakeCluster(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := fc.handler(log)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
 	out, err := h.Invoke(ctx, []byte(`{}`))
@@ -187,19 +239,14 @@ func TestFullRunLogsNoSecrets(t *testing.T) {
 	if err := json.Unmarshal(out, &resp); err != nil || len(resp.Objects) != 1 || resp.Objects[0].Result != kube.Created {
 		t.Errorf("response %s (%v), want one object created", out, err)
 	}
-	fc.mu.Lock()
-	fc.unauthorized = true
-	fc.mu.Unlock()
+	fc.unauthorize()
 	_, err = h.Invoke(ctx, []byte(`{}`))
 	le := lambdaErr(t, err)
 	if le.Type != "Unauthorized" || !strings.Contains(le.Message, "arn:aws:iam::123456789012:role/fn-role") {
 		t.Errorf("401: got %s %q, want Unauthorized naming the role", le.Type, le.Message)
 	}
 
-	fc.mu.Lock()
-	bearers := fc.bearers
-	fc.mu.Unlock()
-	if len(bearers) == 0 || !strings.HasPrefix(bearers[0], "Bearer k8s-aws-v1.") {
+	if bearers := fc.bearers(); len(bearers) == 0 || !strings.HasPrefix(bearers[0], "Bearer k8s-aws-v1.") {
 		t.Fatal("the API server saw no EKS bearer token; the test proves nothing")
 	}
 	seen := logs.String() + le.Message
@@ -238,18 +285,13 @@ func otherCA(tb testing.TB) []byte {
 // once DescribeCluster reports the right CA the next invocation works,
 // without a new process.
 func TestCertificateErrorRedescribes(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCluster(t)
-	right := fc.caPEM
-	fc.caPEM = otherCA(t)
-	awsCfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
-		BaseEndpoint: aws.String(fc.aws.URL),
-	}
-	h := New(testConfig, NewConnector(awsCfg), discardLogger())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	right := fc.api.CAData()
+	fc.setCA(otherCA(t))
+	h := fc.handler(discardLogger())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	describes := func() int { fc.mu.Lock(); defer fc.mu.Unlock(); return fc.describes }
 
 	for i := range 2 {
 		_, err := h.Invoke(ctx, []byte(`{}`))
@@ -258,18 +300,19 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 			t.Errorf("invocation %d: %s %q, want invoke.Unavailable about the certificate", i+1, le.Type, le.Message)
 		}
 	}
-	if got := describes(); got != 2 {
+	if got := fc.describeCalls(); got != 2 {
 		t.Errorf("DescribeCluster called %d times for two invocations, want 2 (the connection dropped each time)", got)
 	}
-	fc.mu.Lock()
-	fc.caPEM = right
-	fc.mu.Unlock()
+	if n := len(fc.api.Requests()); n != 0 {
+		t.Errorf("the API server answered %d requests over a connection the client should not trust", n)
+	}
+	fc.setCA(right)
 	for range 2 {
 		if _, err := h.Invoke(ctx, []byte(`{}`)); err != nil {
 			t.Fatalf("with the right CA: %v", err)
 		}
 	}
-	if got := describes(); got != 3 {
+	if got := fc.describeCalls(); got != 3 {
 		t.Errorf("DescribeCluster called %d times in all, want 3 (once more, then the connection is kept)", got)
 	}
 }
@@ -279,15 +322,11 @@ func TestCertificateErrorRedescribes(t *testing.T) {
 // describes the cluster again (a cluster created again under the same name
 // is found), and the message names the identity to map.
 func TestUnauthorizedRedescribes(t *testing.T) {
+	t.Parallel()
 	fc := newFakeCluster(t)
-	fc.unauthorized = true
-	awsCfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("ASIAEXAMPLEEXAMPLE01", "secret", "session"),
-		BaseEndpoint: aws.String(fc.aws.URL),
-	}
-	h := New(testConfig, NewConnector(awsCfg), discardLogger())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	fc.unauthorize()
+	h := fc.handler(discardLogger())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	for i := range 2 {
 		_, err := h.Invoke(ctx, []byte(`{}`))
@@ -295,10 +334,7 @@ func TestUnauthorizedRedescribes(t *testing.T) {
 			t.Fatalf("invocation %d: %s %q, want Unauthorized", i+1, le.Type, le.Message)
 		}
 	}
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if fc.describes != 2 || len(fc.bearers) != 4 {
-		t.Errorf("%d DescribeCluster calls and %d API requests for two invocations, want 2 and 4 (each request retried once)",
-			fc.describes, len(fc.bearers))
+	if d, n := fc.describeCalls(), len(fc.bearers()); d != 2 || n != 4 {
+		t.Errorf("%d DescribeCluster calls and %d API requests for two invocations, want 2 and 4 (each request retried once)", d, n)
 	}
 }

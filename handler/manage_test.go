@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -18,6 +17,7 @@ import (
 )
 
 func TestResolveActions(t *testing.T) {
+	t.Parallel()
 	const cm = `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n`
 	// summary is the part of a Request the new actions set.
 	type summary struct {
@@ -102,6 +102,7 @@ func TestResolveActions(t *testing.T) {
 }
 
 func TestReplicasJSON(t *testing.T) {
+	t.Parallel()
 	for _, in := range []string{`3`, `0`, `"restore"`} {
 		var r Replicas
 		if err := json.Unmarshal([]byte(in), &r); err != nil {
@@ -121,6 +122,7 @@ func TestReplicasJSON(t *testing.T) {
 }
 
 func TestCheckWait(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := checkWait(ctx, 30*time.Second); err != nil {
@@ -133,6 +135,7 @@ func TestCheckWait(t *testing.T) {
 }
 
 func TestResponseDryRunAndExtras(t *testing.T) {
+	t.Parallel()
 	from, to := int32(3), int32(0)
 	resp := Response{Cluster: "demo", Action: "scale", DryRun: true, Objects: []kube.ObjectResult{
 		{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "n", Name: "d", Result: kube.Scaled, From: &from, To: &to}}}
@@ -147,12 +150,10 @@ func TestResponseDryRunAndExtras(t *testing.T) {
 }
 
 func TestHandlerScaleAndRestart(t *testing.T) {
-	web := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
-		"metadata": map[string]any{"namespace": "default", "name": "web"}, "spec": map[string]any{"replicas": int64(3)}}}
-	dyn := newFakeDynamic(web)
-	connects := 0
-	h := New(testConfig, fakeConnector(dyn, &connects), discardLogger())
-	ctx := context.Background()
+	t.Parallel()
+	api := newFakeAPI(t, deployment("web", 3))
+	h := New(testConfig, api.connector(), discardLogger())
+	ctx := t.Context()
 	steps := []struct{ event, want string }{
 		{`{"action":"restart","name":"web","dryRun":true}`,
 			`{"cluster":"demo","action":"restart","dryRun":true,"objects":[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"web","result":"restarted"}]}`},
@@ -170,7 +171,7 @@ func TestHandlerScaleAndRestart(t *testing.T) {
 			t.Errorf("%s: response (-want +got):\n%s", s.event, diff)
 		}
 	}
-	d, err := dyn.Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace("default").Get(ctx, "web", metav1.GetOptions{})
+	d, err := api.Get(deployments, "default", "web")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -16,6 +15,7 @@ import (
 // An apply, delete or status event may name its manifest in S3: read with
 // the handler's S3 client after every other check, decoded as an inline one.
 func TestManifestS3Events(t *testing.T) {
+	t.Parallel()
 	const doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-s3}\ndata: {k: v}\n"
 	tests := []struct {
 		name     string
@@ -39,9 +39,10 @@ func TestManifestS3Events(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var connects int
-			h := New(testConfig, fakeConnector(newFakeDynamic(), &connects), discardLogger(), WithS3(tt.s3))
-			out, err := h.Invoke(context.Background(), []byte(tt.event))
+			t.Parallel()
+			api := newFakeAPI(t)
+			h := New(testConfig, api.connector(), discardLogger(), WithS3(tt.s3))
+			out, err := h.Invoke(t.Context(), []byte(tt.event))
 			if read := tt.s3.got != nil; read != tt.wantRead {
 				t.Errorf("S3 read: %v, want %v", read, tt.wantRead)
 			}
@@ -53,8 +54,8 @@ func TestManifestS3Events(t *testing.T) {
 				if !errors.As(err, &le) || le.Type != tt.wantCode || !strings.Contains(le.Message, tt.wantMsg) {
 					t.Fatalf("err = %v, want %s with %q", err, tt.wantCode, tt.wantMsg)
 				}
-				if connects != 0 && tt.wantCode == "InvalidEvent" {
-					t.Errorf("%d connects for an invalid event, want 0", connects)
+				if n := api.connects.Load(); n != 0 && tt.wantCode == "InvalidEvent" {
+					t.Errorf("%d connects for an invalid event, want 0", n)
 				}
 				return
 			}

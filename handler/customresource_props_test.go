@@ -16,6 +16,7 @@ import (
 )
 
 func TestDecodeProperties(t *testing.T) {
+	t.Parallel()
 	yes, no := cfnBool(true), cfnBool(false)
 	tests := []struct {
 		name    string
@@ -62,6 +63,7 @@ func TestDecodeProperties(t *testing.T) {
 }
 
 func TestResolveProperties(t *testing.T) {
+	t.Parallel()
 	cfg, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "MAX_DOCUMENTS": "2"}[k]
 	})
@@ -114,6 +116,7 @@ func TestResolveProperties(t *testing.T) {
 }
 
 func TestCheckOutputs(t *testing.T) {
+	t.Parallel()
 	got, err := checkOutputs(map[string]OutputProps{
 		"B": {Kind: "Service", Name: "web", JSONPath: ".spec.clusterIP"},
 		"A": {Kind: "Deployment.apps", Name: "web", Namespace: "other", APIVersion: "apps/v1", JSONPath: "{.status.readyReplicas}"},
@@ -144,6 +147,7 @@ func TestCheckOutputs(t *testing.T) {
 var cmpIgnoreParser = cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".parser" }, cmp.Ignore())
 
 func TestPhysicalID(t *testing.T) {
+	t.Parallel()
 	stack := "arn:aws:cloudformation:us-east-1:123456789012:stack/my-stack/1c2fa620-982a-11e3-aff7-50e2416294e0"
 	base := physicalID(stack, "Objects", cfnTarget{Cluster: "demo", Region: "us-east-1"})
 	if !strings.HasPrefix(base, "my-stack/Objects/") || len(base) != len("my-stack/Objects/")+16 {
@@ -212,6 +216,7 @@ func TestManifestPhysicalID(t *testing.T) {
 }
 
 func TestPruneSet(t *testing.T) {
+	t.Parallel()
 	m := func(docs ...string) kube.Manifest {
 		t.Helper()
 		mf, err := kube.DecodeManifest([]byte(strings.Join(docs, "\n---\n")), 100)

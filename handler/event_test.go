@@ -24,6 +24,7 @@ var defaultRequest = Request{Action: ActionEnsureNginx, Cluster: "demo", Region:
 	Namespace: "default", Name: "nginx", Image: "nginx:1.27", Replicas: 2}
 
 func TestDecodeAndResolve(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		event   string
@@ -122,6 +123,7 @@ func TestDecodeAndResolve(t *testing.T) {
 }
 
 func TestDecodeEventTooLarge(t *testing.T) {
+	t.Parallel()
 	_, err := DecodeEvent([]byte(`{"name":"` + strings.Repeat("a", invoke.MaxEventBytes) + `"}`))
 	var e *invoke.Error
 	if !errors.As(err, &e) || e.Code != invoke.InvalidEvent {
@@ -130,6 +132,7 @@ func TestDecodeEventTooLarge(t *testing.T) {
 }
 
 func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	got, err := ConfigFromEnv(env(map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1", "REPLICAS": "3"}))
 	if err != nil {
@@ -195,6 +198,7 @@ func FuzzDecodeEvent(f *testing.F) {
 }
 
 func TestCheckName(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		action, name string
 		ok           bool
@@ -221,6 +225,7 @@ func TestCheckName(t *testing.T) {
 // TestEventSamples decodes the samples of events/ strictly: each is an
 // Event, a scheduled event or a CloudFormation request, except bad.json.
 func TestEventSamples(t *testing.T) {
+	t.Parallel()
 	paths, err := filepath.Glob(filepath.Join("..", "events", "*.json"))
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no samples in events/: %v", err)

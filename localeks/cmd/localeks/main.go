@@ -459,7 +459,7 @@ func readEvent(name string) ([]byte, error) {
 func readRaw(name string) ([]byte, error) {
 	var r io.Reader = os.Stdin
 	if name != "-" {
-		f, err := os.Open(name)
+		f, err := os.Open(name) //nolint:gosec // G703: the event file the user names
 		if err != nil {
 			return nil, fmt.Errorf("read event: %w", err)
 		}

@@ -76,11 +76,17 @@ type harness struct {
 // newHarness returns a harness whose ResponseURL answers codes (200 if none).
 func newHarness(tb testing.TB, codes ...int) *harness {
 	tb.Helper()
+	return newTimedHarness(tb, testTiming(), codes...)
+}
+
+// newTimedHarness is newHarness with the Server's timing.
+func newTimedHarness(tb testing.TB, timing Option, codes ...int) *harness {
+	tb.Helper()
 	if len(codes) == 0 {
 		codes = []int{http.StatusOK}
 	}
 	rec, srv := newRecorder(tb, codes...)
-	return &harness{s: NewServer(discard(), WithClient(&http.Client{Transport: toServer{srv}}), testTiming()), rec: rec}
+	return &harness{s: NewServer(discard(), WithClient(&http.Client{Transport: toServer{srv}}), timing), rec: rec}
 }
 
 const (
@@ -300,14 +306,16 @@ func TestServeLeavesTimeToAnswer(t *testing.T) {
 	}
 }
 
-// shortDeadline is an invocation context with 100 ms left after the
-// deadline margin.
-func shortDeadline(tb testing.TB) (context.Context, time.Time) {
+// shortDeadline is an invocation context with 450 ms left after the
+// deadline margin, and a harness that keeps 150 ms of it for the answer
+// (time enough for a loopback PUT on a loaded machine).
+func shortDeadline(tb testing.TB) (context.Context, time.Time, *harness) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(tb.Context(), invoke.DeadlineMargin+100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(tb.Context(), invoke.DeadlineMargin+450*time.Millisecond)
 	tb.Cleanup(cancel)
 	deadline, _ := ctx.Deadline()
-	return ctx, deadline
+	h := newTimedHarness(tb, WithTiming(150*time.Millisecond, 10*time.Millisecond, time.Second, func(int) time.Duration { return time.Millisecond }))
+	return ctx, deadline, h
 }
 
 // TestServeAnswersBeforeTheDeadline: work that ignores its context is cut,
@@ -315,14 +323,13 @@ func shortDeadline(tb testing.TB) (context.Context, time.Time) {
 // margin.
 func TestServeAnswersBeforeTheDeadline(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	res := &fakeResource{apply: func(context.Context, Request, Plan) (string, map[string]string, error) {
 		<-release // ignores ctx
 		return "too late", nil, nil
 	}}
-	ctx, deadline := shortDeadline(t)
+	ctx, deadline, h := shortDeadline(t)
 	resp := h.send(ctx, t, res, nil)
 	if !time.Now().Before(deadline.Add(-invoke.DeadlineMargin)) {
 		t.Error("answered after the invocation's deadline less its margin")
@@ -337,12 +344,11 @@ func TestServeAnswersBeforeTheDeadline(t *testing.T) {
 // its own error, within the grace, is answered with it.
 func TestServeWaitsForTheWorksOwnError(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
 	res := &fakeResource{apply: func(ctx context.Context, _ Request, _ Plan) (string, map[string]string, error) {
 		<-ctx.Done()
 		return "", nil, &invoke.Error{Code: invoke.Timeout, Message: "release web not ready: 1 of 3 pods"}
 	}}
-	ctx, _ := shortDeadline(t)
+	ctx, _, h := shortDeadline(t)
 	resp := h.send(ctx, t, res, nil)
 	if resp.Status != cfn.StatusFailed || resp.Reason != "Timeout: release web not ready: 1 of 3 pods" {
 		t.Errorf("answer %s %q, want the work's own Timeout", resp.Status, resp.Reason)

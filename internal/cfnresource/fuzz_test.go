@@ -110,6 +110,13 @@ func FuzzServe(f *testing.F) {
 		`{"RequestType":"Update","ResponseURL":"https://cfn.s3.amazonaws.com/r","StackId":"arn:aws:cloudformation:us-east-1:1:stack/s/u",` +
 			`"RequestId":"r","LogicalResourceId":"` + strings.Repeat("L", 255) + `","PhysicalResourceId":"` + strings.Repeat("p", MaxPhysicalIDBytes) +
 			`","ResourceProperties":{"Fail":"` + strings.Repeat("f", 5000) + `"}}`,
+		// Ids CloudFormation never sends: too long, or escaped by JSON six
+		// times over; and a PhysicalID longer than CloudFormation takes.
+		`{"RequestType":"Create","ResponseURL":"https://cfn.s3.amazonaws.com/r","StackId":"s","RequestId":"r","LogicalResourceId":"` +
+			strings.Repeat("L", 5000) + `","ResourceProperties":{}}`,
+		`{"RequestType":"Create","ResponseURL":"https://cfn.s3.amazonaws.com/r","StackId":"s","RequestId":"` + strings.Repeat("\\u0001", 200) +
+			`","LogicalResourceId":"L","ResourceProperties":{}}`,
+		`{"RequestType":"Create",` + env + `,"ResourceProperties":{"ID":"` + strings.Repeat("i", 5000) + `"}}`,
 		`{"RequestType":"Upsert",` + env + `}`,
 		`{"RequestType":"Create","ResponseURL":"https://cfn.s3.amazonaws.com/r"}`,
 		`{"RequestType":"Create","ResponseURL":"http://169.254.169.254/r",` + env[len(`"ResponseURL":"https://cfn.s3.amazonaws.com/r?X-Amz-Signature=s",`):] + `}`,

@@ -69,8 +69,33 @@ func decodeRequest(payload []byte) (Request, error) {
 	if err := checkResponseURL(r.ResponseURL); err != nil {
 		return Request{}, err
 	}
+	// The answer copies these ids: longer ones than CloudFormation sends, or
+	// ones JSON would escape, could not fit its 4,096 bytes.
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"StackId", r.StackID, maxStackIDBytes}, {"RequestId", r.RequestID, maxRequestIDBytes},
+		{"LogicalResourceId", r.LogicalResourceID, maxLogicalIDBytes}, {"PhysicalResourceId", r.PhysicalResourceID, MaxPhysicalIDBytes},
+	} {
+		if len(f.v) > f.max {
+			return Request{}, invoke.Invalid("custom resource request: %s is %d bytes; CloudFormation sends at most %d", f.name, len(f.v), f.max)
+		}
+		if i := strings.IndexFunc(f.v, func(c rune) bool { return c < 0x20 || c == '"' || c == '\\' || c > 0x7e }); i >= 0 {
+			return Request{}, invoke.Invalid("custom resource request: %s has a character CloudFormation never sends, at byte %d", f.name, i)
+		}
+	}
 	return r, nil
 }
+
+// Bounds of the ids a request carries (CloudFormation's own: a stack ARN,
+// a UUID, a template's logical id), so that the answer that copies them
+// always fits.
+const (
+	maxStackIDBytes   = 1024
+	maxRequestIDBytes = 256
+	maxLogicalIDBytes = 256
+)
 
 // check refuses a request that names no stack, request or resource, or an
 // unknown request type: it is answered FAILED.

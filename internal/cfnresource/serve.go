@@ -178,14 +178,14 @@ func (s *Server) Serve(ctx context.Context, payload []byte, r Resource) ([]byte,
 func plan(req Request, r Resource) Plan {
 	switch req.RequestType {
 	case cfn.RequestCreate:
-		id, err := r.PhysicalID(req)
+		id, err := physicalID(req, r)
 		if err != nil || id == "" {
 			sum := sha256.Sum256([]byte(req.RequestID))
 			id = StackName(req.StackID) + "/" + req.LogicalResourceID + "/" + hex.EncodeToString(sum[:8])
 		}
 		return Plan{ID: id, Owner: id, failedID: id + FailedCreateSuffix}
 	case cfn.RequestUpdate:
-		id, err := r.PhysicalID(req)
+		id, err := physicalID(req, r)
 		if err != nil || id == "" {
 			id = req.PhysicalResourceID
 		}
@@ -193,6 +193,23 @@ func plan(req Request, r Resource) Plan {
 	}
 	owner, afterFailedCreate := strings.CutSuffix(req.PhysicalResourceID, FailedCreateSuffix)
 	return Plan{ID: req.PhysicalResourceID, Owner: owner, AfterFailedCreate: afterFailedCreate, failedID: req.PhysicalResourceID}
+}
+
+// physicalID is r's ID for req; a panic, or an ID CloudFormation would
+// refuse (more than MaxPhysicalIDBytes, or characters JSON escapes), is an
+// error, so that the engine's own ID is used and an answer still goes out.
+func physicalID(req Request, r Resource) (id string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			id, err = "", fmt.Errorf("PhysicalID panicked: %v", v)
+		}
+	}()
+	id, err = r.PhysicalID(req)
+	if err == nil && (len(id) > MaxPhysicalIDBytes-len(FailedCreateSuffix) ||
+		strings.ContainsFunc(id, func(c rune) bool { return c < 0x20 || c == '"' || c == '\\' || c > 0x7e })) {
+		return "", fmt.Errorf("PhysicalID %.64q... is not one CloudFormation takes", id)
+	}
+	return id, err
 }
 
 // run does the work of req and says what to answer.
@@ -231,6 +248,14 @@ func (p Plan) success(req Request, reason string, data map[string]string) cfn.Re
 		resp.Data = make(map[string]any, len(data))
 		for k, v := range data {
 			resp.Data[k] = v
+		}
+		// Outputs that cannot fit even with no Reason fail the request, as
+		// any failure does (a Create's FAILED answer carries its own ID).
+		bare := resp
+		bare.Reason = ""
+		if b, err := json.Marshal(bare); err != nil || len(b)+len(`,"Reason":""`)+len(trimmedMark) > MaxResponseBytes {
+			return p.failed(req, invoke.Invalid("the outputs (Data) take %d bytes of JSON, more than a response of at most %d bytes can hold; read fewer or shorter values",
+				dataBytes(resp.Data), MaxResponseBytes))
 		}
 	}
 	return resp

@@ -137,8 +137,8 @@ func typeName(e *json.UnmarshalTypeError) string {
 }
 
 var (
-	outputNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,127}$`)
-	s3URIRE      = regexp.MustCompile(`^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$`)
+	outputNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)                   // and at most 128 bytes
+	s3URIRE      = regexp.MustCompile(`^s3://([a-z0-9][a-z0-9.-]*[a-z0-9])/(.+)$`) // bucket 3 to 63 bytes
 )
 
 // maxOutputs bounds the outputs of one resource: each is read and waited for.
@@ -178,10 +178,10 @@ func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, erro
 	res := make([]output, 0, len(names))
 	for _, n := range names {
 		o := outs[n]
-		if !outputNameRE.MatchString(n) {
+		if len(n) > 128 || !outputNameRE.MatchString(n) {
 			return nil, invoke.Invalid("Outputs: name %q: want a letter, then letters, digits or _ (at most 128)", n)
 		}
-		if !kindRE.MatchString(o.Kind) {
+		if !validKind(o.Kind) {
 			return nil, invoke.Invalid("Outputs.%s.Kind %q: want a kind such as Service or Widget.example.com", n, o.Kind)
 		}
 		if errs := checkName(ActionStatus, o.Name); errs != nil {
@@ -216,7 +216,7 @@ func checkOutputs(outs map[string]OutputProps, namespace string) ([]output, erro
 // parseS3URI splits s3://bucket/key.
 func parseS3URI(uri string) (bucket, key string, err error) {
 	m := s3URIRE.FindStringSubmatch(uri)
-	if m == nil {
+	if m == nil || len(m[1]) < 3 || len(m[1]) > 63 {
 		return "", "", invoke.Invalid("ManifestS3 %q: want s3://BUCKET/KEY", uri)
 	}
 	return m[1], m[2], nil

@@ -5,8 +5,10 @@ Runs the SAM transform offline (aws-sam-translator, as cfn-lint does) for a
 few parameter sets and asserts on the resulting IAM: one role, logs only on
 the function's own log group, eks:DescribeCluster on exactly the cluster's
 ARN or sts:AssumeRole on exactly the target role, the VPC policy only with
-subnets, s3:GetObject only on the ManifestBucket, and the access entry only
-where it can work. Then checks the example examples/manifest-stack.yml (plain
+subnets, s3:GetObject only on the ManifestBucket, sending failed events only
+to the failure destination, and the access entry only where it can work;
+both functions' EventInvokeConfig (retries, event age, destination, an
+encrypted queue when the stack creates it) and their four alarms. Then checks the example examples/manifest-stack.yml (plain
 CloudFormation): cfn-lint clean, and every Custom::KubernetesManifest has a
 ServiceToken, a ServiceTimeout and only properties the function knows, with
 an output read through Fn::GetAtt. Prints one line per case and
@@ -24,6 +26,8 @@ from samtranslator.translator.transform import transform  # noqa: E402
 from samtranslator.yaml_helper import yaml_parse  # noqa: E402
 
 TARGET = "arn:aws:iam::210987654321:role/eks-ops"
+TOPIC = "arn:aws:sns:us-east-1:111122223333:ops-failures"
+OTHER_QUEUE = "arn:aws:sqs:us-east-1:111122223333:ops-failures"
 
 
 class NoManagedPolicies:
@@ -74,6 +78,9 @@ def conditions_for(params):
         "ScaleSchedulesOn": p("ScaleSchedulesEnabled") == "true",
         "HasManifestBucket": p("ManifestBucket") != "",
         "HelmOn": p("HelmFunction") == "true",
+        "CreateFailureQueue": p("FailureDestinationArn") == "",
+        "FailureToSns": p("FailureDestinationArn").split(":")[2:3] == ["sns"],
+        "HasAlarmTopic": p("AlarmTopicArn") != "",
     }
     c["UseAccessEntry"] = params.get("AccessMode", "access-entry") == "access-entry" and c["NoTargetRole"] and c["ClusterInStackRegion"]
     c["HelmEcr"] = c["HelmOn"] and p("HelmEcrRepositoryArns") != ""
@@ -110,7 +117,8 @@ def check(name, params, expect):
     return not problems
 
 
-LOGS = [("logs:CreateLogStream", "ATT:LambdaEksLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksLogGroup.Arn")]
+QUEUE = ("sqs:SendMessage", "ATT:FailureQueue.Arn")
+LOGS = [("logs:CreateLogStream", "ATT:LambdaEksLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksLogGroup.Arn"), QUEUE]
 DESCRIBE = ("eks:DescribeCluster", "arn:aws:eks:us-east-1:111122223333:cluster/demo")
 VPC = ["arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
 
@@ -127,6 +135,10 @@ cases = [
      {"grants": LOGS + [DESCRIBE], "managed": VPC, "access_entry": True}),
     ("manifests from S3: read only the ManifestBucket", {"ClusterName": "demo", "ManifestBucket": "manifests"},
      {"grants": LOGS + [DESCRIBE, ("s3:GetObject", "arn:aws:s3:::manifests/*")], "managed": [], "access_entry": True}),
+    ("failed events to an existing SNS topic: publish to it only", {"ClusterName": "demo", "FailureDestinationArn": TOPIC},
+     {"grants": [g for g in LOGS if g != QUEUE] + [DESCRIBE, ("sns:Publish", TOPIC)], "managed": [], "access_entry": True}),
+    ("failed events to an existing SQS queue: send to it only", {"ClusterName": "demo", "FailureDestinationArn": OTHER_QUEUE},
+     {"grants": [g for g in LOGS if g != QUEUE] + [DESCRIBE, ("sqs:SendMessage", OTHER_QUEUE)], "managed": [], "access_entry": True}),
 ]
 
 # The properties handler/customresource_props.go accepts (knownProperties).
@@ -171,7 +183,7 @@ def check_example(name, path):
     return not problems
 
 
-HELM_LOGS = [("logs:CreateLogStream", "ATT:LambdaEksHelmLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksHelmLogGroup.Arn")]
+HELM_LOGS = [("logs:CreateLogStream", "ATT:LambdaEksHelmLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksHelmLogGroup.Arn"), QUEUE]
 REPO = "arn:aws:ecr:us-east-1:111122223333:repository/charts/demo"
 
 
@@ -219,7 +231,65 @@ helm_cases = [
      {"grants": HELM_LOGS + [("sts:AssumeRole", TARGET)], "access_entry": False}),
 ]
 
+ALARMS = {"Errors": "AWS/Lambda", "Throttles": "AWS/Lambda", "DestinationDeliveryFailures": "AWS/Lambda",
+          "Failures": "lambda-eks"}
+
+
+def check_unattended(name, params, functions, destination, alarm_actions):
+    """Both functions' EventInvokeConfig (retries, event age, on-failure
+    destination) and their four alarms, after the SAM transform."""
+    template = yaml_parse(open(os.path.join(os.path.dirname(__file__), "..", "template.yml")).read())
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://bucket/key.zip"
+    out = transform(template, params, NoManagedPolicies())
+    conditions = conditions_for(params)
+    resources = {k: v for k, v in out["Resources"].items() if conditions.get(v.get("Condition"), True) is not False}
+    params = {**{k: str(v["Default"]) for k, v in template["Parameters"].items() if "Default" in v}, **params}
+    problems = []
+    configs = {resolve(v["Properties"]["FunctionName"], params, conditions): resolve(v["Properties"], params, conditions)
+               for v in resources.values() if v["Type"] == "AWS::Lambda::EventInvokeConfig"}
+    if sorted(configs) != sorted(functions):
+        problems.append(f"EventInvokeConfig for {sorted(configs)}, want {sorted(functions)}")
+    for fn, (retries, age) in functions.items():
+        c = configs.get(fn)
+        if c is None:
+            continue
+        got = (c["MaximumRetryAttempts"], c["MaximumEventAgeInSeconds"], c["DestinationConfig"]["OnFailure"]["Destination"])
+        if got != (retries, age, destination):
+            problems.append(f"{fn}: retries, age, destination {got}, want {(retries, age, destination)}")
+    queue = "FailureQueue" in resources
+    if queue != (destination == "ATT:FailureQueue.Arn"):
+        problems.append(f"failure queue created: {queue}")
+    elif queue:
+        q = resources["FailureQueue"]["Properties"]
+        if q.get("SqsManagedSseEnabled") is not True and "KmsMasterKeyId" not in q:
+            problems.append("the failure queue is not encrypted")
+    alarms = [resolve(v["Properties"], params, conditions) for v in resources.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
+    for fn in functions:
+        for metric, ns in ALARMS.items():
+            found = [a for a in alarms if a["MetricName"] == metric and a["Namespace"] == ns
+                     and [d["Value"] for d in a["Dimensions"]] == [fn]]
+            if len(found) != 1:
+                problems.append(f"{fn}: {len(found)} alarms on {ns} {metric}, want 1")
+            elif found[0].get("AlarmActions", []) != alarm_actions:
+                problems.append(f"{fn}: alarm {metric} actions {found[0].get('AlarmActions')}, want {alarm_actions}")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
+MAIN_FN, HELM_FN = "LambdaEksFunction", "LambdaEksHelmFunction"
+unattended_cases = [
+    ("unattended: defaults, an encrypted queue, alarms without actions", {"ClusterName": "demo"},
+     {MAIN_FN: ("2", "3600")}, "ATT:FailureQueue.Arn", []),
+    ("unattended: helm too, an SNS destination and an alarm topic",
+     {"ClusterName": "demo", "HelmFunction": "true", "FailureDestinationArn": TOPIC, "AlarmTopicArn": TOPIC,
+      "RetryAttempts": "0", "MaxEventAgeSeconds": "600"},
+     {MAIN_FN: ("0", "600"), HELM_FN: ("1", "3600")}, TOPIC, [TOPIC]),
+]
+
 results = [check(*c) for c in cases]
+results += [check_unattended(*c) for c in unattended_cases]
 results += [check_helm(*c) for c in helm_cases]
 results.append(check_example("example: Custom::KubernetesManifest stack",
                              os.path.join(os.path.dirname(__file__), "..", "examples", "manifest-stack.yml")))

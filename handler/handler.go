@@ -90,11 +90,7 @@ func WithOutputInterval(d time.Duration) Option { return func(h *Handler) { h.ou
 // request goes to the Custom::KubernetesManifest resource.
 func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	if cfnresource.Is(payload) {
-		out, err := h.cfn.Serve(ctx, payload, manifestResource{h})
-		if err != nil {
-			return nil, invoke.AsError(err).LambdaError()
-		}
-		return out, nil
+		return h.cfn.ServeLambda(ctx, payload, manifestResource{h})
 	}
 	start := time.Now()
 	resp, err := h.invoke(ctx, payload)

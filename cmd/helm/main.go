@@ -9,24 +9,18 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-lambda-go/lambdacontext"
-	"k8s.io/klog/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/helmrelease"
+	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 func main() {
-	log := lambdacontext.NewLogger()
-	slog.SetDefault(log)
-	klog.SetSlogLogger(log)
-
 	// Helm reads and writes its cache and configuration under these; only
 	// /tmp is writable in Lambda.
 	for _, v := range []string{"HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"} {
@@ -34,18 +28,13 @@ func main() {
 			_ = os.Setenv(v, filepath.Join(os.TempDir(), "helm", v))
 		}
 	}
-	// The Helm function's own configuration: the defaults every function
-	// reads, and the registries' credentials.
-	cfg, err := helmrelease.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		log.Error("configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	awsCfg, err := auth.LoadConfig(context.Background())
-	if err != nil {
-		log.Error("aws configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	h := helmrelease.New(cfg, awsCfg, log)
-	lambda.Start(h)
+	invoke.Main(func(getenv func(string) string, awsCfg aws.Config, log *slog.Logger) (lambda.Handler, error) {
+		// The Helm function's own configuration: the defaults every
+		// function reads, and the registries' credentials.
+		cfg, err := helmrelease.ConfigFromEnv(getenv)
+		if err != nil {
+			return nil, err
+		}
+		return helmrelease.New(cfg, awsCfg, log), nil
+	})
 }

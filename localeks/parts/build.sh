@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the real parts of the local EKS replica from their Go modules, once
 # per version, into a cache outside the checkout: kube-apiserver,
-# kube-controller-manager, kube-scheduler and etcd (parts/kube),
-# aws-iam-authenticator (parts/authenticator), kwok (parts/kwok, the
-# simulated nodes) and aws-lambda-rie (parts/rie, AWS's Lambda Runtime
-# Interface Emulator). Prints the directory that holds the binaries on
-# stdout; progress and the time each part took go to stderr. Safe to run
-# concurrently: one build runs at a time, the others wait and reuse it.
+# kube-controller-manager, kube-scheduler, etcd, aws-iam-authenticator and
+# kwok (the simulated nodes) from one tools module (parts/kube), and
+# aws-lambda-rie (parts/rie, AWS's Lambda Runtime Interface Emulator).
+# Usage: build.sh [PART...] (default: every part). Prints the directory that
+# holds the binaries on stdout; progress and the time each build took go to
+# stderr. Safe to run concurrently: one build runs at a time, the others wait
+# and reuse it.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,8 +16,8 @@ cache="${LAMBDA_EKS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lambda-eks}"
 modver() { awk -v m="$1" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$2"; }
 k8s="$(modver k8s.io/kubernetes "$here/kube/go.mod")"
 etcd="$(modver go.etcd.io/etcd/server/v3 "$here/kube/go.mod")"
-authn="$(modver sigs.k8s.io/aws-iam-authenticator "$here/authenticator/go.mod")"
-kwok="$(modver sigs.k8s.io/kwok "$here/kwok/go.mod")"
+authn="$(modver sigs.k8s.io/aws-iam-authenticator "$here/kube/go.mod")"
+kwok="$(modver sigs.k8s.io/kwok "$here/kube/go.mod")"
 rie="$(modver github.com/aws/aws-lambda-runtime-interface-emulator "$here/rie/go.mod")"
 goversion="$(go env GOVERSION)"
 # The directory is named by the versions of the first parts; the parts added
@@ -27,67 +28,145 @@ mkdir -p "$bin"
 
 log() { printf 'parts: %s\n' "$*" >&2; }
 
-# built NAME [VERSION]: the binary is there (and of that version).
+# Every part: its package, and the version of its stamp if it has one. The
+# Kubernetes parts share one module, so that client-go, apimachinery, the
+# etcd client and the rest are of one version and compile once for all.
+declare -A pkg=(
+	[etcd]=go.etcd.io/etcd/server/v3
+	[aws-iam-authenticator]=sigs.k8s.io/aws-iam-authenticator/cmd/aws-iam-authenticator
+	[kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+	[kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+	[kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+	[kwok]=sigs.k8s.io/kwok/cmd/kwok
+	[aws-lambda-rie]=github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
+)
+declare -A stamp=([kwok]="$kwok" [aws-lambda-rie]="$rie")
+order=(etcd aws-iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws-lambda-rie)
+
+# built NAME: the binary is there (and of its stamp's version).
 built() {
 	[[ -x "$bin/$1" ]] || return 1
-	[[ -z "${2:-}" ]] || [[ "$(cat "$bin/.$1.version" 2>/dev/null)" == "$2" ]]
+	[[ -z "${stamp[$1]:-}" ]] || [[ "$(cat "$bin/.$1.version" 2>/dev/null)" == "${stamp[$1]}" ]]
 }
 
-# build NAME MODULE_DIR PACKAGE LDFLAGS DESCRIPTION [VERSION]: go build into
-# a temporary file of its own, then rename, so that an interrupted or
-# concurrent build never leaves a half-written binary behind.
-build() {
-	local name="$1" dir="$2" pkg="$3" ldflags="$4" version="${6:-}" start tmp
-	if built "$name" "$version"; then
-		return
+# exename PACKAGE: the file go build -o DIR/ writes for a command, which
+# names a major-version directory (etcd's .../server/v3) by its parent.
+exename() {
+	local p="$1" e="${1##*/}"
+	if [[ "$e" =~ ^v[0-9]+$ ]]; then
+		p="${p%/*}"
+		e="${p##*/}"
 	fi
-	start=$SECONDS
-	log "building $name ($5; later runs reuse $bin)"
-	tmp="$(mktemp "$bin/.$name.XXXXXX")"
+	printf '%s\n' "$e"
+}
+
+# group MODULE_DIR DESCRIPTION NAME...: one go build of the named parts into
+# a directory of its own, so that the go command compiles the packages they
+# share once and schedules all of them over every core; then each binary is
+# renamed into place, so that an interrupted or concurrent build never leaves
+# a half-written binary behind.
+group() {
+	local dir="$1" what="$2" start=$SECONDS tmp name watcher pkgs=()
+	local -A part=()
+	shift 2
+	for name; do
+		pkgs+=("${pkg[$name]}")
+		part[$(exename "${pkg[$name]}")]="$name"
+	done
+	log "building $* ($what; later runs reuse $bin)"
+	tmp="$(mktemp -d "$bin/.build.XXXXXX")"
+	# The go command puts each binary into the directory as soon as it is
+	# linked: report them as they come, since one build has no per-part time.
+	(
+		seen=" "
+		while sleep 1 && [[ -d "$tmp" ]]; do
+			for f in "$tmp"/*; do
+				[[ -e "$f" && "$seen" != *" ${f##*/} "* ]] || continue
+				seen+="${f##*/} "
+				log "linked ${part[${f##*/}]:-${f##*/}} at $((SECONDS - start))s"
+			done
+		done
+	) &
+	watcher=$!
+	# The version of the Kubernetes commands is stamped at link time: it
+	# changes no compiled package, so nothing compiles twice for it.
+	local minor="${k8s#v1.}" vpkg=k8s.io/component-base/version
+	minor="${minor%%.*}"
 	if ! (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOWORK=off \
-		go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"); then
-		rm -f "$tmp"
+		go build -trimpath -ldflags "-s -w" \
+		-ldflags "k8s.io/kubernetes/cmd/...=-s -w -X $vpkg.gitVersion=$k8s -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor" \
+		-o "$tmp/" "${pkgs[@]}"); then
+		kill "$watcher" 2>/dev/null || true
+		rm -rf "$tmp"
 		return 1
 	fi
-	mv -f "$tmp" "$bin/$name"
-	# The stamp last: an interrupted build leaves the old stamp, so the part
-	# is built again.
-	if [[ -n "$version" ]]; then
-		printf '%s\n' "$version" >"$bin/.$name.version"
-	fi
-	log "built $name in $((SECONDS - start))s"
+	kill "$watcher" 2>/dev/null || true
+	wait "$watcher" 2>/dev/null || true
+	for name; do
+		mv -f "$tmp/$(exename "${pkg[$name]}")" "$bin/$name"
+		# The stamp last: an interrupted build leaves the old stamp, so the
+		# part is built again.
+		if [[ -n "${stamp[$name]:-}" ]]; then
+			printf '%s\n' "${stamp[$name]}" >"$bin/.$name.version"
+		fi
+	done
+	rm -rf "$tmp"
+	log "built $* in $((SECONDS - start))s"
 }
 
-minor="${k8s#v1.}"; minor="${minor%%.*}"
-vpkg=k8s.io/component-base/version
-kflags="-s -w -X $vpkg.gitVersion=$k8s -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor"
-all() {
-	built etcd && built aws-iam-authenticator && built kube-apiserver &&
-		built kube-controller-manager && built kube-scheduler &&
-		built kwok "$kwok" && built aws-lambda-rie "$rie"
+want=("$@")
+if ((${#want[@]} == 0)); then
+	want=("${order[@]}")
+fi
+for name in "${want[@]}"; do
+	[[ -n "${pkg[$name]:-}" ]] || { log "unknown part $name: want some of ${order[*]}"; exit 2; }
+done
+missing() {
+	local name
+	for name in "${order[@]}"; do
+		if [[ " ${want[*]} " == *" $name "* ]] && ! built "$name"; then
+			printf '%s\n' "$name"
+		fi
+	done
 }
-if ! all; then
+if [[ -n "$(missing)" ]]; then
 	# One build at a time: a concurrent run waits here, then finds the parts.
 	exec 9>"$cache/parts/.build.lock"
 	if ! flock -n 9; then
 		log "another build of the parts is running: waiting for it"
 		flock 9
 	fi
+	# Only the holder of the lock builds: what a killed build left is ours
+	# to remove.
+	trap 'rm -rf "$bin"/.build.*' EXIT
 	total=$SECONDS
-	build etcd "$here/kube" go.etcd.io/etcd/server/v3 "-s -w" \
-		"etcd $etcd: about 1 min cold"
-	build aws-lambda-rie "$here/rie" github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie "-s -w" \
-		"aws-lambda-rie $rie: about 40 s cold" "$rie"
-	build aws-iam-authenticator "$here/authenticator" sigs.k8s.io/aws-iam-authenticator/cmd/aws-iam-authenticator "-s -w" \
-		"aws-iam-authenticator $authn: about 3-6 min cold"
-	build kube-apiserver "$here/kube" k8s.io/kubernetes/cmd/kube-apiserver "$kflags" \
-		"kube-apiserver $k8s: about 10 min cold on 2 cores"
-	build kube-controller-manager "$here/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kflags" \
-		"kube-controller-manager $k8s: about 3 min after kube-apiserver"
-	build kube-scheduler "$here/kube" k8s.io/kubernetes/cmd/kube-scheduler "$kflags" \
-		"kube-scheduler $k8s: about 1 min after kube-apiserver"
-	build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" \
-		"kwok $kwok: about 3 min cold" "$kwok"
+	kubeparts=() rieparts=()
+	while read -r name; do
+		case "$name" in
+		aws-lambda-rie) rieparts+=("$name") ;;
+		*) kubeparts+=("$name") ;;
+		esac
+	done < <(missing)
+	# The two builds share nothing: the emulator is small and builds in the
+	# gaps the big build leaves on the cores. Each runs as a job of its own,
+	# where set -e still stops it at the first failure.
+	pids=()
+	if ((${#rieparts[@]})); then
+		group "$here/rie" "aws-lambda-rie $rie: under a minute cold" "${rieparts[@]}" &
+		pids+=($!)
+	fi
+	if ((${#kubeparts[@]})); then
+		group "$here/kube" "Kubernetes $k8s, etcd $etcd, aws-iam-authenticator $authn, kwok $kwok: about 7 min cold on 2 cores" \
+			"${kubeparts[@]}" &
+		pids+=($!)
+	fi
+	status=0
+	for pid in "${pids[@]}"; do
+		wait "$pid" || status=$?
+	done
+	if ((status)); then
+		exit "$status"
+	fi
 	log "all parts in $bin ($((SECONDS - total))s)"
 fi
 echo "$bin"

@@ -11,11 +11,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/transport"
 )
 
@@ -85,12 +82,11 @@ func NewForConfig(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client for %s: %w", cfg.Host, err)
 	}
-	disc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
+	rc, err := rest.UnversionedRESTClientForConfigAndClient(dynamic.ConfigFor(cfg), hc)
 	if err != nil {
 		return nil, fmt.Errorf("discovery client for %s: %w", cfg.Host, err)
 	}
-	cached := memory.NewMemCacheClientWithContext(discovery.ToDiscoveryInterfaceWithContext(disc))
-	return New(dyn, restmapper.NewDeferredDiscoveryRESTMapperWithContext(cached)), nil
+	return New(dyn, &discoveryMapper{rc: rc}), nil
 }
 
 // NewRESTConfig returns a rest.Config for the API server at endpoint, trusting

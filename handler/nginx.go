@@ -1,47 +1,45 @@
 package handler
 
 import (
-	"fmt"
-
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
-// nginxDeployment is the apply configuration of ensure-nginx's Deployment:
+// nginxDeployment is ensure-nginx's Deployment as an apply configuration:
 // exactly the fields lambda-eks owns, so that fields set by others are left
-// alone.
-func nginxDeployment(namespace, name, image string, replicas int32) *appsv1ac.DeploymentApplyConfiguration {
-	labels := map[string]string{
-		"app.kubernetes.io/name":       name,
-		"app.kubernetes.io/managed-by": kube.FieldManager,
+// alone. It is written out rather than built with client-go's
+// applyconfigurations, which link client-go's discovery, its scheme of every
+// built-in API group and their OpenAPI: 11 MB of binary and half the
+// package init of a cold start (issue 15). TestNginxDeploymentIsTheApplyConfiguration
+// proves it the object those builders give.
+func nginxDeployment(namespace, name, image string, replicas int32) map[string]any {
+	selector := map[string]any{"app.kubernetes.io/name": name}
+	return map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "Deployment",
+		"metadata": map[string]any{
+			"name": name, "namespace": namespace,
+			"labels": map[string]any{"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": kube.FieldManager},
+		},
+		"spec": map[string]any{
+			"replicas": int64(replicas),
+			"selector": map[string]any{"matchLabels": selector},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": map[string]any{"app.kubernetes.io/name": name}},
+				"spec": map[string]any{"containers": []any{map[string]any{
+					"name": "nginx", "image": image,
+					"ports": []any{map[string]any{"name": "http", "containerPort": int64(80)}},
+				}}},
+			},
+		},
 	}
-	selector := map[string]string{"app.kubernetes.io/name": name}
-	return appsv1ac.Deployment(name, namespace).
-		WithLabels(labels).
-		WithSpec(appsv1ac.DeploymentSpec().
-			WithReplicas(replicas).
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector)).
-			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(selector).
-				WithSpec(corev1ac.PodSpec().
-					WithContainers(corev1ac.Container().
-						WithName("nginx").
-						WithImage(image).
-						WithPorts(corev1ac.ContainerPort().WithName("http").WithContainerPort(80))))))
 }
 
 // nginxManifest is ensure-nginx's manifest: the one Deployment req names.
 // Applied as any manifest is, it never reads discovery (the mapping of an
 // apps/v1 workload is fixed): a warm call is one request, a cold one two.
 func nginxManifest(req Request) (kube.Manifest, error) {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(nginxDeployment(req.Namespace, req.Name, req.Image, req.Replicas))
-	if err != nil {
-		return nil, fmt.Errorf("deployment %s/%s: %w", req.Namespace, req.Name, err)
-	}
+	obj := nginxDeployment(req.Namespace, req.Name, req.Image, req.Replicas)
 	return kube.Manifest{{Index: 1, Object: &unstructured.Unstructured{Object: obj}}}, nil
 }

@@ -30,7 +30,8 @@ func WithMargin(ctx context.Context) (context.Context, context.CancelFunc) {
 // Finish ends an invocation that began at start: resp as JSON, logged as
 // "invocation done" with what done says of it; or err, logged as
 // "invocation failed" and returned as Lambda reports it (errorType is its
-// code). Both records carry ctx's request id.
+// code). Both records carry ctx's request id, and the invocation's
+// metrics record (metrics.go) follows them.
 func Finish[T any](ctx context.Context, log *slog.Logger, start time.Time, resp T, err error, done func(T) []any) ([]byte, error) {
 	var out []byte
 	if err == nil {
@@ -40,9 +41,12 @@ func Finish[T any](ctx context.Context, log *slog.Logger, start time.Time, resp 
 		e := AsError(err)
 		log.ErrorContext(ctx, "invocation failed", "code", string(e.Code), "error", e.Message,
 			"duration_ms", time.Since(start).Milliseconds())
+		observe(ctx, start, nil, nil, e.Code)
 		return nil, e.LambdaError()
 	}
-	log.InfoContext(ctx, "invocation done", append(done(resp), "duration_ms", time.Since(start).Milliseconds())...)
+	attrs := done(resp)
+	log.InfoContext(ctx, "invocation done", append(attrs, "duration_ms", time.Since(start).Milliseconds())...)
+	observe(ctx, start, resp, attrs, "")
 	return out, nil
 }
 

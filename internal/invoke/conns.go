@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -153,9 +154,15 @@ func Open(ctx context.Context, base aws.Config, t auth.Target) (*Endpoint, error
 	if err != nil {
 		return nil, err
 	}
-	restCfg, err := kube.NewRESTConfig(cluster.Endpoint, cluster.CAData, ts)
+	restCfg, err := kube.NewRESTConfig(cluster.Endpoint, cluster.CAData, countTokens{ts})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", t.Cluster, err)
+	}
+	// Outermost, so that each of client-go's retries counts as a request.
+	if wrap := restCfg.WrapTransport; wrap != nil {
+		restCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return countRequests(wrap(rt)) }
+	} else {
+		restCfg.WrapTransport = countRequests
 	}
 	return &Endpoint{Config: restCfg, Prepare: ts.Prepare,
 		CallerARN: func(ctx context.Context) (string, error) { return auth.CallerARN(ctx, cfg) }}, nil

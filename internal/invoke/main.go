@@ -37,7 +37,20 @@ func Main(build Builder) {
 		log.Error("configuration", "error", err.Error())
 		os.Exit(1)
 	}
+	m, err := MetricsFromEnv(os.Getenv, stdout)
+	if err != nil {
+		log.Error("configuration", "error", err.Error())
+		os.Exit(1)
+	}
+	ConfigureMetrics(m)
 	// h gets the raw payload and decodes it itself, strictly, so that
 	// aws-lambda-go never decodes an event.
-	lambda.Start(h)
+	lambda.Start(tallied{h})
+}
+
+// tallied gives every invocation a tally for its metrics record.
+type tallied struct{ h lambda.Handler }
+
+func (t tallied) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	return t.h.Invoke(withTally(ctx), payload)
 }

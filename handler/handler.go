@@ -108,6 +108,7 @@ func (h *Handler) invoke(ctx context.Context, raw []byte) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	invoke.NoteAction(ctx, req.Action)
 	if err := checkWait(ctx, req.Wait); err != nil {
 		return nil, err
 	}

@@ -115,6 +115,7 @@ func (h *Handler) invoke(ctx context.Context, raw []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	invoke.NoteAction(ctx, req.Action)
 	return h.Run(ctx, req)
 }
 

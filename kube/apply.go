@@ -1,7 +1,9 @@
 package kube
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // OwnerAnnotation names, on an object applied for an owner (a CloudFormation
@@ -187,13 +190,17 @@ func (c *Client) check(ctx context.Context, ts []target, force bool) error {
 		if s, ok := c.seen.get(t.key()); ok && s.intent != "" && s.intent == t.intent() {
 			return nil
 		}
+		body, err := applyBody(t.obj, "")
+		if err != nil {
+			return t.manifestError("encode: %w", err)
+		}
 		apply := func(opts metav1.ApplyOptions) error {
 			return do(ctx, t.op("patch"), func(ctx context.Context) error {
-				_, err := c.resource(t).Apply(ctx, t.name, t.obj, opts)
+				_, err := c.resource(t).Patch(ctx, t.name, types.ApplyPatchType, body, opts.ToPatchOptions())
 				return err
 			})
 		}
-		err := apply(opts)
+		err = apply(opts)
 		if IsFieldConflict(err) && onlyOwnConflicts(err) {
 			// As the apply will: lambda-eks's own fields (a scale) are its.
 			forced := opts
@@ -294,21 +301,24 @@ func (c *Client) applyObject(ctx context.Context, t target, o ApplyOptions) (Obj
 
 	conflicts := 0
 	for attempt := 0; attempt < len(conflictBackoff)+3; attempt++ {
-		obj := t.obj
+		precondition := ""
 		if exclusive {
-			obj = t.obj.DeepCopy()
-			obj.SetResourceVersion(before.resourceVersion)
+			precondition = before.resourceVersion
+		}
+		body, err := applyBody(t.obj, precondition)
+		if err != nil {
+			return res, t.manifestError("encode: %w", err)
 		}
 		var out *unstructured.Unstructured
-		err := do(ctx, t.op("patch"), func(ctx context.Context) error {
+		err = do(ctx, t.op("patch"), func(ctx context.Context) error {
 			var err error
-			out, err = ri.Apply(ctx, t.name, obj, opts)
+			out, err = ri.Patch(ctx, t.name, types.ApplyPatchType, body, opts.ToPatchOptions())
 			// A CRD just established may take a moment to be served.
 			for t.definedBy != "" && apierrors.IsNotFound(err) && c.now().Before(settleUntil) {
 				if c.sleep(ctx, crdPollInterval) != nil {
 					return err
 				}
-				out, err = ri.Apply(ctx, t.name, obj, opts)
+				out, err = ri.Patch(ctx, t.name, types.ApplyPatchType, body, opts.ToPatchOptions())
 			}
 			return err
 		})
@@ -417,4 +427,30 @@ func conflictCauses(err error) []metav1.StatusCause {
 		}
 	}
 	return out
+}
+
+// applyBody is obj as a server-side apply's body, with resourceVersion as
+// its precondition when one is given (obj is not changed, nor copied:
+// only its top level and metadata are). It is encoded once for all of an
+// object's attempts (dynamic's Apply encodes at each) and without
+// encoding/json's HTML escaping, which makes each '<', '>' and '&' six bytes.
+func applyBody(obj *unstructured.Unstructured, resourceVersion string) ([]byte, error) {
+	v := obj.Object
+	if resourceVersion != "" {
+		md, _ := v["metadata"].(map[string]any)
+		md = maps.Clone(md)
+		if md == nil {
+			md = map[string]any{}
+		}
+		md["resourceVersion"] = resourceVersion
+		v = maps.Clone(v)
+		v["metadata"] = md
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

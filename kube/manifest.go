@@ -1,19 +1,17 @@
 package kube
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/yaml"
 )
 
 // MaxDocuments is the default bound on the objects of one manifest.
@@ -39,7 +37,7 @@ func (e *ManifestError) Error() string {
 		where += fmt.Sprintf(" (List item %d)", e.Item)
 	}
 	if e.Kind != "" || e.Name != "" {
-		where += fmt.Sprintf(" (%s %q)", e.Kind, e.Name)
+		where += fmt.Sprintf(" (%s %q)", shortValue(e.Kind), shortValue(e.Name))
 	}
 	return where + ": " + e.Problem
 }
@@ -49,7 +47,7 @@ func (e *ManifestError) Unwrap() error { return e.Err }
 // problem words a problem as fmt.Errorf does, so that %w keeps the cause
 // (returned as cause) while the text is what %v would print.
 func problem(format string, args ...any) (text string, cause error) {
-	err := fmt.Errorf(format, args...)
+	err := fmt.Errorf(format, ShortQuoted(format, args)...)
 	if cause := errors.Unwrap(err); cause != nil {
 		return err.Error(), cause
 	}
@@ -84,25 +82,24 @@ func (o ManifestObject) errorf(format string, args ...any) *ManifestError {
 // It does not touch the network, so a manifest is refused before anything
 // is written.
 func DecodeManifest(data []byte, maxDocs int) (Manifest, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	if n := structuralBytes(data); n > maxStructure {
+		return nil, &ManifestError{Index: 1, Problem: fmt.Sprintf("the manifest has %d separators (, : - [ { and line ends); at most %d are decoded: split it over several manifests", n, maxStructure)}
+	}
+	docs, splitErr := splitManifest(data)
 	var m Manifest
-	for index := 1; ; index++ {
-		var raw runtime.RawExtension
-		err := dec.Decode(&raw)
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	index := 0
+	for _, d := range docs {
+		index++
+		v, err := decodeDocument(d.data, d.json)
 		if err != nil {
 			return nil, &ManifestError{Index: index, Problem: "not valid YAML or JSON: " + err.Error(), Err: err}
 		}
-		doc := bytes.TrimSpace(raw.Raw)
-		if len(doc) == 0 || bytes.Equal(doc, []byte("null")) {
-			continue // an empty document, e.g. after a trailing ---
+		if v == nil {
+			continue // an empty document: a trailing ---, only comments, null
 		}
-		var obj map[string]any
-		// util/json keeps integers as int64, as unstructured expects.
-		if err := utiljson.Unmarshal(doc, &obj); err != nil {
-			return nil, &ManifestError{Index: index, Problem: "not an object: " + err.Error(), Err: err}
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, &ManifestError{Index: index, Problem: fmt.Sprintf("not an object: a %T", v)}
 		}
 		u := &unstructured.Unstructured{Object: obj}
 		items, isList, err := listItems(u)
@@ -126,6 +123,9 @@ func DecodeManifest(data []byte, maxDocs int) (Manifest, error) {
 			}
 			m = append(m, mo)
 		}
+	}
+	if splitErr != nil {
+		return nil, &ManifestError{Index: index + 1, Problem: "not valid YAML or JSON: " + splitErr.Error(), Err: splitErr}
 	}
 	if len(m) == 0 {
 		return nil, &ManifestError{Index: 1, Problem: "the manifest holds no objects"}
@@ -196,4 +196,52 @@ func checkObject(o ManifestObject) error {
 		}
 	}
 	return nil
+}
+
+// MaxQuoted bounds the bytes of a value a message quotes: an event or a
+// manifest may carry a name, image or apiVersion of megabytes, and its echo
+// would fill the error, the log and the function's memory.
+const MaxQuoted = 256
+
+// ShortQuoted returns args with each string that a %q of format quotes cut
+// to its first MaxQuoted bytes (whole runes) and its length; other
+// arguments (an API server's message, a list of known fields) are kept.
+func ShortQuoted(format string, args []any) []any {
+	out := slices.Clone(args)
+	n := 0
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		// Skip flags, width and precision up to the verb.
+		j := i + 1
+		for j < len(format) && strings.IndexByte("+-# 0123456789.", format[j]) >= 0 {
+			j++
+		}
+		if j == len(format) {
+			break
+		}
+		i = j
+		if format[j] == '%' {
+			continue
+		}
+		if format[j] == 'q' && n < len(out) {
+			if s, ok := out[n].(string); ok {
+				out[n] = shortValue(s)
+			}
+		}
+		n++
+	}
+	return out
+}
+
+func shortValue(s string) string {
+	if len(s) <= MaxQuoted {
+		return s
+	}
+	cut := MaxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }

@@ -4,7 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	gohash "hash"
+	"io"
 	"maps"
+	"slices"
+	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -157,15 +161,53 @@ func contentOf(obj metav1.Object) (string, error) {
 	return hash(whole)
 }
 
-// hash is a digest of v's JSON form; encoding/json sorts map keys, so the
-// same values give the same digest.
+// hash is a digest of v, written into the hash as v is walked: map keys
+// sorted, each value tagged with its type and length, so that the same
+// values give the same digest. No JSON text of the object is built (for a
+// large object, encoding/json's grew to several times its size).
 func hash(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	h := sha256.New()
+	if err := writeCanonical(h, v, make([]byte, 0, 24)); err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	return string(sum[:]), nil
+	return string(h.Sum(nil)), nil
+}
+
+// writeCanonical writes v into h; scratch is a buffer for numbers.
+func writeCanonical(h gohash.Hash, v any, scratch []byte) error {
+	tagged := func(tag byte, n int) {
+		_, _ = h.Write(strconv.AppendInt(append(scratch[:0], tag), int64(n), 10))
+		_, _ = h.Write([]byte{':'})
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		tagged('{', len(t))
+		for _, k := range slices.Sorted(maps.Keys(t)) {
+			tagged('k', len(k))
+			_, _ = io.WriteString(h, k)
+			if err := writeCanonical(h, t[k], scratch); err != nil {
+				return err
+			}
+		}
+	case []any:
+		tagged('[', len(t))
+		for _, e := range t {
+			if err := writeCanonical(h, e, scratch); err != nil {
+				return err
+			}
+		}
+	case string:
+		tagged('s', len(t))
+		_, _ = io.WriteString(h, t)
+	default: // numbers, booleans, null: small
+		b, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		tagged('v', len(b))
+		_, _ = h.Write(b)
+	}
+	return nil
 }
 
 type objectKey struct {

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda/messages"
+
+	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // Code classifies an error for the caller. It becomes Lambda's errorType.
@@ -44,9 +46,10 @@ func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Invalid is an InvalidEvent error with a formatted message.
+// Invalid is an InvalidEvent error with a formatted message; a value it
+// quotes (%q) is cut to kube.MaxQuoted bytes (kube.ShortQuoted).
 func Invalid(format string, args ...any) *Error {
-	return &Error{Code: InvalidEvent, Message: fmt.Sprintf(format, args...)}
+	return &Error{Code: InvalidEvent, Message: fmt.Sprintf(format, kube.ShortQuoted(format, args)...)}
 }
 
 // AsError returns err as an *Error: itself (or the first in its chain), else

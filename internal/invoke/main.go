@@ -23,6 +23,7 @@ type Builder func(getenv func(string) string, awsCfg aws.Config, log *slog.Logge
 // environment ends the process at cold start, logged, instead of failing
 // every invocation.
 func Main(build Builder) {
+	setMemoryLimit(os.Getenv)
 	log := lambdacontext.NewLogger()
 	slog.SetDefault(log)
 	klog.SetSlogLogger(log)

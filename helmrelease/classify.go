@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"helm.sh/helm/v4/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
@@ -129,7 +130,10 @@ func ownershipProblem(err error) bool {
 // install that raced this one (Helm v4 says "reuse", v3 said "re-use").
 func busyProblem(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "another operation (install/upgrade/rollback) is in progress") ||
+	// ErrReleaseExists: another invocation (a duplicate delivery) stored the
+	// revision this one was about to write.
+	return errors.Is(err, driver.ErrReleaseExists) ||
+		strings.Contains(msg, "another operation (install/upgrade/rollback) is in progress") ||
 		strings.Contains(msg, "cannot reuse a name that is still in use") ||
 		strings.Contains(msg, "cannot re-use a name that is still in use")
 }

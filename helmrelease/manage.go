@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"helm.sh/helm/v4/pkg/action"
 	rspb "helm.sh/helm/v4/pkg/release/v1"
@@ -68,6 +69,15 @@ func (o *op) rollback(ctx context.Context) (*Result, error) {
 	return r, nil
 }
 
+// purgedMeanwhile reports Helm's uninstall failing only because a record
+// of the release it was purging was gone: Helm joins the purge's errors
+// into text, so the words are all there is to check.
+func purgedMeanwhile(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Failed to purge the release") && strings.Contains(msg, "not found") &&
+		strings.Count(msg, "error(s)") == 1 && strings.Contains(msg, "completed with 1 error(s)")
+}
+
 // errNoTarget marks a rollback without its target revision (NotFound).
 var errNoTarget = errors.New("no such revision")
 
@@ -101,6 +111,12 @@ func (o *op) uninstall(ctx context.Context) (*Result, error) {
 	un.DryRun = o.req.DryRun
 	resp, err := un.Run(o.req.Release)
 	if err != nil {
+		if purgedMeanwhile(err) {
+			// Another invocation (a duplicate delivery) removed the
+			// release's records while this one uninstalled it too.
+			absent.Description = "uninstalled meanwhile by another invocation"
+			return absent, nil
+		}
 		last := hist[len(hist)-1]
 		return nil, &ReleaseError{Release: last.Name, Namespace: last.Namespace, Revision: last.Version, Status: "uninstalling", Err: err}
 	}

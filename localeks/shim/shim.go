@@ -16,7 +16,9 @@
 // It counts the requests it forwards per AWS service, so tests can prove that
 // a warm invocation made none: GET /__counts, POST /__counts/reset. And it
 // plays faults and a trust-policy check that moto lacks, switched by tests:
-// GET and POST /__faults (see Faults).
+// GET and POST /__faults (see Faults). It answers CodePipeline's
+// PutJobSuccessResult and PutJobFailureResult, which moto lacks, and
+// records them: GET /__codepipeline (codepipeline.go).
 package shim
 
 import (
@@ -129,6 +131,7 @@ type Server struct {
 	mu     sync.Mutex
 	counts Counts
 	faults Faults
+	jobs   jobBook
 	// stop ends frozen requests when the shim shuts down.
 	stop chan struct{}
 }
@@ -212,6 +215,7 @@ func (s *Server) front(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "localeks shim: only HTTPS via CONNECT to *.amazonaws.com is proxied", http.StatusForbidden)
 	case r.URL.Path == "/__health":
 		_, _ = io.WriteString(w, "ok\n")
+	case strings.HasPrefix(r.URL.Path, "/__codepipeline") && s.codepipelineAPI(w, r):
 	case r.URL.Path == "/__counts" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Counts())
@@ -335,6 +339,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	s.count(service, presigned, accessKeyID(r.Header.Get("Authorization")))
 	if !presigned && s.fault(w, r, service) {
+		return
+	}
+	if service == "codepipeline" {
+		s.codepipeline(w, r) // moto lacks the job-worker answers
 		return
 	}
 

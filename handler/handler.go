@@ -57,6 +57,8 @@ type Handler struct {
 	cfn   *cfnresource.Server
 	// outputInterval is how often Outputs are read while they are empty.
 	outputInterval time.Duration
+	// aws answers CodePipeline jobs (WithAWS; codepipeline.go).
+	aws *aws.Config
 }
 
 // New returns a Handler.

@@ -89,10 +89,14 @@ func WithOutputInterval(d time.Duration) Option { return func(h *Handler) { h.ou
 // payload exactly as Lambda received it, so that nothing but DecodeEvent
 // decodes it, and returns the Response as JSON, or an error Lambda reports
 // with the error's code as errorType. A CloudFormation custom resource
-// request goes to the Custom::KubernetesManifest resource.
+// request goes to the Custom::KubernetesManifest resource, a CodePipeline
+// job to the CodePipeline action (codepipeline.go).
 func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	if cfnresource.Is(payload) {
 		return h.cfn.ServeLambda(ctx, payload, manifestResource{h})
+	}
+	if IsPipelineJob(payload) {
+		return h.pipelineJob(ctx, payload)
 	}
 	start := time.Now()
 	resp, err := h.invoke(ctx, payload)

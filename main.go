@@ -22,6 +22,6 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		return handler.New(cfg, handler.NewConnector(awsCfg), log, handler.WithS3(s3.NewFromConfig(awsCfg))), nil
+		return handler.New(cfg, handler.NewConnector(awsCfg), log, handler.WithS3(s3.NewFromConfig(awsCfg)), handler.WithAWS(awsCfg)), nil
 	})
 }

@@ -81,6 +81,7 @@ def conditions_for(params):
         "CreateFailureQueue": p("FailureDestinationArn") == "",
         "FailureToSns": p("FailureDestinationArn").split(":")[2:3] == ["sns"],
         "HasAlarmTopic": p("AlarmTopicArn") != "",
+        "CodePipelineOn": p("CodePipelineAction") == "true",
     }
     c["UseAccessEntry"] = params.get("AccessMode", "access-entry") == "access-entry" and c["NoTargetRole"] and c["ClusterInStackRegion"]
     c["HelmEcr"] = c["HelmOn"] and p("HelmEcrRepositoryArns") != ""
@@ -135,6 +136,8 @@ cases = [
      {"grants": LOGS + [DESCRIBE], "managed": VPC, "access_entry": True}),
     ("manifests from S3: read only the ManifestBucket", {"ClusterName": "demo", "ManifestBucket": "manifests"},
      {"grants": LOGS + [DESCRIBE, ("s3:GetObject", "arn:aws:s3:::manifests/*")], "managed": [], "access_entry": True}),
+    ("codepipeline action: answer jobs only (artifacts are read with the job's credentials)", {"ClusterName": "demo", "CodePipelineAction": "true"},
+     {"grants": LOGS + [DESCRIBE, ("codepipeline:PutJobSuccessResult", "*"), ("codepipeline:PutJobFailureResult", "*")], "managed": [], "access_entry": True}),
     ("failed events to an existing SNS topic: publish to it only", {"ClusterName": "demo", "FailureDestinationArn": TOPIC},
      {"grants": [g for g in LOGS if g != QUEUE] + [DESCRIBE, ("sns:Publish", TOPIC)], "managed": [], "access_entry": True}),
     ("failed events to an existing SQS queue: send to it only", {"ClusterName": "demo", "FailureDestinationArn": OTHER_QUEUE},
@@ -293,5 +296,44 @@ results += [check_unattended(*c) for c in unattended_cases]
 results += [check_helm(*c) for c in helm_cases]
 results.append(check_example("example: Custom::KubernetesManifest stack",
                              os.path.join(os.path.dirname(__file__), "..", "examples", "manifest-stack.yml")))
+
+
+def check_pipeline_example(name, path):
+    """examples/pipeline-stack.yml: cfn-lint clean, a Lambda invoke action
+    whose UserParameters (with the stack's parameters filled in) are the
+    JSON the function decodes, naming the pipeline, and a pipeline role that
+    may invoke the function and nothing else of Lambda."""
+    import json
+    problems = []
+    lint = subprocess.run(["cfn-lint", path], capture_output=True, text=True)
+    if lint.returncode != 0:
+        problems.append("cfn-lint: " + (lint.stdout + lint.stderr).strip().replace("\n", "\n     "))
+    template = yaml_parse(open(path).read())
+    params = {k: str(v.get("Default", "x")) for k, v in template["Parameters"].items()}
+    actions = [a for r in template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"
+               for st in r["Properties"]["Stages"] for a in st["Actions"] if a["ActionTypeId"]["Provider"] == "Lambda"]
+    if len(actions) != 1:
+        problems.append(f"{len(actions)} Lambda invoke actions, want 1")
+    for a in actions:
+        up = resolve(a["Configuration"]["UserParameters"], params, {})
+        try:
+            decoded = json.loads(up)
+        except ValueError as e:
+            problems.append(f"UserParameters {up!r} is not JSON: {e}")
+            continue
+        known = {"pipeline", "action", "cluster", "region", "namespace", "artifact", "files", "directory", "prune", "wait"}
+        if set(decoded) - known or not decoded.get("pipeline"):
+            problems.append(f"UserParameters {decoded}: fields the function refuses, or no pipeline")
+    grants = [(s["Action"], s["Resource"]) for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"
+              for p in r["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]
+              if "lambda:" in str(s["Action"])]
+    if grants != [("lambda:InvokeFunction", {"Ref": "LambdaEksFunctionArn"})]:
+        problems.append(f"lambda grants {grants}, want lambda:InvokeFunction on the function only")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
+results.append(check_pipeline_example("example: CodePipeline stack (S3 source -> lambda-eks)",
+                                      os.path.join(os.path.dirname(__file__), "..", "examples", "pipeline-stack.yml")))
 print(f"{results.count(True)} passed, {results.count(False)} failed")
 sys.exit(0 if all(results) else 1)

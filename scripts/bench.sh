@@ -22,7 +22,8 @@ n="${benchtime%x}"
 (cd localeks && go test -run '^$' -count 1 -benchtime "$benchtime" \
 	-bench 'Token(ExecAuthenticator|AWSCLI)|ApplyKubectl|ColdInit|InvokePeakRSS|ColdInvoke' ./e2e/ &&
 	go test -run '^$' -count 1 -benchtime "$((n * 10))x" -bench 'Ensure(Reused|PerCall)|WarmInvoke' ./e2e/ &&
-	go test -run '^$' -count 1 -benchtime "$((n * 100))x" -bench 'TokenInProcess' ./e2e/) | tee "$raw" >&2
+	go test -run '^$' -count 1 -benchtime "$((n * 100))x" -bench 'TokenInProcess' ./e2e/ &&
+	go test -run '^$' -count 1 -benchtime "$benchtime" -bench 'ColdStart' ./coldstart/) | tee "$raw" >&2
 
 # ns/op of a benchmark, by name.
 ns() { awk -v n="Benchmark$1" '$1 ~ "^"n"(-[0-9]+)?$" { print $3; exit }' "$raw"; }
@@ -44,4 +45,16 @@ cat <<TABLE
 | cold start + first invoke through bootstrap | $(ms "$cold") | | |
 | bootstrap init (exec to first /next) | $(ms "$init") | | |
 | bootstrap peak RSS after 51 invocations | ${rss:-n/a} MiB | 128 MB function | |
+TABLE
+
+# Cold starts against the floor: a bare aws-lambda-go bootstrap, same run.
+num() { awk -v v="$1" 'BEGIN { if (v == "") print "n/a"; else printf "%.2f", v }'; }
+cat <<TABLE
+
+| cold start (exec to first request for an event) | median | / bare aws-lambda-go bootstrap |
+|---|---|---|
+| bare aws-lambda-go bootstrap (localeks/cmd/bare) | $(num "$(metric ColdStart bare-init-ms)") ms | 1 |
+| main bootstrap | $(num "$(metric ColdStart main-init-ms)") ms | $(num "$(metric ColdStart main/bare)")x |
+| Helm bootstrap | $(num "$(metric ColdStart helm-init-ms)") ms | $(num "$(metric ColdStart helm/bare)")x |
+| main: start + first ensure-nginx (fake cluster) | $(num "$(metric ColdStart main-first-ms)") ms | $(num "$(metric ColdStart main-first/bare-first)")x of bare's start + first invoke |
 TABLE

@@ -28,7 +28,7 @@
 # The function runs under AWS's Lambda Runtime Interface Emulator, as in `sam
 # local invoke`. Progress goes to stderr, results to stdout. The first run
 # builds the parts (kube-apiserver, kube-controller-manager, kube-scheduler,
-# etcd, aws-iam-authenticator, kwok, aws-lambda-rie: about 15 min on 2 cores,
+# etcd, aws-iam-authenticator, kwok, aws-lambda-rie: about 7 to 15 min on 2 cores,
 # each part's time logged, cached per version in
 # ${XDG_CACHE_HOME:-~/.cache}/lambda-eks); later starts take seconds, and the
 # replica stays up between calls. The first Helm event (or serve) also builds

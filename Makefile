@@ -96,6 +96,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 30s ./internal/cfnresource
 	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./helmrelease
 	go test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./kube
+	go test -run '^$$' -fuzz '^FuzzDecodeAsBefore$$' -fuzztime 30s ./kube
 
 ## build-LambdaEksFunction: what `sam build` runs (BuildMethod: makefile)
 build-LambdaEksFunction:

@@ -4,12 +4,15 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -318,5 +321,44 @@ func TestCodePipelineJob(t *testing.T) {
 	calls := p.calls(t, id)
 	if len(calls) < 2 || calls[0].ContinuationToken == "" {
 		t.Errorf("job 4: %d answers, want a continuation then a success", len(calls))
+	}
+}
+
+// TestCodePipelineSample: what ./local.sh events/codepipeline-job.json runs
+// (localeks codepipeline) uploads the sample artifact, sends the job with
+// credentials from moto's STS, and prints the one success CodePipeline
+// received for it.
+func TestCodePipelineSample(t *testing.T) {
+	if h == nil {
+		t.Skip("-short: no local EKS replica")
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = h.admin.AppsV1().Deployments("default").Delete(ctx, "web-pipeline", metav1.DeleteOptions{})
+		_ = h.admin.CoreV1().ConfigMaps("default").Delete(ctx, "web-pipeline", metav1.DeleteOptions{})
+		// The action's inventory (handler: lambda-eks-pipeline-<hash of the owner>).
+		sum := sha256.Sum256([]byte("codepipeline/web/deploy"))
+		_ = h.admin.CoreV1().ConfigMaps("default").Delete(ctx, "lambda-eks-pipeline-"+hex.EncodeToString(sum[:6]), metav1.DeleteOptions{})
+	})
+	cmd := exec.Command(h.self, "codepipeline", "--bootstrap", h.bootstrap, "--dir", h.stack.Paths.Dir, //nolint:gosec // G204: the test's own CLI
+		"--parts", h.parts, "--permissions", filepath.Join(h.root, "permissions.yml"), "events/codepipeline-job.json")
+	cmd.Dir = h.root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("localeks codepipeline: %v\n%s", err, stderr.Bytes())
+	}
+	var calls []shim.JobCall
+	if err := json.Unmarshal(stdout.Bytes(), &calls); err != nil {
+		t.Fatalf("stdout is not the answers: %v\n%s", err, stdout.Bytes())
+	}
+	if len(calls) != 1 || calls[0].Result != "success" || calls[0].Status != 200 || calls[0].OutputVariables["revision"] != "3fd2a1c" ||
+		calls[0].OutputVariables["objects"] != "2" {
+		t.Errorf("answers %+v, want one success with the sample's revision and 2 objects", calls)
+	}
+	for _, secret := range []string{"secretAccessKey\":\"", "X-Amz-Signature"} {
+		if bytes.Contains(stderr.Bytes(), []byte(secret)) {
+			t.Errorf("the output shows %s", secret)
+		}
 	}
 }

@@ -110,6 +110,8 @@ func run(ctx context.Context, args []string) int {
 		return invoke(ctx, args[1:])
 	case "cfn":
 		return cfnInvoke(ctx, args[1:])
+	case "codepipeline":
+		return codepipelineInvoke(ctx, args[1:])
 	case "serve":
 		err = serve(ctx, args[1:])
 	case "route":
@@ -133,7 +135,7 @@ func run(ctx context.Context, args []string) int {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke [--helm] EVENT_FILE|-|cfn [--helm] EVENT_FILE|serve [--port N] [--helm-bootstrap PATH]|route EVENT_FILE|-   (see go doc ./cmd/localeks)`)
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke [--helm] EVENT_FILE|-|cfn [--helm] EVENT_FILE|codepipeline EVENT_FILE|serve [--port N] [--helm-bootstrap PATH]|route EVENT_FILE|-   (see go doc ./cmd/localeks)`)
 }
 
 // stackFlags are shared by the commands that may start the stack.

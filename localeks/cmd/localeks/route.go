@@ -19,7 +19,8 @@ import (
 // is a CloudFormation request for a Custom::HelmRelease; every other event,
 // an unreadable one included (the function refuses it), is the main
 // function's. A request with RequestType goes through cfn (CloudFormation
-// played with a presigned ResponseURL), the rest through invoke.
+// played with a presigned ResponseURL), a CodePipeline.job through
+// codepipeline (CodePipeline played), the rest through invoke.
 func route(event []byte) (function, mode string) {
 	var ev map[string]json.RawMessage
 	if json.Unmarshal(event, &ev) != nil {
@@ -29,6 +30,9 @@ func route(event []byte) (function, mode string) {
 		var v string
 		_ = json.Unmarshal(ev[key], &v)
 		return v
+	}
+	if _, ok := ev["CodePipeline.job"]; ok {
+		return mainFunction.name, "codepipeline"
 	}
 	if _, ok := ev["RequestType"]; ok {
 		if str("ResourceType") == "Custom::HelmRelease" {

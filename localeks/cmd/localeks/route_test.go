@@ -29,6 +29,7 @@ func TestRoute(t *testing.T) {
 		{"manifest resource", `{"RequestType":"Create","ResourceType":"Custom::KubernetesManifest"}`, "lambda-eks", "cfn"},
 		{"helm resource", `{"RequestType":"Delete","ResourceType":"Custom::HelmRelease","ResourceProperties":{"Release":"x"}}`, "lambda-eks-helm", "cfn"},
 		{"request without a type", `{"RequestType":"Create"}`, "lambda-eks", "cfn"},
+		{"codepipeline job", `{"CodePipeline.job":{"id":"x"}}`, "lambda-eks", "codepipeline"},
 		// The main function refuses what it cannot read, with its own error.
 		{"not JSON", `{"action":"helm-upgrade"`, "lambda-eks", "invoke"},
 		{"not an object", `["helm-upgrade"]`, "lambda-eks", "invoke"},
@@ -43,7 +44,8 @@ func TestRoute(t *testing.T) {
 }
 
 // Every sample in events/ goes to the function its name says: helm-* to the
-// Helm function, cfn-* and helm-cfn-* through cfn.
+// Helm function, cfn-* and helm-cfn-* through cfn, codepipeline-* through
+// codepipeline.
 func TestRouteSamples(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "..", "events", "*.json"))
 	if err != nil || len(paths) == 0 {
@@ -63,6 +65,9 @@ func TestRouteSamples(t *testing.T) {
 			wantMode := "invoke"
 			if strings.HasPrefix(strings.TrimPrefix(name, "helm-"), "cfn-") {
 				wantMode = "cfn"
+			}
+			if strings.HasPrefix(name, "codepipeline-") {
+				wantMode = "codepipeline"
 			}
 			fn, mode := route(b)
 			if diff := cmp.Diff(want+" "+wantMode, fn+" "+mode); diff != "" {

@@ -223,7 +223,8 @@ func TestCheckName(t *testing.T) {
 }
 
 // TestEventSamples decodes the samples of events/ strictly: each is an
-// Event, a scheduled event or a CloudFormation request, except bad.json.
+// Event, a scheduled event, a CloudFormation request or a CodePipeline job,
+// except bad.json.
 func TestEventSamples(t *testing.T) {
 	t.Parallel()
 	paths, err := filepath.Glob(filepath.Join("..", "events", "*.json"))
@@ -248,6 +249,12 @@ func TestEventSamples(t *testing.T) {
 			}
 			if cfnresource.Is(b) {
 				t.Error("taken for a CloudFormation request")
+			}
+			if strings.HasPrefix(name, "codepipeline-") {
+				if _, err := DecodePipelineJob(b); !IsPipelineJob(b) || err != nil {
+					t.Errorf("not a CodePipeline job: %v", err)
+				}
+				return
 			}
 			ev, err := DecodeEvent(b)
 			if err == nil {

@@ -223,7 +223,7 @@ func TestCheckEMF(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		break_ func(map[string]any)
+		mutate func(map[string]any)
 		want   string
 	}{
 		{"valid", func(map[string]any) {}, ""},
@@ -261,7 +261,7 @@ func TestCheckEMF(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			rec := valid()
-			tc.break_(rec)
+			tc.mutate(rec)
 			line, err := json.Marshal(rec)
 			if err != nil {
 				t.Fatal(err)

@@ -147,7 +147,7 @@ func (p *pipeline) calls(t *testing.T, id string) []shim.JobCall {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var all []shim.JobCall
 	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
 		t.Fatal(err)

@@ -173,7 +173,7 @@ func (d *dupRun) cfnAnswer(t *testing.T, key string) map[string]any {
 	if err != nil {
 		t.Fatalf("no answer at %s: %v", key, err)
 	}
-	defer obj.Body.Close()
+	defer func() { _ = obj.Body.Close() }()
 	body, err := io.ReadAll(obj.Body)
 	if err != nil {
 		t.Fatal(err)

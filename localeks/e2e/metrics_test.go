@@ -48,8 +48,8 @@ func TestMetricsRecords(t *testing.T) {
 
 	mustSucceed(t, fn, `{"action":"ensure-nginx","name":"`+name+`"}`) // cold: created
 	mustSucceed(t, fn, `{"action":"ensure-nginx","name":"`+name+`"}`) // warm: unchanged
-	mustFail(t, fn, `{"action":"scale","name":"`+name+`-absent","replicas":1}`, "NotFound")
-	mustFail(t, fn, `{"action":"nope"}`, "InvalidEvent")
+	_ = mustFail(t, fn, `{"action":"scale","name":"`+name+`-absent","replicas":1}`, "NotFound")
+	_ = mustFail(t, fn, `{"action":"nope"}`, "InvalidEvent")
 
 	lines := emfRecords(t, fn, 4)
 	if len(lines) != 4 {

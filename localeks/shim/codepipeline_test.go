@@ -32,7 +32,7 @@ func TestCodePipelineJobAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		var e struct {
 			Type string `json:"__type"`

@@ -12,8 +12,8 @@ func TestSetMemoryLimit(t *testing.T) {
 		env  map[string]string
 		want int64
 	}{
-		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"}, 80 << 20},
-		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}, 640 << 20},
+		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"}, 64 << 20},
+		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}, 512 << 20},
 		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "GOMEMLIMIT": "100MiB"}, 0},
 		{map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "x"}, 0},
 		{map[string]string{}, 0},

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
+	"helm.sh/helm/v4/pkg/storage/driver"
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
@@ -172,7 +174,20 @@ func (r resource) Apply(ctx context.Context, req cfnresource.Request, _ cfnresou
 	if err != nil {
 		return "", nil, err
 	}
-	res, err := r.h.run(ctx, rq, ownerHash(req.StackID, req.LogicalResourceID, rq))
+	owner := ownerHash(req.StackID, req.LogicalResourceID, rq)
+	res, err := r.h.run(ctx, rq, owner)
+	for err != nil && writtenMeanwhile(err) && timeLeft(ctx) > duplicateRetryMargin {
+		// A duplicate delivery of this request is writing the release:
+		// wait for it, then run again (an upgrade to the same chart and
+		// values), so that this answer is SUCCESS too, not a FAILED that
+		// CloudFormation may read first.
+		r.h.log.WarnContext(ctx, "release being written by another invocation: waiting", "release", rq.Release, "namespace", rq.Namespace)
+		select {
+		case <-ctx.Done():
+		case <-time.After(duplicateRetryInterval):
+		}
+		res, err = r.h.run(ctx, rq, owner)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -182,6 +197,30 @@ func (r resource) Apply(ctx context.Context, req cfnresource.Request, _ cfnresou
 		reason += "; " + res.Recovered
 	}
 	return reason, data(res), nil
+}
+
+// Waiting for a duplicate delivery's write (Apply).
+const (
+	duplicateRetryInterval = 2 * time.Second
+	duplicateRetryMargin   = 10 * time.Second
+)
+
+// writtenMeanwhile reports a Conflict because another invocation is
+// writing the release: the revision it stored first, Helm's "in progress",
+// or a pending revision whose invocation has not yet reached its deadline.
+func writtenMeanwhile(err error) bool {
+	var e *invoke.Error
+	var pending *PendingError
+	return errors.As(err, &e) && e.Code == invoke.Conflict &&
+		(errors.Is(err, driver.ErrReleaseExists) || errors.As(err, &pending) || (e.Err != nil && busyProblem(e.Err)))
+}
+
+// timeLeft is what is left of ctx's deadline; five minutes without one.
+func timeLeft(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return 5 * time.Minute
 }
 
 func data(res *Result) map[string]string {

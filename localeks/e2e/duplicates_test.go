@@ -415,7 +415,7 @@ func TestDuplicateDeliveries(t *testing.T) {
 // rollback runs, the other finds the release being written and ends in
 // Conflict (Lambda retries it later) or runs after it; one uninstall
 // uninstalls, the other finds the release uninstalled or absent; a custom
-// resource Create answers SUCCESS at least once, with one release.
+// resource Create answers SUCCESS twice, with one release.
 func TestHelmDuplicateDeliveries(t *testing.T) {
 	h, f := mustHelm(t)
 	creds := `REGISTRY_CREDENTIALS={"` + f.registry + `":"` + registryUser + ":" + registryPassword + `"}`
@@ -485,22 +485,13 @@ func TestHelmDuplicateDeliveries(t *testing.T) {
 	if got := h.helmHistory(t, d.ns, "demo"); got != nil {
 		t.Errorf("history after helm-uninstall twice: %v", got)
 	}
-	// A Create delivered twice while the first still installs: one
-	// SUCCESS; the other may answer FAILED (Conflict), which README's table
-	// states as this resource's open limit.
-	n := 0
-	for i, x := range d.twice(t, "helm-cfn-create.json") {
-		switch {
-		case outcome(x) == "SUCCESS":
-			n++
-		case outcome(x) == "FAILED" && strings.HasPrefix(fmt.Sprint(x.Answer["Reason"]), "Conflict"):
-			t.Logf("helm-cfn-create.json, delivery %d answered FAILED (Conflict) while the other installed", i)
-		default:
-			t.Errorf("helm-cfn-create.json, delivery %d: %s, want SUCCESS, or FAILED with a Conflict", i, x)
+	// A Create delivered twice while the first still installs: the other
+	// waits for it and runs after it; both SUCCESS, one PhysicalResourceId.
+	ds = d.twice(t, "helm-cfn-create.json")
+	for i, x := range ds {
+		if outcome(x) != "SUCCESS" || x.Answer["PhysicalResourceId"] != ds[0].Answer["PhysicalResourceId"] {
+			t.Errorf("helm-cfn-create.json, delivery %d: %s, want SUCCESS with the same PhysicalResourceId", i, x)
 		}
-	}
-	if n == 0 {
-		t.Errorf("helm-cfn-create.json twice: no SUCCESS")
 	}
 	if hist := h.helmHistory(t, d.ns, "demo-cfn"); len(hist) == 0 {
 		t.Errorf("no release demo-cfn after helm-cfn-create twice")

@@ -103,9 +103,9 @@ func (p *pipeline) upload(t *testing.T, key string, files map[string]string) {
 	}
 }
 
-// job sends one job (or its continuation) and returns the shim's record of
-// the answer to it.
-func (p *pipeline) job(t *testing.T, id, key, params, token string) shim.JobCall {
+// jobEvent is a CodePipeline.job event for an artifact at key, with
+// artifact credentials from moto's STS (returned too).
+func (p *pipeline) jobEvent(t *testing.T, id, key, params, token string) ([]byte, aws.Credentials) {
 	t.Helper()
 	creds, err := p.h.stack.AssumeRole(context.Background(), stack.ExecRole, "codepipeline-"+randomHex(3))
 	if err != nil {
@@ -122,7 +122,18 @@ func (p *pipeline) job(t *testing.T, id, key, params, token string) shim.JobCall
 	if token != "" {
 		data["continuationToken"] = token
 	}
-	ev, _ := json.Marshal(map[string]any{"CodePipeline.job": map[string]any{"id": id, "accountId": stack.Account, "data": data}})
+	ev, err := json.Marshal(map[string]any{"CodePipeline.job": map[string]any{"id": id, "accountId": stack.Account, "data": data}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, creds
+}
+
+// job sends one job (or its continuation) and returns the shim's record of
+// the answer to it.
+func (p *pipeline) job(t *testing.T, id, key, params, token string) shim.JobCall {
+	t.Helper()
+	ev, creds := p.jobEvent(t, id, key, params, token)
 	out, fnErr, err := p.fn.Invoke(context.Background(), ev)
 	if err != nil || fnErr != nil {
 		t.Fatalf("job %s: %v %v", id, err, fnErr)
@@ -271,13 +282,26 @@ func TestCodePipelineJob(t *testing.T) {
 	dupID := jobID()
 	key = "jobs/" + p.name + "/2.zip"
 	second := h.startFunction(t, fnOptions{timeout: 60 * time.Second, env: viaShim})
+	ev, _ := p.jobEvent(t, dupID, key, params, "")
 	var wg sync.WaitGroup
-	for _, fn := range []*lambdart.Function{p.fn, second} {
-		q := *p
-		q.fn = fn
-		wg.Go(func() { q.job(t, dupID, key, params, "") })
+	errs := make([]error, 2)
+	for i, fn := range []*lambdart.Function{p.fn, second} {
+		wg.Go(func() {
+			_, fnErr, err := fn.Invoke(context.Background(), ev)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case fnErr != nil:
+				errs[i] = fnErr
+			}
+		})
 	}
 	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("job 2, concurrent delivery %d: %v", i, err)
+		}
+	}
 	q := *p
 	q.fn = second
 	q.job(t, dupID, key, params, "") // and once more, later (a retry)

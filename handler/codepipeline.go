@@ -203,14 +203,20 @@ func WithAWS(cfg aws.Config) Option { return func(h *Handler) { h.aws = &cfg } }
 
 // pipelineAnswer is what the function answered CodePipeline.
 type pipelineAnswer struct {
-	JobID             string              `json:"jobId"`
-	Result            string              `json:"result"` // success, continue, failure
-	ContinuationToken string              `json:"continuationToken,omitempty"`
-	OutputVariables   map[string]string   `json:"outputVariables,omitempty"`
-	FailureType       string              `json:"failureType,omitempty"`
-	Message           string              `json:"message,omitempty"`
-	Objects           []kube.ObjectResult `json:"objects"`
+	JobID             string            `json:"jobId"`
+	Result            string            `json:"result"` // success, continue, failure
+	ContinuationToken string            `json:"continuationToken,omitempty"`
+	OutputVariables   map[string]string `json:"outputVariables,omitempty"`
+	FailureType       string            `json:"failureType,omitempty"`
+	// Code is the failure's error code, for the metrics.
+	Code    invoke.Code         `json:"code,omitempty"`
+	Message string              `json:"message,omitempty"`
+	Objects []kube.ObjectResult `json:"objects"`
 }
+
+// FailureCode is the code of a failure the job answered (invoke.Outcome):
+// the invocation succeeds, its metrics count the failure.
+func (a *pipelineAnswer) FailureCode() invoke.Code { return a.Code }
 
 // CountResults counts the job's objects by result, for the metrics.
 func (a *pipelineAnswer) CountResults() map[string]int {
@@ -253,7 +259,7 @@ func (h *Handler) runPipelineJob(ctx context.Context, job PipelineJob) pipelineA
 	fail := func(err error) pipelineAnswer {
 		e := invoke.AsError(err)
 		h.log.ErrorContext(ctx, "codepipeline job failed", "job", job.ID, "code", string(e.Code), "error", e.Message)
-		return pipelineAnswer{Result: "failure", FailureType: failureType(e.Code), Message: jobMessage(string(e.Code) + ": " + e.Message)}
+		return pipelineAnswer{Result: "failure", FailureType: failureType(e.Code), Code: e.Code, Message: jobMessage(string(e.Code) + ": " + e.Message)}
 	}
 	p, err := DecodePipelineParams(job.Data.ActionConfiguration.Configuration.UserParameters)
 	if err != nil {

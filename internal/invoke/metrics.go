@@ -156,6 +156,13 @@ type ResultCounter interface {
 	CountResults() map[string]int
 }
 
+// Outcome is a response that reports a failure it answered for itself (a
+// CodePipeline job answered with PutJobFailureResult): the invocation
+// succeeds, its record counts the failure under its code.
+type Outcome interface {
+	FailureCode() Code
+}
+
 // Invocation is what one record says.
 type Invocation struct {
 	Action   string
@@ -271,6 +278,9 @@ func observe(ctx context.Context, start time.Time, resp any, attrs []any, code C
 	}
 	if rc, ok := resp.(ResultCounter); ok && code == "" {
 		inv.Results = rc.CountResults()
+	}
+	if o, ok := resp.(Outcome); ok && code == "" {
+		inv.Code = o.FailureCode()
 	}
 	metrics.record(ctx, inv)
 }

@@ -24,6 +24,25 @@ type counted struct {
 
 func (c *counted) CountResults() map[string]int { return c.Results }
 
+// answered is a response that answered a failure itself.
+type answered struct{ code Code }
+
+func (a *answered) FailureCode() Code { return a.code }
+
+// TestAnsweredFailureCounted: a response that answered a failure itself
+// (a CodePipeline job) is a failure in its record.
+func TestAnsweredFailureCounted(t *testing.T) {
+	buf := useMetrics(t, nil)
+	if _, err := Finish(context.Background(), slog.New(slog.DiscardHandler), time.Now(), &answered{code: Forbidden}, nil,
+		func(*answered) []any { return []any{"action", "codepipeline"} }); err != nil {
+		t.Fatal(err)
+	}
+	recs := records(t, buf)
+	if len(recs) != 1 || recs[0]["Failures"] != 1.0 || recs[0]["Errors.Forbidden"] != 1.0 || recs[0]["Action"] != "codepipeline" {
+		t.Errorf("records %v, want one failure counted under Forbidden", recs)
+	}
+}
+
 // useMetrics makes Finish write records to the returned buffer for this
 // test. Not parallel: the writer is the process's.
 func useMetrics(t *testing.T, env map[string]string) *bytes.Buffer {

@@ -275,6 +275,18 @@ func TestCodePipelineJob(t *testing.T) {
 	if got := cm("web-config"); got != "two @"+owner {
 		t.Errorf("after the failed job 3: web-config %s, want it unchanged", got)
 	}
+	// The invocation answered the failure itself and succeeded; its
+	// metrics record counts the failure, for the Failures alarm.
+	failures := 0
+	for _, line := range emfRecords(t, p.fn, 3) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) == nil && rec["Action"] == "codepipeline" && rec["Errors.InvalidEvent"] == 1.0 && rec["Failures"] == 1.0 {
+			failures++
+		}
+	}
+	if failures != 1 {
+		t.Errorf("%d metrics records count job 3's failure, want 1", failures)
+	}
 
 	// A duplicate delivery of job 2, twice at once: the same apply,
 	// idempotent; CodePipeline keeps the first answer and refuses the

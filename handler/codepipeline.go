@@ -140,6 +140,9 @@ const (
 // IsPipelineJob reports a CodePipeline job event: a JSON object whose one
 // member is CodePipeline.job.
 func IsPipelineJob(payload []byte) bool {
+	if !bytes.Contains(payload, []byte(`"CodePipeline.job"`)) {
+		return false // every other event, without parsing it twice
+	}
 	var probe map[string]json.RawMessage
 	if json.Unmarshal(payload, &probe) != nil {
 		return false

@@ -7,96 +7,33 @@ package handler
 // only what this action applied before, waits for readiness, and answers
 // CodePipeline with PutJobSuccessResult or PutJobFailureResult. A wait
 // longer than the invocation answers success with a continuationToken;
-// CodePipeline then invokes the function again with it.
+// CodePipeline then invokes the function again with it. The protocol (the
+// event, the artifact, the answer) is internal/codepipeline's; the action
+// is this file's.
 
 import (
-	"archive/zip"
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"path"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/lambda-eks/lambda-eks/internal/codepipeline"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
 // ActionCodePipeline is the Response's action of a CodePipeline job.
 const ActionCodePipeline = "codepipeline"
-
-// PipelineJobEvent is what CodePipeline's Lambda invoke action sends. Our
-// own type: aws-lambda-go's events.CodePipelineJobEvent lacks
-// expirationTime.
-type PipelineJobEvent struct {
-	Job PipelineJob `json:"CodePipeline.job"`
-}
-
-// PipelineJob is the job of a PipelineJobEvent.
-type PipelineJob struct {
-	ID        string          `json:"id"`
-	AccountID string          `json:"accountId"`
-	Data      PipelineJobData `json:"data"`
-}
-
-// PipelineJobData is the job's data.
-type PipelineJobData struct {
-	ActionConfiguration struct {
-		Configuration struct {
-			FunctionName   string `json:"FunctionName"`
-			UserParameters string `json:"UserParameters,omitempty"`
-		} `json:"configuration"`
-	} `json:"actionConfiguration"`
-	InputArtifacts      []PipelineArtifact  `json:"inputArtifacts"`
-	OutputArtifacts     []PipelineArtifact  `json:"outputArtifacts"`
-	ArtifactCredentials ArtifactCredentials `json:"artifactCredentials"`
-	ContinuationToken   string              `json:"continuationToken,omitempty"`
-	EncryptionKey       *struct {
-		ID   string `json:"id"`
-		Type string `json:"type"`
-	} `json:"encryptionKey,omitempty"`
-}
-
-// PipelineArtifact is an input or output artifact: a zip in S3.
-type PipelineArtifact struct {
-	Name     string  `json:"name"`
-	Revision *string `json:"revision"`
-	Location struct {
-		Type       string `json:"type"`
-		S3Location struct {
-			BucketName string `json:"bucketName"`
-			ObjectKey  string `json:"objectKey"`
-		} `json:"s3Location"`
-	} `json:"location"`
-}
-
-// ArtifactCredentials are the job's temporary credentials for its
-// artifacts. Never logged; String hides them.
-type ArtifactCredentials struct {
-	AccessKeyID     string `json:"accessKeyId"`
-	SecretAccessKey string `json:"secretAccessKey"`
-	SessionToken    string `json:"sessionToken"`
-	ExpirationTime  int64  `json:"expirationTime"`
-}
-
-// String keeps the credentials out of any message.
-func (ArtifactCredentials) String() string { return "(artifact credentials)" }
 
 // PipelineParams are the action's UserParameters (JSON).
 type PipelineParams struct {
@@ -124,7 +61,6 @@ type PipelineParams struct {
 
 const (
 	pipelineParamFields = "pipeline, action, cluster, region, namespace, artifact, files, directory, prune, wait"
-	maxArtifactBytes    = 32 << 20
 	maxManifestBytes    = 16 << 20
 	defaultPipelineWait = 5 * time.Minute
 	// maxPipelineWait bounds a wait across continuations: CodePipeline's
@@ -136,39 +72,6 @@ const (
 	// inventoryPrefix names the ConfigMap that lists what an owner applied.
 	inventoryPrefix = "lambda-eks-pipeline-"
 )
-
-// IsPipelineJob reports a CodePipeline job event: a JSON object whose one
-// member is CodePipeline.job.
-func IsPipelineJob(payload []byte) bool {
-	if !bytes.Contains(payload, []byte(`"CodePipeline.job"`)) {
-		return false // every other event, without parsing it twice
-	}
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(payload, &probe) != nil {
-		return false
-	}
-	_, ok := probe["CodePipeline.job"]
-	return ok
-}
-
-// DecodePipelineJob decodes a CodePipeline.job event strictly.
-func DecodePipelineJob(raw []byte) (PipelineJobEvent, error) {
-	trimmed, err := invoke.Trim(raw)
-	if err != nil {
-		return PipelineJobEvent{}, err
-	}
-	if err := invoke.CheckObject(trimmed, maxEventDepth); err != nil {
-		return PipelineJobEvent{}, err
-	}
-	var ev PipelineJobEvent
-	if err := invoke.Strict(trimmed, &ev, "CodePipeline.job"); err != nil {
-		return PipelineJobEvent{}, err
-	}
-	if ev.Job.ID == "" {
-		return PipelineJobEvent{}, invoke.Invalid("CodePipeline.job has no id")
-	}
-	return ev, nil
-}
 
 // DecodePipelineParams decodes UserParameters strictly and checks them.
 func DecodePipelineParams(s string) (PipelineParams, error) {
@@ -195,25 +98,16 @@ func DecodePipelineParams(s string) (PipelineParams, error) {
 // owner is what the pipeline's action owns its objects as.
 func (p PipelineParams) owner() string { return "codepipeline/" + p.Pipeline + "/" + p.Action }
 
-// continuation is the state a continued job carries in its token.
-type continuation struct {
-	Start int64 `json:"start"` // when the first invocation of the job began (unix s)
-}
-
 // WithAWS sets the function's AWS configuration, which CodePipeline jobs
 // are answered with (their artifacts are read with their own credentials).
 func WithAWS(cfg aws.Config) Option { return func(h *Handler) { h.aws = &cfg } }
 
-// pipelineAnswer is what the function answered CodePipeline.
+// pipelineAnswer is what the function answered CodePipeline, and the
+// invocation's response.
 type pipelineAnswer struct {
-	JobID             string            `json:"jobId"`
-	Result            string            `json:"result"` // success, continue, failure
-	ContinuationToken string            `json:"continuationToken,omitempty"`
-	OutputVariables   map[string]string `json:"outputVariables,omitempty"`
-	FailureType       string            `json:"failureType,omitempty"`
+	codepipeline.Answer
 	// Code is the failure's error code, for the metrics.
 	Code    invoke.Code         `json:"code,omitempty"`
-	Message string              `json:"message,omitempty"`
 	Objects []kube.ObjectResult `json:"objects"`
 }
 
@@ -234,7 +128,7 @@ func (a *pipelineAnswer) CountResults() map[string]int {
 func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, error) {
 	start := time.Now()
 	invoke.NoteAction(ctx, ActionCodePipeline)
-	ev, err := DecodePipelineJob(payload)
+	ev, err := codepipeline.Decode(payload)
 	if err != nil {
 		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, func(*pipelineAnswer) []any { return nil })
 	}
@@ -249,7 +143,12 @@ func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, erro
 	if ans.Objects == nil {
 		ans.Objects = []kube.ObjectResult{}
 	}
-	if err := h.answerJob(ctx, ans); err != nil {
+	if h.aws == nil {
+		err = errNoAWS
+	} else {
+		err = codepipeline.Send(ctx, *h.aws, h.log, ans.Answer)
+	}
+	if err != nil {
 		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, func(*pipelineAnswer) []any { return nil })
 	}
 	return invoke.Finish(ctx, h.log, start, &ans, nil, func(a *pipelineAnswer) []any {
@@ -258,21 +157,20 @@ func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, erro
 }
 
 // runPipelineJob does the job and says what to answer.
-func (h *Handler) runPipelineJob(ctx context.Context, job PipelineJob) pipelineAnswer {
+func (h *Handler) runPipelineJob(ctx context.Context, job codepipeline.Job) pipelineAnswer {
 	fail := func(err error) pipelineAnswer {
 		e := invoke.AsError(err)
 		h.log.ErrorContext(ctx, "codepipeline job failed", "job", job.ID, "code", string(e.Code), "error", e.Message)
-		return pipelineAnswer{Result: "failure", FailureType: failureType(e.Code), Code: e.Code, Message: jobMessage(string(e.Code) + ": " + e.Message)}
+		return pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
 	}
 	p, err := DecodePipelineParams(job.Data.ActionConfiguration.Configuration.UserParameters)
 	if err != nil {
 		return fail(err)
 	}
-	cont := continuation{Start: time.Now().Unix()}
+	cont := codepipeline.Continuation{Start: time.Now().Unix()}
 	if tok := job.Data.ContinuationToken; tok != "" {
-		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || json.Unmarshal(b, &cont) != nil || cont.Start == 0 {
-			return fail(invoke.Invalid("continuationToken %.40q is not one this function gave", tok))
+		if cont, err = codepipeline.ParseContinuation(tok); err != nil {
+			return fail(err)
 		}
 	}
 	wait := defaultPipelineWait
@@ -281,7 +179,7 @@ func (h *Handler) runPipelineJob(ctx context.Context, job PipelineJob) pipelineA
 			return fail(invoke.Invalid("UserParameters: wait %q is not a duration of 0 to %s", p.Wait, maxPipelineWait))
 		}
 	}
-	art, err := pickArtifact(job.Data.InputArtifacts, p.Artifact)
+	art, err := codepipeline.PickArtifact(job.Data.InputArtifacts, p.Artifact)
 	if err != nil {
 		return fail(err)
 	}
@@ -327,9 +225,9 @@ func (h *Handler) runPipelineJob(ctx context.Context, job PipelineJob) pipelineA
 		case errors.As(err, &timeout) && bound < left:
 			// The invocation ends before the wait: CodePipeline invokes
 			// the function again with the token.
-			tok, _ := json.Marshal(cont)
-			return pipelineAnswer{Result: "continue", ContinuationToken: base64.RawURLEncoding.EncodeToString(tok), Objects: timeout.Objects,
-				Message: jobMessage(fmt.Sprintf("%s; waiting for readiness (%s of %s)", summary, time.Since(time.Unix(cont.Start, 0)).Round(time.Second), wait))}
+			return pipelineAnswer{Answer: codepipeline.Answer{Result: codepipeline.Continue, ContinuationToken: cont.Token(),
+				Message: codepipeline.Message(fmt.Sprintf("%s; waiting for readiness (%s of %s)", summary, time.Since(time.Unix(cont.Start, 0)).Round(time.Second), wait))},
+				Objects: timeout.Objects}
 		case err != nil:
 			return fail(invoke.Classify(ctx, err, diagnose(req, conn.CallerARN)))
 		}
@@ -340,7 +238,7 @@ func (h *Handler) runPipelineJob(ctx context.Context, job PipelineJob) pipelineA
 			return a
 		}
 	}
-	out.Result = "success"
+	out.Result = codepipeline.Success
 	revision := ""
 	if art.Revision != nil {
 		revision = *art.Revision
@@ -426,96 +324,45 @@ func isNotFound(err error) bool {
 	return invoke.AsError(invoke.Classify(context.Background(), err, invoke.Diagnosis{})).Code == invoke.NotFound
 }
 
-// pickArtifact returns the input artifact named name, or the first.
-func pickArtifact(arts []PipelineArtifact, name string) (PipelineArtifact, error) {
-	for _, a := range arts {
-		if name == "" || a.Name == name {
-			if a.Location.Type != "S3" || a.Location.S3Location.BucketName == "" || a.Location.S3Location.ObjectKey == "" {
-				return a, invoke.Invalid("input artifact %q is not in S3", a.Name)
-			}
-			return a, nil
-		}
-	}
-	if name == "" {
-		return PipelineArtifact{}, invoke.Invalid("the action has no input artifact; give it the artifact that holds the manifests")
-	}
-	return PipelineArtifact{}, invoke.Invalid("no input artifact named %q", name)
-}
-
 // readArtifact reads the artifact's zip with the job's credentials (never
 // the function's role) and returns its manifests as one document stream.
-func (h *Handler) readArtifact(ctx context.Context, art PipelineArtifact, creds ArtifactCredentials, p PipelineParams) (string, error) {
+func (h *Handler) readArtifact(ctx context.Context, art codepipeline.Artifact, creds codepipeline.Credentials, p PipelineParams) (string, error) {
 	if h.aws == nil {
-		return "", errors.New("this handler has no AWS configuration (handler.WithAWS)")
+		return "", errNoAWS
 	}
-	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
-		return "", &invoke.Error{Code: invoke.Forbidden, Message: "the job has no artifactCredentials"}
-	}
-	client := s3.NewFromConfig(*h.aws, func(o *s3.Options) {
-		o.Credentials = credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)
-	})
-	loc := art.Location.S3Location
-	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(loc.BucketName), Key: aws.String(loc.ObjectKey)})
+	b, err := codepipeline.ReadArtifact(ctx, *h.aws, art, creds)
 	if err != nil {
-		if _, rerr := ReadManifestS3(ctx, failingGetter{err}, loc.BucketName, loc.ObjectKey); rerr != nil {
-			e := invoke.AsError(rerr)
-			e.Message = strings.Replace(e.Message, "ManifestS3 ", "input artifact "+art.Name+" at ", 1)
-			if e.Code == invoke.Forbidden {
-				e.Message = fmt.Sprintf("input artifact %s at s3://%s/%s: access denied with the job's artifact credentials", art.Name, loc.BucketName, loc.ObjectKey)
-			}
-			return "", e
-		}
 		return "", err
-	}
-	defer func() { _ = out.Body.Close() }()
-	b, err := io.ReadAll(io.LimitReader(out.Body, maxArtifactBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("read input artifact %s: %w", art.Name, err)
-	}
-	if len(b) > maxArtifactBytes {
-		return "", invoke.Invalid("input artifact %s is larger than %d bytes", art.Name, maxArtifactBytes)
 	}
 	return manifestsOfZip(b, p)
 }
 
-// failingGetter answers GetObject with err, to word it as ReadManifestS3
-// words S3's errors.
-type failingGetter struct{ err error }
-
-func (f failingGetter) GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
-	return nil, f.err
-}
+// errNoAWS: a CodePipeline job needs the function's AWS configuration.
+var errNoAWS = errors.New("this handler has no AWS configuration (handler.WithAWS)")
 
 // manifestsOfZip returns the manifests of the zip that p selects, in
 // name order, as one stream of documents.
 func manifestsOfZip(b []byte, p PipelineParams) (string, error) {
-	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	z, err := codepipeline.OpenZip(b)
 	if err != nil {
-		return "", invoke.Invalid("the input artifact is not a zip: %v", err)
-	}
-	files := map[string]*zip.File{}
-	for _, f := range zr.File {
-		if !f.FileInfo().IsDir() {
-			files[path.Clean(f.Name)] = f
-		}
+		return "", err
 	}
 	var names []string
 	if len(p.Files) > 0 {
 		for _, n := range p.Files {
-			if _, ok := files[path.Clean(n)]; !ok {
+			if !z.Has(n) {
 				return "", invoke.Invalid("UserParameters: file %q is not in the input artifact", n)
 			}
 			names = append(names, path.Clean(n))
 		}
 	} else {
 		dir := strings.Trim(path.Clean("/"+p.Directory), "/")
-		for n := range files {
+		for _, n := range z.Names() {
 			ext := path.Ext(n)
 			if (ext == ".yaml" || ext == ".yml" || ext == ".json") && (dir == "" || strings.HasPrefix(n, dir+"/")) {
 				names = append(names, n)
 			}
 		}
-		sort.Strings(names)
 		if len(names) == 0 {
 			return "", invoke.Invalid("the input artifact has no .yaml, .yml or .json file under %q", invoke.Or(p.Directory, "/"))
 		}
@@ -523,14 +370,9 @@ func manifestsOfZip(b []byte, p PipelineParams) (string, error) {
 	var docs []string
 	total := 0
 	for _, n := range names {
-		rc, err := files[n].Open()
+		data, err := z.Read(n, maxManifestBytes-total)
 		if err != nil {
-			return "", invoke.Invalid("input artifact file %s: %v", n, err)
-		}
-		data, err := io.ReadAll(io.LimitReader(rc, int64(maxManifestBytes-total+1)))
-		_ = rc.Close()
-		if err != nil {
-			return "", invoke.Invalid("input artifact file %s: %v", n, err)
+			return "", err
 		}
 		total += len(data)
 		if total > maxManifestBytes {
@@ -539,134 +381,4 @@ func manifestsOfZip(b []byte, p PipelineParams) (string, error) {
 		docs = append(docs, strings.TrimPrefix(string(data), "---\n"))
 	}
 	return strings.Join(docs, "\n---\n"), nil
-}
-
-// failureType is CodePipeline's failureDetails.type for an error code.
-func failureType(c invoke.Code) string {
-	switch c {
-	case invoke.InvalidEvent:
-		return "ConfigurationError"
-	case invoke.Forbidden, invoke.Unauthorized:
-		return "PermissionError"
-	case invoke.Unavailable:
-		return "SystemUnavailable"
-	}
-	return "JobFailed"
-}
-
-// jobMessage fits a message in CodePipeline's 5,000 characters (redacted,
-// as every message the function writes).
-func jobMessage(s string) string {
-	s = invoke.Redact(s)
-	if len(s) > 4900 {
-		s = s[:4900] + " ..."
-	}
-	return s
-}
-
-// answerJob sends the answer with the function's own credentials, retried
-// within ctx: CodePipeline waits for it until the action's timeout.
-func (h *Handler) answerJob(ctx context.Context, a pipelineAnswer) error {
-	if h.aws == nil {
-		return errors.New("this handler has no AWS configuration (handler.WithAWS)")
-	}
-	op, body := "PutJobSuccessResult", map[string]any{"jobId": a.JobID}
-	switch a.Result {
-	case "continue":
-		body["continuationToken"] = a.ContinuationToken
-		body["executionDetails"] = map[string]any{"summary": truncate(a.Message, 2048)}
-	case "success":
-		body["outputVariables"] = a.OutputVariables
-		body["executionDetails"] = map[string]any{"summary": truncate(a.Message, 2048)}
-	default:
-		op = "PutJobFailureResult"
-		body = map[string]any{"jobId": a.JobID, "failureDetails": map[string]any{"type": a.FailureType, "message": a.Message}}
-	}
-	payload, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	var last error
-	for attempt := range 4 {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("answer codepipeline job %s: %w (last: %w)", a.JobID, ctx.Err(), last)
-			case <-time.After(time.Duration(attempt) * 300 * time.Millisecond):
-			}
-		}
-		retry, err := h.putJobResult(ctx, op, payload)
-		if err == nil {
-			h.log.InfoContext(ctx, "codepipeline answered", "job", a.JobID, "op", op, "result", a.Result)
-			return nil
-		}
-		if errors.Is(err, errJobAnswered) {
-			// A duplicate delivery of a job another invocation answered:
-			// CodePipeline keeps that answer; this one did the same work.
-			h.log.WarnContext(ctx, "codepipeline job answered already", "job", a.JobID, "op", op, "result", a.Result)
-			return nil
-		}
-		last = err
-		if !retry {
-			break
-		}
-	}
-	return &invoke.Error{Code: invoke.Unavailable, Err: last, Message: fmt.Sprintf("answer codepipeline job %s (%s): %v", a.JobID, op, last)}
-}
-
-// putJobResult sends one CodePipeline call (AWS JSON 1.1, SigV4) and says
-// whether a failure is worth retrying.
-func (h *Handler) putJobResult(ctx context.Context, op string, payload []byte) (bool, error) {
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	region := h.aws.Region
-	endpoint := "https://codepipeline." + region + ".amazonaws.com/"
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, endpoint, bytes.NewReader(payload))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-	req.Header.Set("X-Amz-Target", "CodePipeline_20150709."+op)
-	creds, err := h.aws.Credentials.Retrieve(actx)
-	if err != nil {
-		return true, fmt.Errorf("aws credentials: %w", err)
-	}
-	sum := sha256.Sum256(payload)
-	if err := v4.NewSigner().SignHTTP(actx, creds, req, hex.EncodeToString(sum[:]), "codepipeline", region, time.Now()); err != nil {
-		return false, err
-	}
-	client := h.aws.HTTPClient
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return true, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode == http.StatusOK {
-		return false, nil
-	}
-	var e struct {
-		Type    string `json:"__type"`
-		Message string `json:"message"`
-	}
-	_ = json.Unmarshal(b, &e)
-	if strings.HasSuffix(e.Type, "InvalidJobStateException") {
-		return false, fmt.Errorf("%s: %w: %s", op, errJobAnswered, invoke.Redact(e.Message))
-	}
-	retry := resp.StatusCode >= 500 || strings.Contains(e.Type, "Throttling")
-	return retry, fmt.Errorf("%s: %d %s: %s", op, resp.StatusCode, e.Type, invoke.Redact(e.Message))
-}
-
-// errJobAnswered is CodePipeline's InvalidJobStateException: the job
-// succeeded or failed already.
-var errJobAnswered = errors.New("the job was answered already")
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

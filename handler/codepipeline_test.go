@@ -3,8 +3,6 @@ package handler
 import (
 	"archive/zip"
 	"bytes"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -12,42 +10,6 @@ import (
 
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
-
-func TestDecodePipelineJob(t *testing.T) {
-	t.Parallel()
-	raw, err := os.ReadFile("../events/codepipeline-job.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !IsPipelineJob(raw) {
-		t.Fatal("the sample is not a pipeline job")
-	}
-	ev, err := DecodePipelineJob(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev.Job.Data.ArtifactCredentials.ExpirationTime != 1796583600000 || ev.Job.Data.InputArtifacts[0].Location.S3Location.ObjectKey == "" {
-		t.Errorf("decoded %+v", ev.Job.Data)
-	}
-	if s := fmt.Sprintf("%v %+v", ev.Job.Data.ArtifactCredentials, ev.Job.Data); strings.Contains(s, "replaced-by-local-sh") {
-		t.Errorf("the artifact credentials print: %s", s)
-	}
-	for name, bad := range map[string]string{
-		"unknown field":   strings.Replace(string(raw), `"accountId"`, `"acountId"`, 1),
-		"wrong case":      strings.Replace(string(raw), `"inputArtifacts"`, `"InputArtifacts"`, 1),
-		"no id":           strings.Replace(string(raw), `"id": "c0d3b1e5-0000-4000-8000-00000000cafe",`, ``, 1),
-		"trailing":        string(raw) + "{}",
-		"not an object":   `["CodePipeline.job"]`,
-		"duplicate field": strings.Replace(string(raw), `"accountId": "123456789012",`, `"accountId": "1", "accountId": "2",`, 1),
-	} {
-		if _, err := DecodePipelineJob([]byte(bad)); err == nil || invoke.AsError(err).Code != invoke.InvalidEvent {
-			t.Errorf("%s: %v, want InvalidEvent", name, err)
-		}
-	}
-	if IsPipelineJob([]byte(`{"action":"apply"}`)) || IsPipelineJob([]byte(`{"RequestType":"Create"}`)) {
-		t.Error("an event or a custom resource taken for a job")
-	}
-}
 
 func TestDecodePipelineParams(t *testing.T) {
 	t.Parallel()
@@ -113,18 +75,5 @@ func TestManifestsOfZip(t *testing.T) {
 	}
 	if _, err := manifestsOfZip([]byte("not a zip"), PipelineParams{}); err == nil {
 		t.Error("a non-zip accepted")
-	}
-}
-
-func TestFailureType(t *testing.T) {
-	t.Parallel()
-	for code, want := range map[invoke.Code]string{invoke.InvalidEvent: "ConfigurationError", invoke.Forbidden: "PermissionError",
-		invoke.Unauthorized: "PermissionError", invoke.Unavailable: "SystemUnavailable", invoke.Conflict: "JobFailed", RolloutFailed: "JobFailed"} {
-		if got := failureType(code); got != want {
-			t.Errorf("%s: %s, want %s", code, got, want)
-		}
-	}
-	if n := len(jobMessage(strings.Repeat("x", 9000))); n > 5000 {
-		t.Errorf("message of %d characters", n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/codepipeline"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
@@ -251,7 +252,7 @@ func TestEventSamples(t *testing.T) {
 				t.Error("taken for a CloudFormation request")
 			}
 			if strings.HasPrefix(name, "codepipeline-") {
-				if _, err := DecodePipelineJob(b); !IsPipelineJob(b) || err != nil {
+				if _, err := codepipeline.Decode(b); !codepipeline.Is(b) || err != nil {
 					t.Errorf("not a CodePipeline job: %v", err)
 				}
 				return

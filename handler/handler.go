@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/codepipeline"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
@@ -95,7 +96,7 @@ func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	if cfnresource.Is(payload) {
 		return h.cfn.ServeLambda(ctx, payload, manifestResource{h})
 	}
-	if IsPipelineJob(payload) {
+	if codepipeline.Is(payload) {
 		return h.pipelineJob(ctx, payload)
 	}
 	start := time.Now()

@@ -397,17 +397,26 @@ func TestCFNDeleteNeverBlocks(t *testing.T) {
 }
 
 // TestCFNLongReason: a Reason longer than the body allows is trimmed, the
-// ids are whole, and the body is at most 4,096 bytes (checked by send).
+// ids are whole, and the body is at most 4,096 bytes (checked by send). The
+// long Reason is a Timeout naming each of 32 outputs that stayed empty (a
+// value quoted from the event is itself cut to 256 bytes, so one long value
+// no longer makes a long Reason).
 func TestCFNLongReason(t *testing.T) {
 	h := mustHarness(t)
+	ns := h.cfnNamespace(t)
 	c := h.newCFNStack(t, fnOptions{})
-	long := strings.Repeat("n", 6000)
-	props := map[string]any{"Manifest": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  namespace: " + long + "\n"}
+	outputs := map[string]any{}
+	for i := range 32 {
+		outputs[fmt.Sprintf("Output%02d%s", i, strings.Repeat("x", 100))] = map[string]any{
+			"Kind": "ConfigMap", "Name": "absent-" + strings.Repeat("n", 200), "JSONPath": "{.data." + strings.Repeat("k", 100) + "}"}
+	}
+	props := map[string]any{"Namespace": ns, "Manifest": cfnConfigMaps("a", "1"), "Wait": "1", "Outputs": outputs}
 	a := c.send(t, cfnRequest{Type: "Create", Logical: "Long", Props: props})
 	mustStatus(t, a, "FAILED")
-	if !strings.HasSuffix(a.Reason, "[trimmed]") || !strings.HasPrefix(a.Reason, "InvalidEvent: manifest document 1") {
-		t.Errorf("Reason %.200q...%q, want InvalidEvent naming the document, ending [trimmed]", a.Reason, a.Reason[max(0, len(a.Reason)-20):])
+	if !strings.HasSuffix(a.Reason, "[trimmed]") || !strings.HasPrefix(a.Reason, "Timeout: still empty after") || !strings.Contains(a.Reason, "output Output00") {
+		t.Errorf("Reason %.200q...%q, want Timeout naming the outputs, ending [trimmed]", a.Reason, a.Reason[max(0, len(a.Reason)-20):])
 	}
+	mustStatus(t, c.send(t, cfnRequest{Type: "Delete", Logical: "Long", Physical: a.PhysicalResourceID, Props: props}), "SUCCESS")
 }
 
 // TestCFNOutputNeverSet: an output that stays empty is FAILED naming it,

@@ -47,7 +47,10 @@ func TestMetricsRecords(t *testing.T) {
 	t.Cleanup(func() { h.mustDeleteDeployment(t, "default", name) })
 
 	mustSucceed(t, fn, `{"action":"ensure-nginx","name":"`+name+`"}`) // cold: created
-	mustSucceed(t, fn, `{"action":"ensure-nginx","name":"`+name+`"}`) // warm: unchanged
+	// The steady state of a warm function: past the seconds after its own
+	// last change, in which an apply is preconditioned (kube.Apply).
+	h.settleDeployment(t, "default", name)
+	mustSucceed(t, fn, `{"action":"ensure-nginx","name":"`+name+`"}`) // warm: unchanged, one request
 	_ = mustFail(t, fn, `{"action":"scale","name":"`+name+`-absent","replicas":1}`, "NotFound")
 	_ = mustFail(t, fn, `{"action":"nope"}`, "InvalidEvent")
 

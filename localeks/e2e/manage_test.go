@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
@@ -526,12 +527,17 @@ func TestScaleDownRestoreAndDryRun(t *testing.T) {
 	t.Run("morning: restore", func(t *testing.T) {
 		ctx := context.Background()
 		deps := h.admin.AppsV1().Deployments("default")
-		sc, err := deps.GetScale(ctx, "back-"+label, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc.Spec.Replicas = 1
-		if _, err := deps.UpdateScale(ctx, "back-"+label, sc, metav1.UpdateOptions{}); err != nil {
+		// The controllers write the Deployment too: read and write again on
+		// a conflict, as kubectl scale does.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			sc, err := deps.GetScale(ctx, "back-"+label, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			sc.Spec.Replicas = 1
+			_, err = deps.UpdateScale(ctx, "back-"+label, sc, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		r := mustManage(t, fn, event(t, map[string]any{"action": "scale", "selector": selector, "replicas": "restore"}))

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,18 +129,26 @@ func (a *pipelineAnswer) CountResults() map[string]int {
 func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, error) {
 	start := time.Now()
 	invoke.NoteAction(ctx, ActionCodePipeline)
+	var ans pipelineAnswer
 	ev, err := codepipeline.Decode(payload)
-	if err != nil {
+	switch {
+	case err != nil && codepipeline.JobID(payload) == "":
 		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, func(*pipelineAnswer) []any { return nil })
+	case err != nil:
+		// A job that does not decode is answered as failed, not left to
+		// hang its pipeline until the action's timeout.
+		e := invoke.AsError(err)
+		ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
+		ans.JobID = codepipeline.JobID(payload)
+	default:
+		work, cancel := context.WithCancel(ctx)
+		if deadline, ok := ctx.Deadline(); ok {
+			work, cancel = context.WithDeadline(ctx, deadline.Add(-answerBudget))
+		}
+		ans = h.runPipelineJobSafely(work, ev.Job)
+		cancel()
+		ans.JobID = ev.Job.ID
 	}
-	job := ev.Job
-	work, cancel := context.WithCancel(ctx)
-	if deadline, ok := ctx.Deadline(); ok {
-		work, cancel = context.WithDeadline(ctx, deadline.Add(-answerBudget))
-	}
-	ans := h.runPipelineJob(work, job)
-	cancel()
-	ans.JobID = job.ID
 	if ans.Objects == nil {
 		ans.Objects = []kube.ObjectResult{}
 	}
@@ -154,6 +163,20 @@ func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, erro
 	return invoke.Finish(ctx, h.log, start, &ans, nil, func(a *pipelineAnswer) []any {
 		return []any{"action", ActionCodePipeline, "job", a.JobID, "result", a.Result, "objects", len(a.Objects)}
 	})
+}
+
+// runPipelineJobSafely is runPipelineJob with a panic answered as the
+// job's failure: the job is answered whatever happens, as a custom resource
+// is.
+func (h *Handler) runPipelineJobSafely(ctx context.Context, job codepipeline.Job) (ans pipelineAnswer) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.log.ErrorContext(ctx, "codepipeline job panicked", "job", job.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			e := &invoke.Error{Code: invoke.Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", v)}
+			ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
+		}
+	}()
+	return h.runPipelineJob(ctx, job)
 }
 
 // runPipelineJob does the job and says what to answer.

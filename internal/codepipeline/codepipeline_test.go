@@ -209,3 +209,21 @@ func TestSend(t *testing.T) {
 		})
 	}
 }
+
+// TestJobID: the id of a job that Decode refuses is still read, so that
+// the refusal is answered; nothing is read from what names no job.
+func TestJobID(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		`{"CodePipeline.job":{"id":"j-1","data":{},"newField":1}}`: "j-1",
+		`{"CodePipeline.job":{"id":"j-2"},"extra":true}`:           "j-2",
+		`{"CodePipeline.job":{"data":{}}}`:                         "",
+		`{"CodePipeline.job":{"id":7}}`:                            "",
+		`[1]`:                                                      "",
+		`not json`:                                                 "",
+	} {
+		if got := JobID([]byte(raw)); got != want {
+			t.Errorf("JobID(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}

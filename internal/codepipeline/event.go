@@ -105,6 +105,25 @@ func Decode(raw []byte) (Event, error) {
 	return ev, nil
 }
 
+// JobID reads the job id of a payload Decode refused, leniently, so that
+// the refusal can still be answered: a job left unanswered hangs its
+// pipeline until the action's timeout, and Lambda's retries of the same
+// payload would fail the same way. "" when the payload names none.
+func JobID(raw []byte) string {
+	if len(raw) > invoke.MaxEventBytes {
+		return ""
+	}
+	var probe struct {
+		Job struct {
+			ID string `json:"id"`
+		} `json:"CodePipeline.job"`
+	}
+	if json.Unmarshal(raw, &probe) != nil {
+		return ""
+	}
+	return probe.Job.ID
+}
+
 // PickArtifact returns the input artifact named name, or the first.
 func PickArtifact(arts []Artifact, name string) (Artifact, error) {
 	for _, a := range arts {

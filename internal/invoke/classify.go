@@ -52,6 +52,11 @@ type Diagnosis struct {
 //
 // An apply that failed after writing some objects says which stay written.
 func Classify(ctx context.Context, err error, d Diagnosis) *Error {
+	var done *Error
+	if errors.As(err, &done) {
+		// Already classified (or worded on purpose): its message says it all.
+		return done
+	}
 	e := classifyOne(ctx, err, d)
 	var applyErr *kube.ApplyError
 	if errors.As(err, &applyErr) && !strings.Contains(e.Message, "written before the failure") {
@@ -73,10 +78,6 @@ func Qualified(namespace, name string) string {
 }
 
 func classifyOne(ctx context.Context, err error, d Diagnosis) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
 	msg := Redact(err.Error())
 	var (
 		notFound   *auth.ClusterNotFoundError

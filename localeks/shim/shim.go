@@ -18,7 +18,12 @@
 // plays faults and a trust-policy check that moto lacks, switched by tests:
 // GET and POST /__faults (see Faults). It answers CodePipeline's
 // PutJobSuccessResult and PutJobFailureResult, which moto lacks, and
-// records them: GET /__codepipeline (codepipeline.go).
+// records them: GET /__codepipeline (codepipeline.go). It answers Auto
+// Scaling's CompleteLifecycleAction and RecordLifecycleActionHeartbeat
+// against lifecycle actions registered by whoever plays the group, and
+// records them: /__lifecycle (lifecycle.go). It forwards Lambda Invoke to
+// a registered Invoke API on loopback, so that a function can invoke
+// itself: /__lambda (lambda.go).
 package shim
 
 import (
@@ -70,7 +75,7 @@ type Config struct {
 // shared shim.
 type Counts map[string]int
 
-// Fault modes of an AWS service (Faults.STS, Faults.EKS).
+// Fault modes of an AWS service (Faults.STS, Faults.EKS, ...).
 const (
 	// Freeze leaves requests unanswered until the client gives up: an
 	// endpoint that accepts connections and never answers.
@@ -88,8 +93,11 @@ const (
 // authenticator's replays of presigned tokens still reach STS, as EKS's own
 // path to STS does when only the function's path to AWS is broken.
 type Faults struct {
-	STS string `json:"sts,omitempty"`
-	EKS string `json:"eks,omitempty"`
+	STS         string `json:"sts,omitempty"`
+	EKS         string `json:"eks,omitempty"`
+	AutoScaling string `json:"autoscaling,omitempty"`
+	EC2         string `json:"ec2,omitempty"`
+	Lambda      string `json:"lambda,omitempty"`
 	// ExternalIDs maps a role ARN to the external ID its trust policy
 	// demands (an sts:ExternalId condition, which moto does not enforce):
 	// AssumeRole of that role with another or no external ID is answered
@@ -103,12 +111,18 @@ func (f Faults) of(service string) string {
 		return f.STS
 	case "eks":
 		return f.EKS
+	case "autoscaling":
+		return f.AutoScaling
+	case "ec2":
+		return f.EC2
+	case "lambda":
+		return f.Lambda
 	}
 	return ""
 }
 
 func (f Faults) check() error {
-	for _, mode := range []string{f.STS, f.EKS} {
+	for _, mode := range []string{f.STS, f.EKS, f.AutoScaling, f.EC2, f.Lambda} {
 		switch mode {
 		case "", Freeze, FreezeConnect, Close:
 		default:
@@ -132,6 +146,9 @@ type Server struct {
 	counts Counts
 	faults Faults
 	jobs   jobBook
+	// lifecycle and lambda have locks of their own.
+	lifecycle lifecycleBook
+	lambda    lambdaBook
 	// stop ends frozen requests when the shim shuts down.
 	stop chan struct{}
 }
@@ -216,6 +233,8 @@ func (s *Server) front(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/__health":
 		_, _ = io.WriteString(w, "ok\n")
 	case strings.HasPrefix(r.URL.Path, "/__codepipeline") && s.codepipelineAPI(w, r):
+	case strings.HasPrefix(r.URL.Path, "/__lifecycle") && s.lifecycleAPI(w, r):
+	case strings.HasPrefix(r.URL.Path, "/__lambda") && s.lambdaAPI(w, r):
 	case r.URL.Path == "/__counts" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Counts())
@@ -240,7 +259,7 @@ func (s *Server) front(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.SetFaults(f)
-		slog.Info("faults set", "sts", f.STS, "eks", f.EKS, "externalIds", len(f.ExternalIDs))
+		slog.Info("faults set", "sts", f.STS, "eks", f.EKS, "autoscaling", f.AutoScaling, "ec2", f.EC2, "lambda", f.Lambda, "externalIds", len(f.ExternalIDs))
 		w.WriteHeader(http.StatusNoContent)
 	default:
 		http.NotFound(w, r)
@@ -344,6 +363,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	if service == "codepipeline" {
 		s.codepipeline(w, r) // moto lacks the job-worker answers
 		return
+	}
+	if service == "autoscaling" && s.autoscaling(w, r) {
+		return // moto lacks the lifecycle actions
+	}
+	if service == "lambda" && s.lambdaInvoke(w, r) {
+		return // moto would run the function in Docker
 	}
 
 	// The upstream is moto on loopback, checked in New; only path and query

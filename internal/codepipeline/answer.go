@@ -68,8 +68,17 @@ func Message(s string) string {
 }
 
 // Send sends the answer with the function's own credentials (cfg), retried
-// within ctx: CodePipeline waits for it until the action's timeout.
+// within ctx: CodePipeline waits for it until the action's timeout. It gives
+// up invoke.DeadlineMargin before ctx's deadline (as the custom-resource
+// engine's answer does), so that an answer that cannot be delivered ends
+// as the invocation's Unavailable error, which Lambda retries, not as a
+// killed invocation.
 func Send(ctx context.Context, cfg aws.Config, log *slog.Logger, a Answer) error {
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-invoke.DeadlineMargin))
+		defer cancel()
+	}
 	op, body := "PutJobSuccessResult", map[string]any{"jobId": a.JobID}
 	switch a.Result {
 	case Continue:
@@ -91,7 +100,8 @@ func Send(ctx context.Context, cfg aws.Config, log *slog.Logger, a Answer) error
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("answer codepipeline job %s: %w (last: %w)", a.JobID, ctx.Err(), last)
+				err := fmt.Errorf("answer codepipeline job %s: %w (last: %w)", a.JobID, ctx.Err(), last)
+				return &invoke.Error{Code: invoke.Unavailable, Err: err, Message: invoke.Redact(err.Error())}
 			case <-time.After(time.Duration(attempt) * 300 * time.Millisecond):
 			}
 		}

@@ -49,7 +49,7 @@ func ReadArtifact(ctx context.Context, cfg aws.Config, art Artifact, creds Crede
 }
 
 // s3Error words GetObject's error: a missing object is NotFound, a denied
-// read Forbidden.
+// read Forbidden, the rest as invoke.Classify words AWS errors.
 func s3Error(ctx context.Context, art Artifact, err error) error {
 	loc := art.Location.S3Location
 	where := fmt.Sprintf("input artifact %s at s3://%s/%s", art.Name, loc.BucketName, loc.ObjectKey)
@@ -74,7 +74,12 @@ func s3Error(ctx context.Context, art Artifact, err error) error {
 		return &invoke.Error{Code: invoke.Forbidden, Err: err, Message: where + ": access denied with the job's artifact credentials"}
 	}
 	wrapped := fmt.Errorf("read %s: %w", where, auth.AsEndpointError(ctx, err))
-	return &invoke.Error{Code: invoke.Internal, Err: wrapped, Message: invoke.Redact(wrapped.Error())}
+	// The framework's typed checks: S3 throttling (SlowDown) or a 5xx
+	// after the SDK's retries, an endpoint that did not answer, is
+	// Unavailable (SystemUnavailable to CodePipeline, which may retry the
+	// action), expired job credentials Unauthorized; only what nothing
+	// recognises stays Internal.
+	return invoke.Classify(ctx, wrapped, invoke.Diagnosis{})
 }
 
 // Zip is an input artifact's zip: its files (not directories) by clean

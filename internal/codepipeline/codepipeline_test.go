@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -227,3 +228,86 @@ func TestJobID(t *testing.T) {
 		}
 	}
 }
+
+// ReadArtifact words S3's answers: throttling and 5xx (after the SDK's
+// retries, none here) are Unavailable, so that CodePipeline sees
+// SystemUnavailable; a denied read is Forbidden, a missing key NotFound.
+// The read is signed with the job's credentials.
+func TestReadArtifactErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+		code   invoke.Code
+	}{
+		{"ok", 200, "zip bytes", ""},
+		{"throttled", 503, `<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`, invoke.Unavailable},
+		{"internal error", 500, `<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>`, invoke.Unavailable},
+		{"denied", 403, `<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`, invoke.Forbidden},
+		{"missing", 404, `<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>`, invoke.NotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.Contains(r.Header.Get("Authorization"), "Credential=AKIDJOB/") {
+					t.Errorf("GetObject signed as %s, want the job's credentials", r.Header.Get("Authorization"))
+				}
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKIDFN", "SECRETFN", ""),
+				HTTPClient: &http.Client{Transport: rewrite{srv.URL}}, Retryer: func() aws.Retryer { return aws.NopRetryer{} }}
+			var art Artifact
+			art.Name, art.Location.Type, art.Location.S3Location.BucketName, art.Location.S3Location.ObjectKey = "src", "S3", "bucket", "a/b.zip"
+			b, err := ReadArtifact(context.Background(), cfg, art, Credentials{AccessKeyID: "AKIDJOB", SecretAccessKey: "SECRETJOB", SessionToken: "T"})
+			if tc.code == "" {
+				if err != nil || string(b) != tc.body {
+					t.Fatalf("read %q, %v; want %q", b, err, tc.body)
+				}
+				return
+			}
+			if got := invoke.AsError(err).Code; got != tc.code {
+				t.Fatalf("%v: code %s, want %s", err, got, tc.code)
+			}
+			if strings.Contains(err.Error(), "SECRETJOB") {
+				t.Errorf("the error names the job's secret: %v", err)
+			}
+		})
+	}
+}
+
+// Send ends invoke.DeadlineMargin before its context's deadline: every
+// attempt's request ends by then, and the last is an Unavailable error.
+func TestSendDeadline(t *testing.T) {
+	t.Parallel()
+	deadline := time.Now().Add(2 * time.Second)
+	var latest atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	seen := func(r *http.Request) (*http.Response, error) {
+		if d, ok := r.Context().Deadline(); ok && d.UnixNano() > latest.Load() {
+			latest.Store(d.UnixNano())
+		}
+		return rewrite{srv.URL}.RoundTrip(r)
+	}
+	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+		HTTPClient: &http.Client{Transport: roundTripFunc(seen)}}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	err := Send(ctx, cfg, slog.New(slog.DiscardHandler), Answer{JobID: "j", Result: Success})
+	if invoke.AsError(err).Code != invoke.Unavailable {
+		t.Errorf("%v, want Unavailable", err)
+	}
+	if got, limit := time.Unix(0, latest.Load()), deadline.Add(-invoke.DeadlineMargin); latest.Load() == 0 || got.After(limit) {
+		t.Errorf("a request's deadline %s is past %s (the invocation's deadline less the margin)", got.Format(time.StampMilli), limit.Format(time.StampMilli))
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

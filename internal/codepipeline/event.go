@@ -143,6 +143,9 @@ func PickArtifact(arts []Artifact, name string) (Artifact, error) {
 // Continuation is the state a continued job carries in its token.
 type Continuation struct {
 	Start int64 `json:"start"` // when the first invocation of the job began (unix s)
+	// Revision is the Helm release revision the job wrote and waits on
+	// (the Helm function's; 0 for the main function's).
+	Revision int `json:"revision,omitempty"`
 }
 
 // Token is c as a continuationToken.

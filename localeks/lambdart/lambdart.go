@@ -96,6 +96,10 @@ type Function struct {
 	stop    sync.Once
 
 	invokeMu sync.Mutex // the emulator takes one invocation at a time
+
+	asyncMu sync.Mutex
+	pending int // asynchronous invocations queued or running
+	results []AsyncResult
 }
 
 // Start starts aws-lambda-rie on loopback ports with bin as the bootstrap,

@@ -307,11 +307,16 @@ func (s *Stack) mapRole(ctx context.Context) error {
 // into kube-system/aws-auth, and says whether it wrote. It never replaces
 // the map: other entries are kept as they are.
 func (s *Stack) mergeRole(ctx context.Context, arn, group string) (changed bool, err error) {
+	return s.mergeRoleAs(ctx, arn, "lambda:{{SessionName}}", group)
+}
+
+// mergeRoleAs is mergeRole with the entry's username.
+func (s *Stack) mergeRoleAs(ctx context.Context, arn, username, group string) (changed bool, err error) {
 	cs, err := kubernetes.NewForConfig(s.AdminConfig())
 	if err != nil {
 		return false, err
 	}
-	want := roleMapping{RoleARN: arn, Username: "lambda:{{SessionName}}", Groups: []string{group}}
+	want := roleMapping{RoleARN: arn, Username: username, Groups: []string{group}}
 	cms := cs.CoreV1().ConfigMaps("kube-system")
 	cm, err := cms.Get(ctx, "aws-auth", metav1.GetOptions{})
 	create := apierrors.IsNotFound(err)

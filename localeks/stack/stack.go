@@ -2,7 +2,8 @@
 // the token webhook, the aws-iam-authenticator server in EKSConfigMap mode,
 // moto_server, the loopback shim in front of moto, and what acts on the
 // objects: kube-controller-manager, kube-scheduler, and kwok simulating
-// NodeCount nodes. It starts them detached,
+// NodeCount nodes, which are the instances of an Auto Scaling group in
+// moto (nodegroup.go). It starts them detached,
 // records them in pidfiles under one state directory, stops them by PID in a
 // safe order, and replaces a stack that a crashed run left behind.
 package stack
@@ -165,6 +166,13 @@ func Up(ctx context.Context, cfg Config) (*Stack, error) {
 		if err := s.healthy(ctx); err == nil {
 			s.log.Info("stack already running", "dir", s.Paths.Dir)
 			if err := s.syncPermissions(ctx); err != nil {
+				return nil, err
+			}
+			// A stack started by an older localeks gains what this one adds.
+			if err := s.refreshShim(ctx); err != nil {
+				return nil, err
+			}
+			if err := s.ensureLifecycle(ctx); err != nil {
 				return nil, err
 			}
 			return s, nil
@@ -385,7 +393,31 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.ensureNodes(deadline); err != nil {
 		return err
 	}
+	if err := s.ensureLifecycle(deadline); err != nil {
+		return err
+	}
 	return writeFile(s.Paths.File("ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o600)
+}
+
+// refreshShim replaces a shim that predates the lifecycle and Lambda
+// answers (GET /__lambda) with one of this build, with the same
+// configuration: the shim keeps nothing but its records.
+func (s *Stack) refreshShim(ctx context.Context) error {
+	if _, err := s.get(ctx, nil, s.ShimURL()+"/__lambda"); err == nil || s.cfg.Self == "" {
+		return nil
+	}
+	s.log.Info("replacing the shim: it predates the lifecycle and Lambda answers")
+	if pr, ok := readProc(s.Paths, shimName); ok && pr.alive() {
+		if err := pr.stop(1500 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if _, err := startProcess(s.Paths, shimName, []string{s.cfg.Self, "shim", "--config", s.Paths.File("shim.json")}, baseEnv()); err != nil {
+		return err
+	}
+	deadline, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return s.waitHealthy(deadline, shimName)
 }
 
 // binaries resolves the executables of every component.

@@ -13,13 +13,20 @@
 //	                   ResponseURL becomes a presigned moto S3 PUT URL, and the
 //	                   body the function PUT there is printed; exit status 0
 //	                   for SUCCESS, 1 for FAILED
-//	localeks serve [--port 9000] [--helm-bootstrap PATH]
+//	localeks lifecycle EVENT_FILE|-
+//	                   run the lifecycle function (./cmd/lifecycle) for an
+//	                   Auto Scaling, EC2 or Health event: the replica plays
+//	                   the group that sent a lifecycle action event, serves
+//	                   the function's Invoke of itself, prints the first
+//	                   response and waits for its continuations
+//	localeks serve [--port 9000] [--helm-bootstrap PATH] [--lifecycle-bootstrap PATH]
 //	                   keep the functions warm behind the Lambda Invoke API
 //	                   on 127.0.0.1 until interrupted: lambda-eks (also
-//	                   "function") and lambda-eks-helm
+//	                   "function"), lambda-eks-helm, lambda-eks-lifecycle
 //	localeks route EVENT_FILE|-
 //	                   print which function an event is for and how it is
-//	                   delivered: lambda-eks|lambda-eks-helm invoke|cfn
+//	                   delivered: lambda-eks|lambda-eks-helm|lambda-eks-lifecycle
+//	                   invoke|cfn|codepipeline|lifecycle
 //
 // --helm runs the Helm function (./cmd/helm) as its own role, mapped in
 // aws-auth to the group lambda-eks-helm, and first starts the replica's
@@ -81,6 +88,11 @@ var (
 	helmFunction = fnSpec{name: "lambda-eks-helm", role: stack.HelmRole, session: stack.HelmSessionName, memory: 512,
 		env:  stack.HelmFunctionEnv(),
 		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "NAMESPACE", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}}
+	// lifecycleFunction drains nodes on Auto Scaling, EC2 and Health
+	// events, as its own role, mapped to the username and group
+	// lambda-eks-lifecycle.
+	lifecycleFunction = fnSpec{name: "lambda-eks-lifecycle", role: stack.LifecycleRole, session: stack.LifecycleSessionName, memory: 128,
+		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}}
 )
 
 func main() {
@@ -112,6 +124,8 @@ func run(ctx context.Context, args []string) int {
 		return cfnInvoke(ctx, args[1:])
 	case "codepipeline":
 		return codepipelineInvoke(ctx, args[1:])
+	case "lifecycle":
+		return lifecycleInvoke(ctx, args[1:])
 	case "serve":
 		err = serve(ctx, args[1:])
 	case "route":
@@ -135,7 +149,7 @@ func run(ctx context.Context, args []string) int {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke [--helm] EVENT_FILE|-|cfn [--helm] EVENT_FILE|codepipeline EVENT_FILE|serve [--port N] [--helm-bootstrap PATH]|route EVENT_FILE|-   (see go doc ./cmd/localeks)`)
+	fmt.Fprintln(os.Stderr, `usage: localeks up|down|status|env|invoke [--helm] EVENT_FILE|-|cfn [--helm] EVENT_FILE|codepipeline EVENT_FILE|lifecycle EVENT_FILE|-|serve [--port N] [--helm-bootstrap PATH] [--lifecycle-bootstrap PATH]|route EVENT_FILE|-   (see go doc ./cmd/localeks)`)
 }
 
 // stackFlags are shared by the commands that may start the stack.
@@ -176,14 +190,19 @@ type functionFlags struct {
 	bootstrap     string
 	timeout       time.Duration
 	helm          bool
+	lifecycle     bool
 	registry      string
 	role, session string
 	extra         multiFlag
 }
 
 // helmTimeout is the default --timeout of the Helm function: a wait for a
-// rollout takes longer than an apply.
-const helmTimeout = 60 * time.Second
+// rollout takes longer than an apply. lifecycleTimeout is the lifecycle
+// function's: a drain that takes longer continues in a new invocation.
+const (
+	helmTimeout      = 60 * time.Second
+	lifecycleTimeout = 60 * time.Second
+)
 
 // register adds the flags to fs, with timeout as the default of --timeout.
 func (ff *functionFlags) register(fs *flag.FlagSet, timeout time.Duration) {
@@ -203,6 +222,9 @@ func (ff *functionFlags) parsed(fs *flag.FlagSet) {
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "timeout" })
 	if ff.helm && !given && ff.timeout < helmTimeout {
 		ff.timeout = helmTimeout
+	}
+	if ff.lifecycle && !given && ff.timeout < lifecycleTimeout {
+		ff.timeout = lifecycleTimeout
 	}
 }
 
@@ -402,9 +424,13 @@ type eventCommand struct {
 // parse parses args, with timeout as the default of --timeout, and reads the
 // event. A nonzero code is the exit status to end with: 2 for usage, 4 when
 // the event cannot be read.
-func (c *eventCommand) parse(args []string, timeout time.Duration) (code int) {
+// extra registers flags of the command's own.
+func (c *eventCommand) parse(args []string, timeout time.Duration, extra ...func(*flag.FlagSet)) (code int) {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.register(fs, timeout)
+	for _, f := range extra {
+		f(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -16,11 +16,15 @@ import (
 // EVENT_FILE|-` prints FUNCTION MODE, e.g. "lambda-eks-helm cfn".
 //
 // An event is the Helm function's when its action starts with helm- or it
-// is a CloudFormation request for a Custom::HelmRelease; every other event,
+// is a CloudFormation request for a Custom::HelmRelease; the lifecycle
+// function's when EventBridge delivers it from Auto Scaling, EC2 or AWS
+// Health (source aws.autoscaling, aws.ec2, aws.health); every other event,
 // an unreadable one included (the function refuses it), is the main
 // function's. A request with RequestType goes through cfn (CloudFormation
 // played with a presigned ResponseURL), a CodePipeline.job through
-// codepipeline (CodePipeline played), the rest through invoke.
+// codepipeline (CodePipeline played), a lifecycle function's event through
+// lifecycle (Auto Scaling and Lambda's queue played), the rest through
+// invoke.
 func route(event []byte) (function, mode string) {
 	var ev map[string]json.RawMessage
 	if json.Unmarshal(event, &ev) != nil {
@@ -33,6 +37,10 @@ func route(event []byte) (function, mode string) {
 	}
 	if _, ok := ev["CodePipeline.job"]; ok {
 		return mainFunction.name, "codepipeline"
+	}
+	switch str("source") {
+	case "aws.autoscaling", "aws.ec2", "aws.health":
+		return lifecycleFunction.name, "lifecycle"
 	}
 	if _, ok := ev["RequestType"]; ok {
 		if str("ResourceType") == "Custom::HelmRelease" {

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
+	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
 func TestRoute(t *testing.T) {
@@ -30,6 +28,11 @@ func TestRoute(t *testing.T) {
 		{"helm resource", `{"RequestType":"Delete","ResourceType":"Custom::HelmRelease","ResourceProperties":{"Release":"x"}}`, "lambda-eks-helm", "cfn"},
 		{"request without a type", `{"RequestType":"Create"}`, "lambda-eks", "cfn"},
 		{"codepipeline job", `{"CodePipeline.job":{"id":"x"}}`, "lambda-eks", "codepipeline"},
+		{"lifecycle action", `{"source":"aws.autoscaling","detail-type":"EC2 Instance-terminate Lifecycle Action","detail":{}}`, "lambda-eks-lifecycle", "lifecycle"},
+		{"spot interruption", `{"source":"aws.ec2","detail-type":"EC2 Spot Instance Interruption Warning"}`, "lambda-eks-lifecycle", "lifecycle"},
+		{"health event", `{"source":"aws.health","detail-type":"AWS Health Event"}`, "lambda-eks-lifecycle", "lifecycle"},
+		{"scheduled event", `{"source":"aws.events","detail-type":"Scheduled Event"}`, "lambda-eks", "invoke"},
+		{"source of another type", `{"source":["aws.ec2"]}`, "lambda-eks", "invoke"},
 		// The main function refuses what it cannot read, with its own error.
 		{"not JSON", `{"action":"helm-upgrade"`, "lambda-eks", "invoke"},
 		{"not an object", `["helm-upgrade"]`, "lambda-eks", "invoke"},
@@ -45,7 +48,8 @@ func TestRoute(t *testing.T) {
 
 // Every sample in events/ goes to the function its name says: helm-* to the
 // Helm function, cfn-* and helm-cfn-* through cfn, codepipeline-* through
-// codepipeline.
+// codepipeline, asg-*, spot-*, rebalance* and health-* to the lifecycle
+// function through lifecycle.
 func TestRouteSamples(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "..", "events", "*.json"))
 	if err != nil || len(paths) == 0 {
@@ -69,6 +73,11 @@ func TestRouteSamples(t *testing.T) {
 			if strings.HasPrefix(name, "codepipeline-") {
 				wantMode = "codepipeline"
 			}
+			for _, p := range []string{"asg-", "spot-", "rebalance", "health-"} {
+				if strings.HasPrefix(name, p) {
+					want, wantMode = "lambda-eks-lifecycle", "lifecycle"
+				}
+			}
 			fn, mode := route(b)
 			if diff := cmp.Diff(want+" "+wantMode, fn+" "+mode); diff != "" {
 				t.Errorf("route (-want +got):\n%s", diff)
@@ -77,31 +86,9 @@ func TestRouteSamples(t *testing.T) {
 	}
 }
 
-func TestFunctionName(t *testing.T) {
-	for in, want := range map[string]string{
-		"lambda-eks-helm": "lambda-eks-helm",
-		"function":        "function",
-		"arn:aws:lambda:us-east-1:123456789012:function:lambda-eks":         "lambda-eks",
-		"arn:aws:lambda:us-east-1:123456789012:function:lambda-eks:$LATEST": "lambda-eks",
-		"arn:aws:lambda:us-east-1:123456789012:layer:lambda-eks":            "arn:aws:lambda:us-east-1:123456789012:layer:lambda-eks",
-	} {
-		if got := functionName(in); got != want {
-			t.Errorf("functionName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-// A name no function has is refused as Lambda refuses it, before anything
-// runs: the AWS CLI shows ResourceNotFoundException.
-func TestInvokeAPIUnknownFunction(t *testing.T) {
-	api := invokeAPI(map[string]*lambdart.Function{"lambda-eks": nil})
-	rec := httptest.NewRecorder()
-	api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/2015-03-31/functions/lambda-eks-hlem/invocations", strings.NewReader(`{}`)))
-	if rec.Code != http.StatusNotFound || rec.Header().Get("X-Amzn-ErrorType") != "ResourceNotFoundException" {
-		t.Fatalf("status %d, error type %q, want 404 ResourceNotFoundException", rec.Code, rec.Header().Get("X-Amzn-ErrorType"))
-	}
-	var body struct{ Message string }
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || !strings.Contains(body.Message, "function:lambda-eks-hlem") {
-		t.Errorf("body %s (%v), want the function's ARN named", rec.Body.Bytes(), err)
+// lambdart names functions of the replica's account in its refusals.
+func TestFunctionARNIsTheReplicas(t *testing.T) {
+	if got, want := lambdart.FunctionARN("x"), "arn:aws:lambda:"+stack.Region+":"+stack.Account+":function:x"; got != want {
+		t.Errorf("lambdart.FunctionARN = %q, want %q", got, want)
 	}
 }

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -31,18 +27,17 @@ import (
 //
 // The main function (--bootstrap) answers as lambda-eks and as function
 // (aws-lambda-rie's own name for it); the Helm function (--helm-bootstrap,
-// when given) as lambda-eks-helm.
-//
-// aws-lambda-rie serves the same path, but marks no function error and
-// panics on overlapping invocations: in front of it, serve queues each
-// function's invocations (one sandbox, like a function with reserved
-// concurrency 1) and answers as the Lambda service does
-// (X-Amz-Function-Error, 200).
+// when given) as lambda-eks-helm; the lifecycle function
+// (--lifecycle-bootstrap, when given) as lambda-eks-lifecycle. serve
+// registers itself at the shim's /__lambda, so that a function's Invoke of
+// itself (or of another) through AWS's endpoint reaches it
+// (lambdart.InvokeAPI answers as the Lambda service does).
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var ff functionFlags
 	ff.register(fs, 30*time.Second)
-	helmBootstrap := fs.String("helm-bootstrap", "", "the Helm function's binary (./cmd/helm), served as lambda-eks-helm; none: only the main function")
+	helmBootstrap := fs.String("helm-bootstrap", "", "the Helm function's binary (./cmd/helm), served as lambda-eks-helm; none: no Helm function")
+	lifecycleBootstrap := fs.String("lifecycle-bootstrap", "", "the lifecycle function's binary (./cmd/lifecycle), served as lambda-eks-lifecycle; none: no lifecycle function")
 	port := fs.Int("port", 9000, "loopback `port` of the Invoke API")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,7 +70,23 @@ func serve(ctx context.Context, args []string) error {
 		defer helmFn.Stop()
 		fns[helmFunction.name] = helmFn
 	}
-	srv := &http.Server{Handler: invokeAPI(fns), ReadHeaderTimeout: 10 * time.Second}
+	if *lifecycleBootstrap != "" {
+		lc := ff
+		lc.lifecycle = true
+		lc.parsed(fs)
+		lcFn, err := lc.startFunction(ctx, s, cfg, lifecycleFunction, *lifecycleBootstrap)
+		if err != nil {
+			return err
+		}
+		defer lcFn.Stop()
+		fns[lifecycleFunction.name] = lcFn
+	}
+	srv := &http.Server{Handler: lambdart.InvokeAPI(fns), ReadHeaderTimeout: 10 * time.Second}
+	unregister, err := registerInvokeAPI(ctx, s, "http://"+addr)
+	if err != nil {
+		return err
+	}
+	defer unregister()
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -91,101 +102,4 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
-}
-
-// functionName is the function an Invoke path names: a name, or a function
-// ARN (with or without a version), as the Lambda service accepts.
-func functionName(name string) string {
-	if fields := strings.Split(name, ":"); len(fields) >= 7 && fields[0] == "arn" && fields[5] == "function" {
-		return fields[6]
-	}
-	return name
-}
-
-// invokeAPI answers the Lambda Invoke API
-// (POST /2015-03-31/functions/NAME/invocations) for the functions by name
-// (an unknown one is ResourceNotFoundException, 404): RequestResponse, Event (202, run in the background) and DryRun (204),
-// with the log tail when asked (X-Amz-Log-Type: Tail, `aws lambda invoke
-// --log-type Tail`).
-func invokeAPI(fns map[string]*lambdart.Function) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", func(w http.ResponseWriter, r *http.Request) {
-		name := functionName(r.PathValue("name"))
-		fn, ok := fns[name]
-		if !ok {
-			lambdaError(w, http.StatusNotFound, "ResourceNotFoundException",
-				"Function not found: arn:aws:lambda:"+stack.Region+":"+stack.Account+":function:"+strings.ToValidUTF8(name, "?"))
-			return
-		}
-		payload, err := io.ReadAll(io.LimitReader(r.Body, 6<<20+1))
-		if err != nil {
-			lambdaError(w, http.StatusBadRequest, "InvalidRequestContentException", err.Error())
-			return
-		}
-		if len(payload) > 6<<20 {
-			lambdaError(w, http.StatusRequestEntityTooLarge, "RequestTooLargeException", "request payload exceeds 6 MB")
-			return
-		}
-		if len(payload) == 0 {
-			payload = []byte("{}")
-		}
-		w.Header().Set("X-Amz-Executed-Version", "$LATEST")
-		switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
-		case "", "RequestResponse":
-		case "DryRun":
-			w.WriteHeader(http.StatusNoContent)
-			return
-		case "Event":
-			go func() {
-				// Queued behind any running invocation, as Lambda's async queue.
-				if _, fnErr, err := fn.Invoke(context.WithoutCancel(r.Context()), payload); err != nil || fnErr != nil {
-					slog.Warn("asynchronous invocation failed", "err", err, "functionError", fnErr)
-				}
-			}()
-			w.WriteHeader(http.StatusAccepted)
-			return
-		default:
-			lambdaError(w, http.StatusBadRequest, "InvalidParameterValueException", "unknown X-Amz-Invocation-Type "+strings.ToValidUTF8(typ, "?"))
-			return
-		}
-		start := time.Now()
-		logStart := len(fn.Logs())
-		resp, fnErr, err := fn.Invoke(r.Context(), payload)
-		if err != nil {
-			lambdaError(w, http.StatusBadGateway, "ServiceException", err.Error())
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if r.Header.Get("X-Amz-Log-Type") == "Tail" {
-			// As Lambda: the last 4 KB of this invocation's log, base64. The
-			// emulator's END line closes it; its output may trail the answer.
-			logs := fn.Logs()[logStart:]
-			for wait := 0; wait < 20 && !bytes.Contains(logs, []byte("END RequestId")); wait++ {
-				time.Sleep(25 * time.Millisecond)
-				logs = fn.Logs()[logStart:]
-			}
-			if len(logs) > 4096 {
-				logs = logs[len(logs)-4096:]
-			}
-			w.Header().Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(logs))
-		}
-		if fnErr != nil {
-			slog.Info("invocation failed", "function", name, "errorType", fnErr.Type, "took", time.Since(start).Round(time.Microsecond))
-			w.Header().Set("X-Amz-Function-Error", "Unhandled")
-			resp, _ = json.Marshal(fnErr)
-		} else {
-			slog.Info("invocation succeeded", "function", name, "took", time.Since(start).Round(time.Microsecond))
-		}
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(resp)
-	})
-	return mux
-}
-
-// lambdaError answers as the Lambda service does when it refuses a call.
-func lambdaError(w http.ResponseWriter, code int, typ, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Amzn-ErrorType", typ)
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"Type": "User", "message": msg})
 }

@@ -2,10 +2,14 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -121,6 +125,14 @@ func TestNodeGroupDeterministic(t *testing.T) {
 		}
 		t.Logf("%s %s %s", id, va.DNS[id], role)
 	}
+	g, err := autoscaling.NewFromConfig(a.MotoConfig()).DescribeAutoScalingGroups(context.Background(),
+		&autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{NodeASG}})
+	if err != nil || len(g.AutoScalingGroups) != 1 {
+		t.Fatalf("describe: %v", err)
+	}
+	arn := aws.ToString(g.AutoScalingGroups[0].AutoScalingGroupARN)
+	t.Logf("%s", arn)
+	checkSamples(t, va, arn)
 	// Scaling out launches new instances, and says which.
 	added, err := a.ScaleNodeGroup(context.Background(), NodeCount+3)
 	if err != nil {
@@ -134,5 +146,59 @@ func TestNodeGroupDeterministic(t *testing.T) {
 		if slices.Contains(va.All, id) {
 			t.Errorf("scale-out reported %s, which was there", id)
 		}
+	}
+}
+
+// checkSamples: the samples in events/ name the node group's instances as
+// their names say: asg-terminate kwok-node-2's, asg-launch the one that is
+// no node, the others base nodes' instances.
+func checkSamples(t *testing.T, v groupView, arn string) {
+	t.Helper()
+	read := func(name string) map[string]any {
+		b, err := os.ReadFile(filepath.Join("..", "..", "events", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ev["account"] != Account || ev["region"] != Region {
+			t.Errorf("%s: account %v region %v", name, ev["account"], ev["region"])
+		}
+		return ev
+	}
+	detail := func(ev map[string]any) map[string]any { d, _ := ev["detail"].(map[string]any); return d }
+	launching := ""
+	for _, id := range v.All {
+		if !slices.Contains(v.Base, id) {
+			launching = id
+		}
+	}
+	for name, want := range map[string]struct{ instance, hook, transition string }{
+		"asg-terminate.json": {v.Base[2], TerminateHook, "autoscaling:EC2_INSTANCE_TERMINATING"},
+		"asg-launch.json":    {launching, LaunchHook, "autoscaling:EC2_INSTANCE_LAUNCHING"},
+	} {
+		ev := read(name)
+		d := detail(ev)
+		if d["EC2InstanceId"] != want.instance || d["LifecycleHookName"] != want.hook || d["LifecycleTransition"] != want.transition ||
+			d["AutoScalingGroupName"] != NodeASG {
+			t.Errorf("%s: detail %v, want instance %s, hook %s", name, d, want.instance, want.hook)
+		}
+		if res, _ := ev["resources"].([]any); len(res) != 1 || res[0] != arn {
+			t.Errorf("%s: resources %v, want [%s]", name, ev["resources"], arn)
+		}
+	}
+	if d := detail(read("asg-test-notification.json")); d["AutoScalingGroupARN"] != arn || d["Event"] != "autoscaling:TEST_NOTIFICATION" {
+		t.Errorf("asg-test-notification.json: detail %v", d)
+	}
+	for _, name := range []string{"spot-interruption.json", "rebalance.json"} {
+		if id, _ := detail(read(name))["instance-id"].(string); !slices.Contains(v.Base, id) {
+			t.Errorf("%s: instance-id %q is no base node's instance %v", name, id, v.Base)
+		}
+	}
+	ents, _ := detail(read("health-scheduled.json"))["affectedEntities"].([]any)
+	if len(ents) != 1 || !slices.Contains(v.Base, fmt.Sprint(ents[0].(map[string]any)["entityValue"])) {
+		t.Errorf("health-scheduled.json: affectedEntities %v", ents)
 	}
 }

@@ -6,9 +6,10 @@
 #
 #   ./local.sh [EVENT_FILE|-]     invoke (default events/ensure-nginx.json); the
 #                                 response JSON on stdout, exit 1 on a function error
-#   ./local.sh serve [PORT]       keep both functions warm behind the Lambda Invoke
+#   ./local.sh serve [PORT]       keep the functions warm behind the Lambda Invoke
 #                                 API on 127.0.0.1:PORT (default 9000) until Ctrl-C,
-#                                 named lambda-eks (or function) and lambda-eks-helm:
+#                                 named lambda-eks (or function), lambda-eks-helm and
+#                                 lambda-eks-lifecycle (when ./cmd/lifecycle exists):
 #                                 aws lambda invoke --endpoint-url http://127.0.0.1:9000 \
 #                                   --no-sign-request --region us-east-1 --function-name lambda-eks \
 #                                   --payload fileb://events/ensure-nginx.json out.json
@@ -20,8 +21,13 @@
 #
 # The event chooses the function: a helm-* action or a CloudFormation
 # request for a Custom::HelmRelease runs the Helm function (./cmd/helm) as
-# its own role, mapped in aws-auth to the group lambda-eks-helm; any other
-# event the main function. A CloudFormation request (RequestType) is played
+# its own role, mapped in aws-auth to the group lambda-eks-helm; an
+# EventBridge event from Auto Scaling, EC2 or AWS Health (events/asg-*,
+# spot-*, rebalance*, health-*) the lifecycle function (./cmd/lifecycle) as
+# its own role, mapped to lambda-eks-lifecycle, with the replica playing
+# the Auto Scaling group (the event's lifecycle action waits at the shim)
+# and Lambda's queue (the function's Invoke of itself runs; local.sh waits
+# for those continuations); any other event the main function. A CloudFormation request (RequestType) is played
 # as CloudFormation would: its ResponseURL becomes a presigned moto S3 URL,
 # and the body the function sent there is printed (exit 0 for SUCCESS).
 #
@@ -136,8 +142,8 @@ read_event() {
 	fi
 }
 
-# route sets function (lambda-eks | lambda-eks-helm) and mode (invoke | cfn)
-# for the event file.
+# route sets function (lambda-eks | lambda-eks-helm | lambda-eks-lifecycle)
+# and mode (invoke | cfn | codepipeline | lifecycle) for the event file.
 route() {
 	local r
 	r="$("$localeks" route "$1")"
@@ -180,8 +186,16 @@ serve)
 	build_function main .
 	main_bootstrap="$bootstrap"
 	build_function helm ./cmd/helm
-	log "serving lambda-eks (also: function) and lambda-eks-helm on http://127.0.0.1:$port (starting the local EKS replica unless it runs)"
-	exec "$localeks" serve --bootstrap "$main_bootstrap" --helm-bootstrap "$bootstrap" --port "$port"
+	helm_bootstrap="$bootstrap"
+	flags=()
+	names="lambda-eks (also: function) and lambda-eks-helm"
+	if [[ -d "$root/cmd/lifecycle" ]]; then
+		build_function lifecycle ./cmd/lifecycle
+		flags=(--lifecycle-bootstrap "$bootstrap")
+		names="lambda-eks (also: function), lambda-eks-helm and lambda-eks-lifecycle"
+	fi
+	log "serving $names on http://127.0.0.1:$port (starting the local EKS replica unless it runs)"
+	exec "$localeks" serve --bootstrap "$main_bootstrap" --helm-bootstrap "$helm_bootstrap" "${flags[@]}" --port "$port"
 	;;
 -h | --help | help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -199,6 +213,8 @@ serve)
 		build_helm_parts
 		build_function helm ./cmd/helm
 		flags=(--helm)
+	elif [[ "$function" == lambda-eks-lifecycle ]]; then
+		build_function lifecycle ./cmd/lifecycle
 	else
 		build_function main .
 	fi

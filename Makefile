@@ -53,12 +53,15 @@ check-binary:
 	  if (( size > $(MAX_BOOTSTRAP_BYTES) )); then echo "bootstrap is larger than 32 MB" >&2; exit 1; fi
 	@info="$$(go version -m bootstrap)"; for want in 'CGO_ENABLED=0' 'GOARCH=arm64' 'GOOS=linux' '-tags=lambda.norpc'; do \
 	  grep -qF -- "$$want" <<<"$$info" || { echo "bootstrap lacks build setting $$want" >&2; exit 1; }; done
-	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler ./internal/invoke ./internal/cfnresource | grep -w 'os/exec'; then \
+	@if go list -f '{{.ImportPath}}: {{join .Imports " "}}' . ./auth ./kube ./handler ./lifecycle ./internal/invoke ./internal/cfnresource | grep -w 'os/exec'; then \
 	  echo "the function's packages must not import os/exec" >&2; exit 1; fi
 	@if go list -deps . | grep '^helm\.sh/' >/dev/null; then echo "the main function must not link the Helm SDK (it lives in cmd/helm)" >&2; exit 1; fi
 	@# Functions are peers on internal/invoke and internal/cfnresource: none imports another's package.
 	@if go list -deps . | grep 'lambda-eks/helmrelease$$' >/dev/null; then echo "the main function must not import helmrelease" >&2; exit 1; fi
 	@if go list -deps ./cmd/helm | grep 'lambda-eks/handler$$' >/dev/null; then echo "the Helm function must not import handler" >&2; exit 1; fi
+	@if go list -deps . ./cmd/helm | grep 'lambda-eks/lifecycle$$' >/dev/null; then echo "the main and Helm functions must not import lifecycle" >&2; exit 1; fi
+	@if go list -deps ./cmd/lifecycle | grep -E 'lambda-eks/(handler|helmrelease)$$|^helm\.sh/' >/dev/null; then \
+	  echo "the lifecycle function must not import handler, helmrelease or the Helm SDK" >&2; exit 1; fi
 	@if go list -deps ./kube ./auth | grep -E 'lambda-eks/(handler|helmrelease|internal/invoke|internal/cfnresource)$$' >/dev/null; then \
 	  echo "kube and auth must not import a function's package nor the framework" >&2; exit 1; fi
 
@@ -95,6 +98,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzProperties$$' -fuzztime 30s ./handler
 	go test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 30s ./internal/cfnresource
 	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./helmrelease
+	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./lifecycle
 	go test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./kube
 	go test -run '^$$' -fuzz '^FuzzDecodeAsBefore$$' -fuzztime 30s ./kube
 
@@ -105,6 +109,10 @@ build-LambdaEksFunction:
 ## build-LambdaEksHelmFunction: the Helm function (cmd/helm), for `sam build`
 build-LambdaEksHelmFunction:
 	GOARCH=arm64 ./build-handler.sh "$(ARTIFACTS_DIR)/bootstrap" ./cmd/helm
+
+## build-LambdaEksLifecycleFunction: the node lifecycle function (cmd/lifecycle), for `sam build`
+build-LambdaEksLifecycleFunction:
+	GOARCH=arm64 ./build-handler.sh "$(ARTIFACTS_DIR)/bootstrap" ./cmd/lifecycle
 
 clean:
 	rm -rf bootstrap bootstrap.zip .aws-sam

@@ -58,6 +58,13 @@ def resolve(value, params, conditions):
             return text
         if fn == "Fn::GetAtt":
             return "ATT:" + ".".join(arg)
+        if fn == "Fn::Join":
+            parts = resolve(arg[1], params, conditions)
+            return arg[0].join(parts.split(",") if isinstance(parts, str) else parts)
+        if fn == "Fn::Split":
+            return resolve(arg[1], params, conditions).split(arg[0])
+        if fn == "Fn::Select":
+            return resolve(arg[1], params, conditions)[int(arg[0])]
     out = {k: resolve(v, params, conditions) for k, v in value.items()}
     return {k: v for k, v in out.items() if v is not NOVALUE}
 
@@ -88,6 +95,19 @@ def conditions_for(params):
     c["HelmDescribe"] = c["HelmOn"] and c["NoTargetRole"]
     c["HelmAssume"] = c["HelmOn"] and c["HasTargetRole"]
     c["UseHelmAccessEntry"] = c["HelmOn"] and c["UseAccessEntry"]
+    c["LifecycleOn"] = p("LifecycleFunction") == "true"
+    c["LifecycleDescribe"] = c["LifecycleOn"] and c["NoTargetRole"]
+    c["LifecycleAssume"] = c["LifecycleOn"] and c["HasTargetRole"]
+    c["UseLifecycleAccessEntry"] = c["LifecycleOn"] and c["UseAccessEntry"]
+    c["LifecycleSpotOn"] = c["LifecycleOn"] and params.get("LifecycleSpotEvents", "true") == "true"
+    c["LifecycleHealthOn"] = c["LifecycleOn"] and params.get("LifecycleHealthEvents", "true") == "true"
+    asgs = [a for a in p("LifecycleAsgNames").split(",") if a]
+    c["LifecycleAsgs"] = c["LifecycleOn"] and bool(asgs)
+    c["LifecycleHooksOn"] = p("LifecycleHooks") == "true"
+    for i in range(3):
+        c[f"LifecycleAsg{i + 1}"] = c["LifecycleAsgs"] and len(asgs) > i
+        c[f"LifecycleHook{i + 1}"] = c[f"LifecycleAsg{i + 1}"] and c["LifecycleHooksOn"]
+    c["HasLifecycleDrainTimeout"] = params.get("LifecycleDrainTimeoutSeconds", "0") != "0"
     return c
 
 
@@ -281,7 +301,7 @@ def check_unattended(name, params, functions, destination, alarm_actions):
     return not problems
 
 
-MAIN_FN, HELM_FN = "LambdaEksFunction", "LambdaEksHelmFunction"
+MAIN_FN, HELM_FN, LC_FN = "LambdaEksFunction", "LambdaEksHelmFunction", "LambdaEksLifecycleFunction"
 unattended_cases = [
     ("unattended: defaults, an encrypted queue, alarms without actions", {"ClusterName": "demo"},
      {MAIN_FN: ("2", "3600")}, "ATT:FailureQueue.Arn", []),
@@ -289,9 +309,96 @@ unattended_cases = [
      {"ClusterName": "demo", "HelmFunction": "true", "FailureDestinationArn": TOPIC, "AlarmTopicArn": TOPIC,
       "RetryAttempts": "0", "MaxEventAgeSeconds": "600"},
      {MAIN_FN: ("0", "600"), HELM_FN: ("1", "3600")}, TOPIC, [TOPIC]),
+    ("unattended: the lifecycle function, retried twice, events as old as a heartbeat timeout",
+     {"ClusterName": "demo", "LifecycleFunction": "true", "LifecycleHeartbeatSeconds": "600"},
+     {MAIN_FN: ("2", "3600"), LC_FN: (2, "600")}, "ATT:FailureQueue.Arn", []),
+]
+
+LC_LOGS = [("logs:CreateLogStream", "ATT:LambdaEksLifecycleLogGroup.Arn"), ("logs:PutLogEvents", "ATT:LambdaEksLifecycleLogGroup.Arn"), QUEUE]
+LC_SELF = ("lambda:InvokeFunction", "arn:aws:lambda:us-east-1:111122223333:function:stack-lambda-eks-lifecycle")
+LC_READ = [("autoscaling:DescribeLifecycleHooks", "*"), ("ec2:DescribeInstances", "*"), LC_SELF]
+
+
+def asg_arn(name):
+    return "arn:aws:autoscaling:us-east-1:111122223333:autoScalingGroup:*:autoScalingGroupName/" + name
+
+
+def check_lifecycle(name, params, expect):
+    """The lifecycle function (LifecycleFunction=true): a role of its own
+    that completes and heartbeats the actions of exactly the named groups,
+    reads hooks and instances, invokes only itself; its rules, hooks and
+    access entry; recursion allowed for its own continuations."""
+    template = yaml_parse(open(os.path.join(os.path.dirname(__file__), "..", "template.yml")).read())
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://bucket/key.zip"
+    out = transform(template, params, NoManagedPolicies())
+    conditions = conditions_for(params)
+    resources = {k: v for k, v in out["Resources"].items() if conditions.get(v.get("Condition"), True) is not False}
+    problems = []
+    roles = sorted(k for k, v in resources.items() if v["Type"] == "AWS::IAM::Role")
+    if roles != ["LambdaEksLifecycleRole", "LambdaEksRole"]:
+        problems.append(f"roles {roles}, want LambdaEksLifecycleRole and LambdaEksRole")
+    else:
+        role = resolve(resources["LambdaEksLifecycleRole"]["Properties"], params, conditions)
+        grants = []
+        for st in (s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]):
+            actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+            res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            grants += [(a, r) for a in actions for r in res]
+        if sorted(grants) != sorted(expect["grants"]):
+            problems.append(f"lifecycle grants {sorted(grants)}, want {sorted(expect['grants'])}")
+    fn = resources.get("LambdaEksLifecycleFunction", {}).get("Properties", {})
+    if fn.get("RecursiveLoop") != "Allow":
+        problems.append("the lifecycle function does not allow its own continuations (RecursiveLoop)")
+    entry = "LambdaEksLifecycleAccessEntry" in resources
+    if entry != expect["access_entry"]:
+        problems.append(f"lifecycle access entry {entry}, want {expect['access_entry']}")
+    elif entry and resources["LambdaEksLifecycleAccessEntry"]["Properties"]["KubernetesGroups"] != ["lambda-eks-lifecycle"]:
+        problems.append("the lifecycle access entry does not map the group lambda-eks-lifecycle")
+    rules = {k: resolve(v["Properties"], params, conditions) for k, v in resources.items() if v["Type"] == "AWS::Events::Rule"}
+    rules = {k: v for k, v in rules.items() if k.startswith("LambdaEksLifecycle")}
+    if sorted(rules) != sorted(expect["rules"]):
+        problems.append(f"rules {sorted(rules)}, want {sorted(expect['rules'])}")
+    asg_rule = rules.get("LambdaEksLifecycleAsgRule")
+    matched = asg_rule and asg_rule["EventPattern"]["detail"]["AutoScalingGroupName"]
+    if isinstance(matched, str):  # a CommaDelimitedList, as this resolver reads a Ref
+        matched = matched.split(",")
+    if asg_rule and matched != expect["asgs"]:
+        problems.append(f"the lifecycle rule matches groups {matched}, want {expect['asgs']}")
+    perms = sum(1 for k, v in resources.items() if v["Type"] == "AWS::Lambda::Permission" and k.startswith("LambdaEksLifecycle"))
+    if perms != len(expect["rules"]):
+        problems.append(f"{perms} invoke permissions for {len(expect['rules'])} rules")
+    hooks = sorted((resolve(v["Properties"]["AutoScalingGroupName"], params, conditions), v["Properties"]["LifecycleTransition"])
+                   for v in resources.values() if v["Type"] == "AWS::AutoScaling::LifecycleHook")
+    if hooks != sorted(expect["hooks"]):
+        problems.append(f"hooks {hooks}, want {sorted(expect['hooks'])}")
+    print(("ok  " if not problems else "FAIL") + f" {name}" + "".join("\n     " + p for p in problems))
+    return not problems
+
+
+TERM, LAUNCH = "autoscaling:EC2_INSTANCE_TERMINATING", "autoscaling:EC2_INSTANCE_LAUNCHING"
+lifecycle_cases = [
+    ("lifecycle function: two groups, their actions only, hooks made here",
+     {"ClusterName": "demo", "LifecycleFunction": "true", "LifecycleAsgNames": "ng-a,ng-b", "LifecycleHooks": "true"},
+     {"grants": LC_LOGS + LC_READ + [DESCRIBE] + [(a, asg_arn(g)) for g in ("ng-a", "ng-b")
+                                                 for a in ("autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat")],
+      "access_entry": True, "asgs": ["ng-a", "ng-b"],
+      "rules": ["LambdaEksLifecycleAsgRule", "LambdaEksLifecycleSpotRule", "LambdaEksLifecycleHealthRule"],
+      "hooks": [(g, t) for g in ("ng-a", "ng-b") for t in (TERM, LAUNCH)]}),
+    ("lifecycle function: no group, no lifecycle-action permission, Spot only, cross-account",
+     {"ClusterName": "demo", "LifecycleFunction": "true", "LifecycleHealthEvents": "false", "TargetRoleArn": TARGET},
+     {"grants": LC_LOGS + LC_READ + [("sts:AssumeRole", TARGET)], "access_entry": False, "asgs": [],
+      "rules": ["LambdaEksLifecycleSpotRule"], "hooks": []}),
+    ("lifecycle function: three groups whose hooks exist already",
+     {"ClusterName": "demo", "LifecycleFunction": "true", "LifecycleAsgNames": "a,b,c", "LifecycleSpotEvents": "false", "LifecycleHealthEvents": "false"},
+     {"grants": LC_LOGS + LC_READ + [DESCRIBE] + [(a, asg_arn(g)) for g in "abc"
+                                                 for a in ("autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat")],
+      "access_entry": True, "asgs": ["a", "b", "c"], "rules": ["LambdaEksLifecycleAsgRule"], "hooks": []}),
 ]
 
 results = [check(*c) for c in cases]
+results += [check_lifecycle(*c) for c in lifecycle_cases]
 results += [check_unattended(*c) for c in unattended_cases]
 results += [check_helm(*c) for c in helm_cases]
 results.append(check_example("example: Custom::KubernetesManifest stack",

@@ -30,12 +30,15 @@ import (
 // RoleArn>: the same on every Update unless the target changes, in which
 // case the new ID makes CloudFormation replace the resource and later delete
 // the old one, which then finds its objects owned by the new ID and keeps
-// them. An object moved to another logical resource is taken over by that
-// resource's Create or Update, and the old resource's prune or delete keeps
-// it. (CloudFormation deletes removed resources after all creates and
-// updates; between two resources that both stay, make the giving one
-// DependsOn the receiving one, so the object is taken over before the giver
-// prunes.)
+// them. A replacing Update that fails is answered with the old ID, which
+// CloudFormation keeps, so no Delete will name the new one: it deletes, best
+// effort, the objects it created under the new ID (an object it took over
+// stays, annotated with the new ID). An object moved to another logical
+// resource is taken over by that resource's Create or Update, and the old
+// resource's prune or delete keeps it. (CloudFormation deletes removed
+// resources after all creates and updates; between two resources that both
+// stay, make the giving one DependsOn the receiving one, so the object is
+// taken over before the giver prunes.)
 
 // RolloutFailed is a custom resource whose Wait saw a rollout fail.
 const RolloutFailed invoke.Code = "RolloutFailed"
@@ -112,7 +115,10 @@ func (h *Handler) resolve(ctx context.Context, p Properties, maxDocs int) (cfnSp
 			return cfnSpec{}, err
 		}
 		if text, err = ReadManifestS3(ctx, get, bucket, key); err != nil {
-			return cfnSpec{}, err
+			// S3's throttling and 5xx are Unavailable (to retry), as in an
+			// event's manifestS3; what ReadManifestS3 worded stays as it is.
+			t := h.targetOf(p)
+			return cfnSpec{}, invoke.Classify(ctx, err, invoke.Diagnosis{Cluster: t.Cluster, RoleARN: t.RoleARN, Access: access})
 		}
 		spec.manifest = "ManifestS3 " + p.ManifestS3
 	}
@@ -197,8 +203,32 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnresource.Request, spec cf
 	}
 	start := time.Now()
 	applied, err := conn.Client.Apply(ctx, spec.req.Objects, kube.ApplyOptions{Namespace: spec.req.Namespace, Force: spec.req.Force, Owner: plan.ID})
+	// A replacing Update that fails is answered with the old ID, which
+	// CloudFormation keeps: no Delete will ever name the new one, so what
+	// was written under it is undone here. results are the apply's, as far
+	// as it got.
+	fail := func(results []kube.ObjectResult, err error) (string, map[string]string, error) {
+		e := invoke.Classify(ctx, err, diag)
+		if plan.Replacement {
+			e = h.undoReplacement(ctx, conn.Client, spec, plan.ID, results, e, diag)
+		}
+		return "", nil, e
+	}
 	if err != nil {
-		return "", nil, invoke.Classify(ctx, err, diag)
+		var (
+			partial *kube.ApplyError
+			refused *kube.ManifestError
+		)
+		switch {
+		case errors.As(err, &partial):
+			return fail(partial.Written, err)
+		case errors.As(err, &refused):
+			// Refused before any write (not resolved, or by the dry run).
+			return "", nil, invoke.Classify(ctx, err, diag)
+		}
+		// Writes in flight when the apply failed may have been made, with
+		// no result.
+		return fail(nil, err)
 	}
 	h.log.InfoContext(ctx, "custom resource applied", "objects", len(applied), "duration_ms", time.Since(start).Milliseconds())
 	summary := "apply: " + countResults(applied)
@@ -208,7 +238,7 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnresource.Request, spec cf
 			pruned, err := deleteOwned(ctx, conn.Client, gone, kube.DeleteOptions{Namespace: old.req.Namespace,
 				Propagation: "Background", Owner: plan.ID})
 			if err != nil {
-				return "", nil, invoke.Classify(ctx, err, diag)
+				return fail(applied, err)
 			}
 			summary += "; prune: " + countResults(pruned)
 			logResults(ctx, h.log, "custom resource pruned", pruned)
@@ -225,18 +255,65 @@ func (h *Handler) cfnApply(ctx context.Context, req cfnresource.Request, spec cf
 	if spec.wait > 0 {
 		waited, err := conn.Client.Wait(ctx, applied, max(time.Until(waitUntil), 0), h.log)
 		if err != nil {
-			return "", nil, invoke.Classify(ctx, err, diag)
+			return fail(applied, err)
 		}
 		if failed := failedRollouts(waited); failed != "" {
-			return "", nil, &invoke.Error{Code: RolloutFailed, Message: "the changes were made, but " + failed +
-				"; look at the pods' events, fix the manifest and update the stack"}
+			return fail(applied, &invoke.Error{Code: RolloutFailed, Message: "the changes were made, but " + failed +
+				"; look at the pods' events, fix the manifest and update the stack"})
 		}
 	}
 	data, err := h.readOutputs(ctx, conn.Client, spec.outputs, waitUntil, diag)
 	if err != nil {
-		return "", nil, err
+		return fail(applied, err)
 	}
 	return strings.Join(append([]string{summary}, notes...), "; "), data, nil
+}
+
+// undoReplacement deletes, best effort, what a failed replacing Update may
+// have written under its new ID owner, and returns failure, the answer,
+// with a note of what was deleted or left. That is the manifest's objects
+// but those results (the apply's, as far as it got) found already there:
+// they were taken over (in the same cluster, from the old resource
+// CloudFormation keeps, or from another one) and are not this Update's to
+// remove. An object whose write the failure cut short is deleted if it
+// carries the new ID: no resource CloudFormation knows holds that ID, so
+// only this Update wrote it. The delete is the Delete's, owner-scoped.
+func (h *Handler) undoReplacement(ctx context.Context, k *kube.Client, spec cfnSpec, owner string, results []kube.ObjectResult,
+	failure *invoke.Error, diag invoke.Diagnosis) *invoke.Error {
+	var existed []kube.ObjectResult
+	for _, r := range results {
+		if r.Result != kube.Created {
+			existed = append(existed, r)
+		}
+	}
+	_, written := splitManifest(spec.req.Objects, spec.req.Namespace, existed)
+	if len(written) == 0 {
+		return failure
+	}
+	res, err := deleteOwned(ctx, k, written, kube.DeleteOptions{Namespace: spec.req.Namespace, Propagation: "Background", Owner: owner})
+	if err != nil {
+		names := make([]string, len(written))
+		for i, o := range written {
+			names[i] = o.Object.GetKind() + " " + invoke.Qualified(o.Object.GetNamespace(), o.Object.GetName())
+		}
+		h.log.WarnContext(ctx, "failed replacement not undone", "owner", owner, "objects", strings.Join(names, ", "),
+			"error", invoke.Redact(err.Error()))
+		return &invoke.Error{Code: failure.Code, Err: failure, Message: fmt.Sprintf(
+			"%s; the objects this replacing Update may have created under %s could not all be deleted (%s): delete by hand those of %s still annotated %s=%s",
+			failure.Message, owner, invoke.Classify(ctx, err, diag).Message, strings.Join(names, ", "), kube.OwnerAnnotation, owner)}
+	}
+	logResults(ctx, h.log, "failed replacement undone", res)
+	var deleted []string
+	for _, r := range res {
+		if r.Result == kube.Deleted {
+			deleted = append(deleted, r.Kind+" "+invoke.Qualified(r.Namespace, r.Name))
+		}
+	}
+	if len(deleted) == 0 {
+		return failure
+	}
+	return &invoke.Error{Code: failure.Code, Err: failure, Message: failure.Message + "; the objects this replacing Update created under " +
+		owner + " were deleted: " + strings.Join(deleted, ", ")}
 }
 
 // deleteObjects deletes the objects of props's manifest that owner holds.

@@ -247,32 +247,37 @@ type objectID struct {
 
 // pruneSet returns the objects of old (whose default namespace was oldNS)
 // that are none of applied (the resolved results of the new manifest's
-// apply), in old's order. An object of old that names no namespace matches
-// an applied object of no namespace too: its kind is cluster-scoped, so the
-// default never applied to it.
+// apply), in old's order.
 func pruneSet(old kube.Manifest, oldNS string, applied []kube.ObjectResult) kube.Manifest {
-	kept := make(map[objectID]bool, len(applied))
-	for _, r := range applied {
+	_, gone := splitManifest(old, oldNS, applied)
+	return gone
+}
+
+// splitManifest splits m, whose default namespace is ns, into the objects
+// that results (resolved: every namespaced object's namespace set) name and
+// the others, each in m's order. An object of m that names no namespace
+// matches a result of no namespace too: its kind is cluster-scoped, so the
+// default never applied to it.
+func splitManifest(m kube.Manifest, ns string, results []kube.ObjectResult) (named, others kube.Manifest) {
+	in := make(map[objectID]bool, len(results))
+	for _, r := range results {
 		gv, err := schema.ParseGroupVersion(r.APIVersion)
 		if err != nil {
 			continue
 		}
-		kept[objectID{gv.Group, r.Kind, r.Namespace, r.Name}] = true
+		in[objectID{gv.Group, r.Kind, r.Namespace, r.Name}] = true
 	}
-	var out kube.Manifest
-	for _, o := range old {
+	for _, o := range m {
 		gvk := o.Object.GroupVersionKind()
-		ns := o.Object.GetNamespace()
-		id := objectID{gvk.Group, gvk.Kind, ns, o.Object.GetName()}
-		if ns == "" {
-			if kept[id] { // cluster-scoped, still applied
-				continue
-			}
-			id.Namespace = oldNS
+		id := objectID{gvk.Group, gvk.Kind, o.Object.GetNamespace(), o.Object.GetName()}
+		if id.Namespace == "" && !in[id] {
+			id.Namespace = ns
 		}
-		if !kept[id] {
-			out = append(out, o)
+		if in[id] {
+			named = append(named, o)
+		} else {
+			others = append(others, o)
 		}
 	}
-	return out
+	return named, others
 }

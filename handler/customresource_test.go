@@ -3,6 +3,8 @@ package handler
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,16 +17,19 @@ import (
 
 	"github.com/aws/aws-lambda-go/cfn"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lambda-eks/lambda-eks/auth"
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
+	"github.com/lambda-eks/lambda-eks/internal/kubefake"
 	"github.com/lambda-eks/lambda-eks/kube"
 )
 
@@ -46,7 +51,7 @@ type cfnHarness struct {
 	rec *recorder
 }
 
-func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
+func newCFNHarness(t *testing.T, connect Connector, opts ...Option) *cfnHarness {
 	t.Helper()
 	cfg, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{"CLUSTER_NAME": "demo", "AWS_REGION": "us-east-1"}[k]
@@ -61,7 +66,8 @@ func newCFNHarness(t *testing.T, connect Connector) *cfnHarness {
 	// PUT goes to loopback.
 	engine := cfnresource.NewServer(discardLogger(), cfnresource.WithClient(&http.Client{Transport: toServer{srv}}),
 		cfnresource.WithTiming(time.Second, 50*time.Millisecond, 2*time.Second, func(int) time.Duration { return 10 * time.Millisecond }))
-	return &cfnHarness{h: New(cfg, connect, discardLogger(), WithCustomResources(engine), WithOutputInterval(10*time.Millisecond)), rec: rec}
+	opts = append([]Option{WithCustomResources(engine), WithOutputInterval(10 * time.Millisecond)}, opts...)
+	return &cfnHarness{h: New(cfg, connect, discardLogger(), opts...), rec: rec}
 }
 
 // recorder is a fake ResponseURL: it answers each PUT 200 and records the
@@ -412,5 +418,219 @@ func TestCustomResourceFailedCreateCleanup(t *testing.T) {
 	}
 	if _, err := api.Get(configMaps, "default", "a"); !apierrors.IsNotFound(err) {
 		t.Errorf("ConfigMap a still there after the rollback's Delete: %v", err)
+	}
+}
+
+// TestCustomResourceFailedReplacement: a replacing Update (a Cluster change;
+// the fake serves every cluster) that fails after writing is answered with
+// the old ID, which CloudFormation keeps; no Delete will name the new one,
+// so what it created under the new ID is deleted before the answer, and
+// what it took over stays. An Update in place keeps what it wrote: the
+// resource still owns it.
+func TestCustomResourceFailedReplacement(t *testing.T) {
+	t.Parallel()
+	doc := func(kind, ns, name string) string {
+		s := "---\napiVersion: v1\nkind: " + kind + "\nmetadata:\n  name: " + name + "\n"
+		if ns != "" {
+			s += "  namespace: " + ns + "\n"
+		}
+		return s
+	}
+	type reactor func(api *fakeAPI, newID string) kubefake.Reactor
+	refuse := func(verb, resource, name string, dryRun bool) reactor {
+		return func(*fakeAPI, string) kubefake.Reactor {
+			return func(r kubefake.Request) error {
+				if r.Verb == verb && r.Resource.Resource == resource && (name == "" || r.Name == name) && r.DryRun == dryRun {
+					return apierrors.NewForbidden(r.Resource.GroupResource(), r.Name, errors.New("refused by a test policy"))
+				}
+				return nil
+			}
+		}
+	}
+	// invalid refuses the dry run of ConfigMap name, as a schema would.
+	invalid := func(name string) reactor {
+		return func(*fakeAPI, string) kubefake.Reactor {
+			return func(r kubefake.Request) error {
+				if r.Verb == "patch" && r.Resource.Resource == "configmaps" && r.Name == name && r.DryRun {
+					return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+				}
+				return nil
+			}
+		}
+	}
+	// lose writes ConfigMap default/name as the apply asked, and answers
+	// 500: the write was made, its answer lost.
+	lose := func(name string) reactor {
+		return func(api *fakeAPI, newID string) kubefake.Reactor {
+			return func(r kubefake.Request) error {
+				if r.Verb != "patch" || r.Resource.Resource != "configmaps" || r.Name != name || r.DryRun {
+					return nil
+				}
+				cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+					"metadata": map[string]any{"namespace": "default", "name": name, "annotations": map[string]any{kube.OwnerAnnotation: newID}}}}
+				if err := api.Create(cm); err != nil {
+					t.Error(err)
+				}
+				return apierrors.NewInternalError(errors.New("the answer was lost"))
+			}
+		}
+	}
+	never := map[string]any{"Never": map[string]any{"Kind": "ConfigMap", "Name": "a", "JSONPath": "{.data.never}"}}
+	tests := []struct {
+		name   string
+		props  map[string]any // the Update's; the Create's manifest is ConfigMap a
+		react  []reactor
+		reason string // the answer's Reason starts so
+		note   string // and says so, after the failure's own message
+		// want is every object annotated with an owner: the old ID or the
+		// new one.
+		want       map[string]string
+		noDelete   bool
+		dryRunOnly bool
+	}{
+		{name: "the apply fails part-way",
+			props: map[string]any{"Cluster": "other", "Manifest": doc("Namespace", "", "fresh") + doc("ConfigMap", "fresh", "x") + doc("ConfigMap", "default", "bad")},
+			react: []reactor{refuse("patch", "configmaps", "bad", false)}, reason: "Forbidden: ",
+			// ConfigMap fresh/x may or may not have been written.
+			note: "; the objects this replacing Update created under NEW were deleted: Namespace fresh",
+			want: map[string]string{"ConfigMap default/a": "OLD"}},
+		{name: "a write whose answer was lost",
+			props: map[string]any{"Cluster": "other", "Manifest": doc("ConfigMap", "default", "lost")},
+			react: []reactor{lose("lost")}, reason: "Unavailable: ",
+			note: "; the objects this replacing Update created under NEW were deleted: ConfigMap default/lost",
+			want: map[string]string{"ConfigMap default/a": "OLD"}},
+		{name: "an output stays empty after the apply",
+			props:  map[string]any{"Cluster": "other", "Manifest": doc("ConfigMap", "", "a") + doc("ConfigMap", "", "b"), "Wait": "100ms", "Outputs": never},
+			reason: "Timeout: still empty", note: "; the objects this replacing Update created under NEW were deleted: ConfigMap default/b",
+			// a was the old resource's: taken over, not this Update's to delete.
+			want: map[string]string{"ConfigMap default/a": "NEW"}},
+		{name: "the cleanup fails too",
+			props:  map[string]any{"Cluster": "other", "Manifest": doc("Namespace", "", "fresh") + doc("ConfigMap", "default", "bad")},
+			react:  []reactor{refuse("patch", "configmaps", "bad", false), refuse("delete", "namespaces", "", false)},
+			reason: "Forbidden: ", note: "; the objects this replacing Update may have created under NEW could not all be deleted (",
+			want: map[string]string{"ConfigMap default/a": "OLD", "Namespace fresh": "NEW"}},
+		{name: "refused by the dry run: nothing written, nothing to undo",
+			props:  map[string]any{"Cluster": "other", "Manifest": doc("Namespace", "", "fresh") + doc("ConfigMap", "default", "bad")},
+			react:  []reactor{invalid("bad")},
+			reason: "InvalidEvent: ", want: map[string]string{"ConfigMap default/a": "OLD"}, dryRunOnly: true},
+		{name: "an Update in place keeps what it wrote",
+			props:  map[string]any{"Manifest": doc("ConfigMap", "", "a") + doc("ConfigMap", "", "b"), "Wait": "100ms", "Outputs": never},
+			reason: "Timeout: still empty",
+			want:   map[string]string{"ConfigMap default/a": "OLD", "ConfigMap default/b": "OLD"}, noDelete: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			api := newFakeAPI(t)
+			c := newCFNHarness(t, api.connector())
+			v1 := map[string]any{"Manifest": oneConfigMap}
+			created := c.send(t.Context(), t, map[string]any{"ResourceProperties": v1})
+			if created.Status != cfn.StatusSuccess {
+				t.Fatalf("Create answered %+v", created)
+			}
+			oldID := created.PhysicalResourceID
+			newID := oldID
+			if tt.props["Cluster"] != nil {
+				newID = physicalID("arn:aws:cloudformation:us-east-1:123456789012:stack/s/u", "Objects", c.h.targetOf(Properties{Cluster: "other"}))
+			}
+			for _, r := range tt.react {
+				api.React(r(api, newID))
+			}
+			api.ClearRequests()
+			failed := c.send(t.Context(), t, map[string]any{"RequestType": "Update", "PhysicalResourceId": oldID,
+				"ResourceProperties": tt.props, "OldResourceProperties": v1})
+			if failed.Status != cfn.StatusFailed || failed.PhysicalResourceID != oldID {
+				t.Fatalf("Update answered %s with %q, want FAILED with the old id %q", failed.Status, failed.PhysicalResourceID, oldID)
+			}
+			note := strings.ReplaceAll(tt.note, "NEW", newID)
+			if !strings.HasPrefix(failed.Reason, tt.reason) || !strings.Contains(failed.Reason, note) ||
+				(tt.note == "" && strings.Contains(failed.Reason, "replacing Update")) {
+				t.Errorf("Reason %q, want %q... saying %q", failed.Reason, tt.reason, note)
+			}
+			got := map[string]string{}
+			for _, gvr := range []schema.GroupVersionResource{{Version: "v1", Resource: "namespaces"}, configMaps} {
+				for _, u := range api.List(gvr, "") {
+					switch owner := u.GetAnnotations()[kube.OwnerAnnotation]; owner {
+					case "":
+					case oldID:
+						got[u.GetKind()+" "+invoke.Qualified(u.GetNamespace(), u.GetName())] = "OLD"
+					case newID:
+						got[u.GetKind()+" "+invoke.Qualified(u.GetNamespace(), u.GetName())] = "NEW"
+					default:
+						t.Errorf("%s %s owned by %q", u.GetKind(), u.GetName(), owner)
+					}
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("owned objects after the failed Update (-want +got):\n%s", diff)
+			}
+			for _, r := range api.Requests() {
+				if (tt.noDelete && r.Verb == "delete") || (tt.dryRunOnly && !r.IsDiscovery() && !r.DryRun) {
+					t.Errorf("%s, want no delete, or with dryRunOnly only discovery and dry runs", r)
+				}
+			}
+		})
+	}
+}
+
+// s3Answering is an S3 client whose every request is answered status and
+// body by a loopback server, with the SDK's standard retryer (two attempts,
+// no pause), and the count of requests the server received.
+func s3Answering(t *testing.T, status int, body string) (*s3.Client, *atomic.Int32) {
+	t.Helper()
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	retryer := retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 2
+		o.Backoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil })
+	})
+	return s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true,
+		Credentials: aws.AnonymousCredentials{}, Retryer: retryer, HTTPClient: srv.Client()}), &calls
+}
+
+// TestCustomResourceManifestS3Unavailable: S3 throttling or failing past the
+// SDK's retries is Unavailable (try again), on Create as on Delete, not
+// Internal.
+func TestCustomResourceManifestS3Unavailable(t *testing.T) {
+	t.Parallel()
+	const s3Error = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message><RequestId>r1</RequestId></Error>`
+	tests := []struct {
+		name   string
+		status int
+		body   string
+	}{
+		{"throttled", http.StatusServiceUnavailable, fmt.Sprintf(s3Error, "SlowDown", "Please reduce your request rate.")},
+		{"503 without a body", http.StatusServiceUnavailable, ""},
+		{"500", http.StatusInternalServerError, fmt.Sprintf(s3Error, "InternalError", "We encountered an internal error. Please try again.")},
+	}
+	for _, tt := range tests {
+		for _, requestType := range []string{"Create", "Delete"} {
+			t.Run(tt.name+" on "+requestType, func(t *testing.T) {
+				t.Parallel()
+				client, calls := s3Answering(t, tt.status, tt.body)
+				c := newCFNHarness(t, func(context.Context, auth.Target) (*Conn, error) {
+					t.Error("connected, want no connection")
+					return nil, context.Canceled
+				}, WithS3(client))
+				fields := map[string]any{"RequestType": requestType, "ResourceProperties": map[string]any{"ManifestS3": "s3://manifests/m.yaml"}}
+				if requestType == "Delete" {
+					fields["PhysicalResourceId"] = "s/Objects/0123"
+				}
+				resp := c.send(t.Context(), t, fields)
+				if resp.Status != cfn.StatusFailed || !strings.HasPrefix(resp.Reason, "Unavailable: read ManifestS3 s3://manifests/m.yaml: ") ||
+					!strings.Contains(resp.Reason, "try again later") {
+					t.Errorf("answer %s %q, want FAILED Unavailable naming the URI and saying to try again", resp.Status, resp.Reason)
+				}
+				if n := calls.Load(); n != 2 {
+					t.Errorf("S3 answered %d requests, want 2 (the SDK's retry, and none on top)", n)
+				}
+			})
+		}
 	}
 }

@@ -24,12 +24,15 @@ func classify(ctx context.Context, err error, d invoke.Diagnosis) *invoke.Error 
 		pending  *PendingError
 		relErr   *ReleaseError
 		noRel    *ReleaseNotFoundError
+		su       *SupersededError
 	)
 	switch {
 	case errors.As(err, &e):
 		return e
 	case errors.As(err, &notFound):
 		return &invoke.Error{Code: invoke.NotFound, Err: err, Message: notFound.Error() + "; check chart, version and repository; nothing was changed"}
+	case errors.As(err, &su):
+		return &invoke.Error{Code: invoke.Conflict, Err: err, Message: su.Error() + "; the job waits on its own revision only"}
 	case errors.As(err, &noRel):
 		return &invoke.Error{Code: invoke.NotFound, Err: err, Message: noRel.Error()}
 	case errors.Is(err, errNoTarget):

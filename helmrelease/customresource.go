@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/storage/driver"
 	sigsjson "sigs.k8s.io/json"
 
@@ -175,19 +176,7 @@ func (r resource) Apply(ctx context.Context, req cfnresource.Request, _ cfnresou
 		return "", nil, err
 	}
 	owner := ownerHash(req.StackID, req.LogicalResourceID, rq)
-	res, err := r.h.run(ctx, rq, owner)
-	for err != nil && writtenMeanwhile(err) && timeLeft(ctx) > duplicateRetryMargin {
-		// A duplicate delivery of this request is writing the release:
-		// wait for it, then run again (an upgrade to the same chart and
-		// values), so that this answer is SUCCESS too, not a FAILED that
-		// CloudFormation may read first.
-		r.h.log.WarnContext(ctx, "release being written by another invocation: waiting", "release", rq.Release, "namespace", rq.Namespace)
-		select {
-		case <-ctx.Done():
-		case <-time.After(duplicateRetryInterval):
-		}
-		res, err = r.h.run(ctx, rq, owner)
-	}
+	res, err := r.h.upgradeOwned(ctx, rq, owner, nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -199,7 +188,26 @@ func (r resource) Apply(ctx context.Context, req cfnresource.Request, _ cfnresou
 	return reason, data(res), nil
 }
 
-// Waiting for a duplicate delivery's write (Apply).
+// upgradeOwned runs helm-upgrade rq with the chart ch (nil: fetched) as
+// owner. A duplicate delivery of the same request (CloudFormation's or
+// CodePipeline's) that is writing the release meanwhile is waited for, and
+// the upgrade run again (to the same chart and values), so that this answer
+// is a success too, not a failure that CloudFormation or CodePipeline may
+// read first.
+func (h *Handler) upgradeOwned(ctx context.Context, rq Request, owner string, ch *chartv2.Chart) (*Result, error) {
+	res, err := h.runChart(ctx, rq, owner, ch)
+	for err != nil && writtenMeanwhile(err) && timeLeft(ctx) > duplicateRetryMargin {
+		h.log.WarnContext(ctx, "release being written by another invocation: waiting", "release", rq.Release, "namespace", rq.Namespace)
+		select {
+		case <-ctx.Done():
+		case <-time.After(duplicateRetryInterval):
+		}
+		res, err = h.runChart(ctx, rq, owner, ch)
+	}
+	return res, err
+}
+
+// Waiting for a duplicate delivery's write (upgradeOwned).
 const (
 	duplicateRetryInterval = 2 * time.Second
 	duplicateRetryMargin   = 10 * time.Second

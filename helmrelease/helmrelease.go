@@ -1,9 +1,11 @@
 // Package helmrelease is the Helm function of lambda-eks: Helm releases
 // installed, upgraded, rolled back and uninstalled in-process with the Helm
-// SDK (helm.sh/helm/v4), as events and as Custom::HelmRelease resources.
+// SDK (helm.sh/helm/v4), as events, as Custom::HelmRelease resources, and
+// as a CodePipeline action deploying a chart from the input artifact.
 // It is a peer of the main function on the same framework (internal/invoke:
 // errors and their codes, strict decoding, the connection cache;
-// internal/cfnresource: the custom-resource protocol) and shares auth (the
+// internal/cfnresource: the custom-resource protocol; internal/codepipeline:
+// the CodePipeline job protocol) and shares auth (the
 // EKS token) and kube (the self-refreshing rest.Config) with it; it lives
 // in a function of its own because the Helm SDK would not fit the main
 // function's 32 MB.
@@ -22,9 +24,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"helm.sh/helm/v4/pkg/action"
 	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/codepipeline"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
@@ -79,25 +83,42 @@ type Handler struct {
 	// charts is the transport of chart downloads, shared by invocations
 	// (each has its own http.Client, whose timeout is its deadline).
 	charts *http.Transport
+	// aws is the function's AWS configuration: CodePipeline jobs are
+	// answered with it (their artifacts are read with their own
+	// credentials). Nil in tests that serve no job.
+	aws *aws.Config
+	// configure returns Helm's action configuration of a namespace
+	// ((*cluster).configuration; tests give one on a fake client).
+	configure func(c *cluster, namespace string) (*action.Configuration, error)
 }
 
 // New returns a Handler that reaches clusters, and ECR registries, with
 // awsCfg's credentials.
 func New(cfg Config, awsCfg aws.Config, log *slog.Logger) *Handler {
-	return newHandler(cfg, invoke.NewOpener(awsCfg, newCluster), NewECRTokens(awsCfg, cfg.ECRRegistries), log, time.Now)
+	h := newHandler(cfg, invoke.NewOpener(awsCfg, newCluster), NewECRTokens(awsCfg, cfg.ECRRegistries), log, time.Now)
+	h.aws = &awsCfg
+	return h
 }
 
 // newHandler returns a Handler that opens connections with open and reads
 // the time with now.
 func newHandler(cfg Config, open invoke.Opener[*cluster], ecr *ECRTokens, log *slog.Logger, now func() time.Time) *Handler {
-	return &Handler{cfg: cfg, ecr: ecr, conns: invoke.NewConns(open, log), cfn: cfnresource.NewServer(log), log: log, now: now,
+	h := &Handler{cfg: cfg, ecr: ecr, conns: invoke.NewConns(open, log), cfn: cfnresource.NewServer(log), log: log, now: now,
 		charts: newChartTransport()}
+	h.configure = func(c *cluster, namespace string) (*action.Configuration, error) {
+		return c.configuration(namespace, log)
+	}
+	return h
 }
 
 // Invoke is the Lambda handler: the raw payload in, the Result as JSON out,
 // or an error whose errorType is the invoke.Error code. A CloudFormation
-// request goes to the Custom::HelmRelease contract.
+// request goes to the Custom::HelmRelease contract, a CodePipeline job to
+// the pipeline action (codepipeline.go).
 func (h *Handler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	if codepipeline.Is(payload) {
+		return h.pipelineJob(ctx, payload)
+	}
 	if cfnresource.Is(payload) {
 		return h.cfn.ServeLambda(ctx, payload, resource{h})
 	}
@@ -127,6 +148,12 @@ func (h *Handler) Run(ctx context.Context, req Request) (*Result, error) {
 // run performs req; owner, when set, labels the revisions it writes
 // (OwnerLabel) and limits helm-uninstall to a release it labels.
 func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, error) {
+	return h.runChart(ctx, req, owner, nil)
+}
+
+// runChart is run with the chart of a helm-upgrade given (loaded from a
+// CodePipeline artifact); nil fetches the chart req.Ref names.
+func (h *Handler) runChart(ctx context.Context, req Request, owner string, ch *chartv2.Chart) (*Result, error) {
 	ctx, cancel := invoke.WithMargin(ctx)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -142,8 +169,7 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 
 	// The chart first: a chart that cannot be had changes nothing.
 	o := &op{req: req, log: h.log, now: h.now, lamb: deadline.Add(invoke.DeadlineMargin), owner: owner}
-	var ch *chartv2.Chart
-	if req.Action == ActionUpgrade {
+	if req.Action == ActionUpgrade && ch == nil {
 		start := time.Now()
 		fetched, version, err := newFetcher(ctx, h.charts, h.cfg.Credentials, h.ecr).fetch(ctx, req.Ref)
 		if err != nil {
@@ -158,7 +184,7 @@ func (h *Handler) run(ctx context.Context, req Request, owner string) (*Result, 
 		return nil, classify(ctx, err, diag)
 	}
 	diag.CallerARN = conn.CallerARN
-	if o.cfg, err = conn.Client.configuration(req.Namespace, h.log); err != nil {
+	if o.cfg, err = h.configure(conn.Client, req.Namespace); err != nil {
 		return nil, err
 	}
 	var res *Result

@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/lambda-eks/lambda-eks/internal/cfnresource"
+	"github.com/lambda-eks/lambda-eks/internal/codepipeline"
 	"github.com/lambda-eks/lambda-eks/internal/invoke"
 )
 
 // TestEventSamples: every events/helm-*.json is one the Helm function
 // accepts as it is (./local.sh and the README run them): an action that
-// decodes and resolves, or a Custom::HelmRelease request whose properties
-// resolve to a release.
+// decodes and resolves, a Custom::HelmRelease request whose properties
+// resolve to a release, or a CodePipeline job whose UserParameters do.
 func TestEventSamples(t *testing.T) {
 	t.Parallel()
 	paths, err := filepath.Glob(filepath.Join("..", "events", "helm-*.json"))
@@ -28,6 +29,20 @@ func TestEventSamples(t *testing.T) {
 			b, err := os.ReadFile(path) //nolint:gosec // G304: the repository's samples
 			if err != nil {
 				t.Fatal(err)
+			}
+			if strings.HasPrefix(filepath.Base(path), "helm-codepipeline-") {
+				ev, err := codepipeline.Decode(b)
+				if !codepipeline.Is(b) || err != nil {
+					t.Fatalf("not a CodePipeline job: %v", err)
+				}
+				p, err := DecodePipelineParams(ev.Job.Data.ActionConfiguration.Configuration.UserParameters)
+				if err == nil {
+					_, err = p.request(defaults)
+				}
+				if err != nil {
+					t.Errorf("UserParameters: %v", err)
+				}
+				return
 			}
 			if strings.HasPrefix(filepath.Base(path), "helm-cfn-") {
 				if !cfnresource.Is(b) {

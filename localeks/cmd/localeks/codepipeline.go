@@ -1,20 +1,24 @@
 package main
 
 import (
+	"archive/tar"
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,6 +40,14 @@ import (
 // that job (/__codepipeline) is printed on stdout. Exit status: 0 when the
 // job succeeded, 1 when it failed or got no answer, 2 usage, 4 harness
 // failure. Flags as for invoke.
+//
+// A job whose UserParameters name a release (route; or --helm) is the Helm
+// function's: its sample artifact is the replica's demo chart 0.1.0 as a
+// directory, chart/, and a values file, values/pipeline.yaml; the Helm
+// function runs as its own role with the replica's Helm parts.
+
+// helmValues is the Helm sample artifact's values/pipeline.yaml.
+const helmValues = "message: hello from CodePipeline\n"
 
 // sampleArtifact is what the sample job deploys.
 var sampleArtifact = map[string]string{
@@ -84,7 +96,15 @@ func codepipelineInvoke(ctx context.Context, args []string) int {
 	bucket, _ := loc["bucketName"].(string)
 	key, _ := loc["objectKey"].(string)
 
-	s, cfg, err := c.up(ctx, false)
+	spec, files := mainFunction, sampleArtifact
+	if fn, _ := route(c.event); fn == helmFunction.name || c.helm {
+		c.helm, spec = true, helmFunction
+		var err error
+		if files, err = helmSampleArtifact(); err != nil {
+			return c.fail(err)
+		}
+	}
+	s, cfg, err := c.up(ctx, c.helm)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -96,14 +116,14 @@ func codepipelineInvoke(ctx context.Context, args []string) int {
 	if proxy != "" {
 		c.extra = append(c.extra, "HTTPS_PROXY="+proxy, "https_proxy="+proxy)
 	}
-	fn, err := c.startFunction(ctx, s, cfg, mainFunction, c.bootstrap)
+	fn, err := c.startFunction(ctx, s, cfg, spec, c.bootstrap)
 	if err != nil {
 		return c.fail(err)
 	}
 	defer fn.Stop()
 
 	direct := s3.NewFromConfig(s.MotoConfig(), func(o *s3.Options) { o.UsePathStyle = true })
-	if err := uploadArtifact(ctx, direct, bucket, key); err != nil {
+	if err := uploadArtifact(ctx, direct, bucket, key, files); err != nil {
 		return c.fail(err)
 	}
 	creds, err := s.AssumeRole(ctx, stack.ExecRole, "codepipeline-job")
@@ -190,10 +210,40 @@ func codepipelineShim(ctx context.Context, s *stack.Stack) (string, func(), erro
 	return "http://" + ln.Addr().String(), func() { cancel(); <-done }, nil
 }
 
-func uploadArtifact(ctx context.Context, c *s3.Client, bucket, key string) error {
+// helmSampleArtifact is the Helm sample job's artifact: the demo chart
+// 0.1.0 unpacked under chart/, and values/pipeline.yaml.
+func helmSampleArtifact() (map[string]string, error) {
+	tgz, err := stack.DemoChartArchive("0.1.0")
+	if err != nil {
+		return nil, err
+	}
+	gz, err := gzip.NewReader(bytes.NewReader(tgz))
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]string{"values/pipeline.yaml": helmValues, "README.md": "the chart is chart/, its values values/pipeline.yaml\n"}
+	tr := tar.NewReader(gz)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+		if err != nil {
+			return nil, err
+		}
+		_, name, _ := strings.Cut(hdr.Name, "/")
+		files["chart/"+name] = string(b)
+	}
+}
+
+func uploadArtifact(ctx context.Context, c *s3.Client, bucket, key string, files map[string]string) error {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
-	for name, body := range sampleArtifact {
+	for name, body := range files {
 		w, err := zw.Create(name)
 		if err != nil {
 			return err

@@ -15,8 +15,11 @@ import (
 // ./local.sh needs to know before it builds anything: `localeks route
 // EVENT_FILE|-` prints FUNCTION MODE, e.g. "lambda-eks-helm cfn".
 //
-// An event is the Helm function's when its action starts with helm- or it
-// is a CloudFormation request for a Custom::HelmRelease; the lifecycle
+// An event is the Helm function's when its action starts with helm-, it
+// is a CloudFormation request for a Custom::HelmRelease, or it is a
+// CodePipeline.job whose UserParameters (a JSON object in a string) name a
+// release (the Helm function's action has a "release", the main
+// function's has none and refuses one); the lifecycle
 // function's when EventBridge delivers it from Auto Scaling, EC2 or AWS
 // Health (source aws.autoscaling, aws.ec2, aws.health); every other event,
 // an unreadable one included (the function refuses it), is the main
@@ -35,7 +38,10 @@ func route(event []byte) (function, mode string) {
 		_ = json.Unmarshal(ev[key], &v)
 		return v
 	}
-	if _, ok := ev["CodePipeline.job"]; ok {
+	if job, ok := ev["CodePipeline.job"]; ok {
+		if helmJob(job) {
+			return helmFunction.name, "codepipeline"
+		}
 		return mainFunction.name, "codepipeline"
 	}
 	switch str("source") {
@@ -52,6 +58,25 @@ func route(event []byte) (function, mode string) {
 		return helmFunction.name, "invoke"
 	}
 	return mainFunction.name, "invoke"
+}
+
+// helmJob reports a CodePipeline job whose UserParameters name a release.
+func helmJob(job json.RawMessage) bool {
+	var j struct {
+		Data struct {
+			ActionConfiguration struct {
+				Configuration struct {
+					UserParameters string `json:"UserParameters"`
+				} `json:"configuration"`
+			} `json:"actionConfiguration"`
+		} `json:"data"`
+	}
+	var params map[string]json.RawMessage
+	if json.Unmarshal(job, &j) != nil || json.Unmarshal([]byte(j.Data.ActionConfiguration.Configuration.UserParameters), &params) != nil {
+		return false
+	}
+	_, ok := params["release"]
+	return ok
 }
 
 func routeCommand(args []string) int {

@@ -28,6 +28,12 @@ func TestRoute(t *testing.T) {
 		{"helm resource", `{"RequestType":"Delete","ResourceType":"Custom::HelmRelease","ResourceProperties":{"Release":"x"}}`, "lambda-eks-helm", "cfn"},
 		{"request without a type", `{"RequestType":"Create"}`, "lambda-eks", "cfn"},
 		{"codepipeline job", `{"CodePipeline.job":{"id":"x"}}`, "lambda-eks", "codepipeline"},
+		{"codepipeline job of the main function", `{"CodePipeline.job":{"id":"x","data":{"actionConfiguration":{"configuration":` +
+			`{"UserParameters":"{\"pipeline\":\"web\",\"directory\":\"k8s\"}"}}}}}`, "lambda-eks", "codepipeline"},
+		{"codepipeline job naming a release", `{"CodePipeline.job":{"id":"x","data":{"actionConfiguration":{"configuration":` +
+			`{"UserParameters":"{\"pipeline\":\"web\",\"release\":\"web\"}"}}}}}`, "lambda-eks-helm", "codepipeline"},
+		{"codepipeline job, UserParameters not JSON", `{"CodePipeline.job":{"id":"x","data":{"actionConfiguration":{"configuration":` +
+			`{"UserParameters":"release"}}}}}`, "lambda-eks", "codepipeline"},
 		{"lifecycle action", `{"source":"aws.autoscaling","detail-type":"EC2 Instance-terminate Lifecycle Action","detail":{}}`, "lambda-eks-lifecycle", "lifecycle"},
 		{"spot interruption", `{"source":"aws.ec2","detail-type":"EC2 Spot Instance Interruption Warning"}`, "lambda-eks-lifecycle", "lifecycle"},
 		{"health event", `{"source":"aws.health","detail-type":"AWS Health Event"}`, "lambda-eks-lifecycle", "lifecycle"},
@@ -47,8 +53,8 @@ func TestRoute(t *testing.T) {
 }
 
 // Every sample in events/ goes to the function its name says: helm-* to the
-// Helm function, cfn-* and helm-cfn-* through cfn, codepipeline-* through
-// codepipeline, asg-*, spot-*, rebalance* and health-* to the lifecycle
+// Helm function, cfn-* and helm-cfn-* through cfn, codepipeline-* and
+// helm-codepipeline-* through codepipeline, asg-*, spot-*, rebalance* and health-* to the lifecycle
 // function through lifecycle.
 func TestRouteSamples(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "..", "events", "*.json"))
@@ -70,7 +76,7 @@ func TestRouteSamples(t *testing.T) {
 			if strings.HasPrefix(strings.TrimPrefix(name, "helm-"), "cfn-") {
 				wantMode = "cfn"
 			}
-			if strings.HasPrefix(name, "codepipeline-") {
+			if strings.HasPrefix(strings.TrimPrefix(name, "helm-"), "codepipeline-") {
 				wantMode = "codepipeline"
 			}
 			for _, p := range []string{"asg-", "spot-", "rebalance", "health-"} {

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
@@ -57,7 +55,7 @@ func lifecycleInvoke(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	token, err := registerLifecycleAction(ctx, s.ShimURL(), c.event)
+	token, err := registerLifecycleAction(ctx, s, c.event)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -99,7 +97,7 @@ func lifecycleInvoke(ctx context.Context, args []string) int {
 		}
 	}
 	if token != "" {
-		logLifecycleAction(ctx, s.ShimURL(), token)
+		logLifecycleAction(ctx, s, token)
 	}
 	return code
 }
@@ -132,7 +130,7 @@ func waitContinuations(ctx context.Context, fn *lambdart.Function, wait time.Dur
 // registerLifecycleAction registers an EC2 Instance-terminate or -launch
 // Lifecycle Action event's detail at the shim, as the group that sent it
 // would wait on it, and returns its token; "" for any other event.
-func registerLifecycleAction(ctx context.Context, shimURL string, event []byte) (string, error) {
+func registerLifecycleAction(ctx context.Context, s *stack.Stack, event []byte) (string, error) {
 	var ev struct {
 		DetailType string          `json:"detail-type"`
 		Source     string          `json:"source"`
@@ -146,31 +144,22 @@ func registerLifecycleAction(ctx context.Context, shimURL string, event []byte) 
 	if json.Unmarshal(ev.Detail, &d) != nil || d.LifecycleActionToken == "" {
 		return "", nil // a test notification: no action waits
 	}
-	status, body, err := shimDo(ctx, http.MethodPost, shimURL+"/__lifecycle/actions", ev.Detail)
+	added, err := s.RegisterLifecycleAction(ctx, d)
 	if err != nil {
-		return "", fmt.Errorf("register the lifecycle action: %w", err)
+		return "", err
 	}
-	switch status {
-	case http.StatusCreated:
+	if added {
 		slog.Info("lifecycle action pending", "asg", d.AutoScalingGroupName, "hook", d.LifecycleHookName, "instance", d.EC2InstanceID, "token", d.LifecycleActionToken)
-	case http.StatusOK:
+	} else {
 		slog.Info("lifecycle action already registered (left as it is)", "token", d.LifecycleActionToken)
-	case http.StatusNotFound:
-		return "", errors.New("the replica's shim predates lifecycle actions: run `localeks up` with this build")
-	default:
-		return "", fmt.Errorf("register the lifecycle action: %d %s", status, bytes.TrimSpace(body))
 	}
 	return d.LifecycleActionToken, nil
 }
 
 // logLifecycleAction logs the state of the lifecycle action of token and
 // the calls that named it.
-func logLifecycleAction(ctx context.Context, shimURL, token string) {
-	_, body, err := shimDo(ctx, http.MethodGet, shimURL+"/__lifecycle", nil)
-	var rec shim.LifecycleRecord
-	if err == nil {
-		err = json.Unmarshal(body, &rec)
-	}
+func logLifecycleAction(ctx context.Context, s *stack.Stack, token string) {
+	rec, err := s.Lifecycle(ctx)
 	if err != nil {
 		slog.Warn("read the lifecycle action", "err", err)
 		return
@@ -188,43 +177,13 @@ func logLifecycleAction(ctx context.Context, shimURL, token string) {
 }
 
 // registerInvokeAPI registers endpoint at the shim's /__lambda for the
-// named functions (none: for any), and returns what withdraws it.
+// named functions (none: for any), and returns what withdraws it. A shim
+// that predates it is warned about: the function's Invoke of itself fails.
 func registerInvokeAPI(ctx context.Context, s *stack.Stack, endpoint string, functions ...string) (func(), error) {
-	b, err := json.Marshal(shim.LambdaRegistration{Endpoint: endpoint, Functions: functions})
-	if err != nil {
-		return nil, err
-	}
-	status, body, err := shimDo(ctx, http.MethodPost, s.ShimURL()+"/__lambda", b)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("register the Invoke API at the shim: %w", err)
-	case status == http.StatusNotFound:
+	unregister, err := s.RegisterInvokeAPI(ctx, endpoint, functions...)
+	if errors.Is(err, stack.ErrShimOutdated) {
 		slog.Warn("the replica's shim predates Lambda Invoke forwarding: a function's Invoke of itself will fail (run `localeks up` with this build)")
 		return func() {}, nil
-	case status != http.StatusNoContent:
-		return nil, fmt.Errorf("register the Invoke API at the shim: %d %s", status, bytes.TrimSpace(body))
 	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_, _, _ = shimDo(ctx, http.MethodDelete, s.ShimURL()+"/__lambda?endpoint="+url.QueryEscape(endpoint), nil)
-	}, nil
-}
-
-// shimDo sends one request to the shim's own API.
-func shimDo(ctx context.Context, method, target string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return resp.StatusCode, b, err
+	return unregister, err
 }

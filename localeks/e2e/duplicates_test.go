@@ -288,7 +288,9 @@ func TestDuplicateDeliveries(t *testing.T) {
 	helmSamples := map[string]bool{"helm-upgrade.json": true, "helm-rollback.json": true, "helm-status.json": true,
 		"helm-uninstall.json": true, "helm-cfn-create.json": true,
 		// TestCodePipelineJob delivers a job three times, twice at once.
-		"codepipeline-job.json": true}
+		"codepipeline-job.json": true,
+		// TestHelmCodePipelineJob delivers a Helm job twice at once.
+		"helm-codepipeline-job.json": true}
 	cover := func(samples ...string) {
 		for _, s := range samples {
 			covered[s] = true

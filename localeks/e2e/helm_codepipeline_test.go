@@ -7,9 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,10 +21,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"helm.sh/helm/v4/pkg/action"
+	helmkube "helm.sh/helm/v4/pkg/kube"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
+	"github.com/lambda-eks/lambda-eks/localeks/shim"
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
@@ -202,5 +208,53 @@ func TestHelmCodePipelineJob(t *testing.T) {
 	}
 	if hist := h.helmHistory(t, ns, "slow"); len(hist) != 1 {
 		t.Errorf("job 4: history %v, want the one revision the first invocation wrote", hist)
+	}
+}
+
+// TestHelmCodePipelineSample: what ./local.sh
+// events/helm-codepipeline-job.json runs (localeks codepipeline: the job
+// routed to the Helm function because its UserParameters name a release)
+// uploads the demo chart as a directory with a values file, sends the job
+// with credentials from moto's STS, and prints the one success
+// CodePipeline received for it.
+func TestHelmCodePipelineSample(t *testing.T) {
+	if h == nil {
+		t.Skip("-short: no local EKS replica")
+	}
+	h, f := mustHelm(t)
+	uninstall := func() {
+		un := action.NewUninstall(h.sdk(t, "default"))
+		un.IgnoreNotFound = true
+		un.WaitStrategy = helmkube.HookOnlyStrategy
+		if _, err := un.Run("demo-pipeline"); err != nil {
+			t.Errorf("uninstall demo-pipeline: %v", err)
+		}
+	}
+	uninstall()
+	t.Cleanup(uninstall)
+	cmd := exec.Command(h.self, "codepipeline", "--bootstrap", f.bootstrap, "--registry", filepath.Join(f.parts, "registry"), //nolint:gosec // G204: the test's own CLI
+		"--dir", h.stack.Paths.Dir, "--parts", h.parts, "--permissions", filepath.Join(h.root, "permissions.yml"), "events/helm-codepipeline-job.json")
+	cmd.Dir = h.root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("localeks codepipeline: %v\n%s", err, stderr.Bytes())
+	}
+	var calls []shim.JobCall
+	if err := json.Unmarshal(stdout.Bytes(), &calls); err != nil {
+		t.Fatalf("stdout is not the answers: %v\n%s", err, stdout.Bytes())
+	}
+	if len(calls) != 1 || calls[0].Result != "success" || calls[0].Status != 200 || calls[0].OutputVariables["release"] != "demo-pipeline" ||
+		calls[0].OutputVariables["chartVersion"] != "0.1.0" || calls[0].OutputVariables["artifactRevision"] != "9c41e07" ||
+		calls[0].OutputVariables["owner"] != "codepipeline/web/helm" {
+		t.Errorf("answers %+v, want one success of release demo-pipeline, chart 0.1.0, the sample's revision and owner", calls)
+	}
+	if got := h.configMessage(t, "default", "demo-pipeline"); got != "hello from CodePipeline@0.1.0" {
+		t.Errorf("the release's ConfigMap says %q, want the artifact's values file", got)
+	}
+	for _, secret := range []string{"secretAccessKey\":\"", "X-Amz-Signature"} {
+		if bytes.Contains(stderr.Bytes(), []byte(secret)) {
+			t.Errorf("the output shows %s", secret)
+		}
 	}
 }

@@ -19,9 +19,11 @@
 #   ./local.sh --sam [EVENT]      sam local invoke the event's function, in AWS_REGION
 #                                 (default: AWS_DEFAULT_REGION, else us-east-1)
 #
-# The event chooses the function: a helm-* action or a CloudFormation
-# request for a Custom::HelmRelease runs the Helm function (./cmd/helm) as
-# its own role, mapped in aws-auth to the group lambda-eks-helm; an
+# The event chooses the function: a helm-* action, a CloudFormation
+# request for a Custom::HelmRelease, or a CodePipeline job whose
+# UserParameters name a release (events/helm-codepipeline-job.json) runs
+# the Helm function (./cmd/helm) as its own role, mapped in aws-auth to the
+# group lambda-eks-helm; an
 # EventBridge event from Auto Scaling, EC2 or AWS Health (events/asg-*,
 # spot-*, rebalance*, health-*) the lifecycle function (./cmd/lifecycle) as
 # its own role, mapped to lambda-eks-lifecycle, with the replica playing

@@ -330,9 +330,18 @@ func (h *harness) setPDB(tb testing.TB, ns, test string, minAvailable int) {
 // node.
 func (h *harness) readyPods(tb testing.TB, ns, test string) map[string][]string {
 	tb.Helper()
-	pods, err := h.admin.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=drain-" + test})
+	out, err := h.readyPodsErr(ns, test)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return out
+}
+
+// readyPodsErr is readyPods for a goroutine of the test's own.
+func (h *harness) readyPodsErr(ns, test string) (map[string][]string, error) {
+	pods, err := h.admin.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=drain-" + test})
+	if err != nil {
+		return nil, err
 	}
 	out := map[string][]string{}
 	for _, p := range pods.Items {
@@ -345,7 +354,7 @@ func (h *harness) readyPods(tb testing.TB, ns, test string) map[string][]string 
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func count(m map[string][]string) int {

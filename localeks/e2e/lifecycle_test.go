@@ -443,3 +443,137 @@ func baseNodesOnly() *corev1.Affinity {
 		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
 			Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: names}}}}}}}
 }
+
+// A rolling refresh of a node group (each new node joining through its
+// launch action, then each old node's terminate action in turn) keeps a
+// Deployment of 6 replicas with a budget of minAvailable 5 at 5 Ready pods
+// or more at every sample (200 ms apart), and no pod goes but by an
+// eviction.
+func TestLifecycleRollingRefreshKeepsTheBudget(t *testing.T) {
+	h := mustHarness(t)
+	ctx := context.Background()
+	const test = "roll"
+	ns := h.lifecycleNamespace(t, test)
+	old, oldInsts := h.testNodes(t, test, 3)
+	labels := map[string]string{"app": "drain-" + test}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "drain-" + test, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"lifecycle-e2e": test},
+				Tolerations:  []corev1.Toleration{{Key: testNodeTaint, Operator: corev1.TolerationOpExists}},
+				TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
+					WhenUnsatisfiable: corev1.ScheduleAnyway, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+				TerminationGracePeriodSeconds: ptr.To[int64](1),
+				Containers:                    []corev1.Container{{Name: "app", Image: "nginx:1.27"}}}}}}
+	if _, err := h.admin.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReady(t, ns, test, 6)
+	h.setPDB(t, ns, test, 5)
+
+	// The sampler: Ready pods every 200 ms, and every pod name seen.
+	var mu sync.Mutex
+	minReady, samples := 6, 0
+	var sampleErrs []error
+	seen := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			ready, err := h.readyPodsErr(ns, test)
+			mu.Lock()
+			if err != nil {
+				sampleErrs = append(sampleErrs, err)
+				mu.Unlock()
+				continue
+			}
+			samples++
+			minReady = min(minReady, count(ready))
+			for _, pods := range ready {
+				for _, p := range pods {
+					seen[p] = true
+				}
+			}
+			mu.Unlock()
+		}
+	})
+	mark := h.auditMark(t)
+	fn := h.startLifecycle(t, 60*time.Second)
+	for i, oldNode := range old {
+		inst := h.newInstance(t)
+		launch, launchToken := h.lifecycleEvent(t, "autoscaling:EC2_INSTANCE_LAUNCHING", inst)
+		var wg2 sync.WaitGroup
+		wg2.Go(func() {
+			time.Sleep(time.Second)
+			h.addTestNode(t, test, fmt.Sprintf("lc-roll-new%d-%s", i, inst[len(inst)-6:]), inst)
+		})
+		if r := lifecycleOK(t, fn, launch); r.Nodes[0].State != "ready" {
+			t.Fatalf("launch of the new node %d: %+v", i, r)
+		}
+		wg2.Wait()
+		if a, _ := h.actionOf(t, launchToken); a.Result != "CONTINUE" {
+			t.Fatalf("launch action %+v", a)
+		}
+		ev, token := terminateEvent(t, h, oldInsts[i])
+		r := lifecycleOK(t, fn, ev)
+		if r.Nodes[0].State != "drained" {
+			wait, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			err := fn.WaitAsync(wait)
+			cancel()
+			if err != nil {
+				t.Fatalf("drain of %s: %+v; continuations: %v", oldNode, r, err)
+			}
+		}
+		if a, calls := h.actionOf(t, token); a.Result != "CONTINUE" || len(completions(calls)) != 1 {
+			t.Fatalf("terminate action of %s: %+v, %v", oldNode, a, completions(calls))
+		}
+		// The instance terminates: its node goes.
+		if err := h.admin.CoreV1().Nodes().Delete(ctx, oldNode, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h.waitReady(t, ns, test, 6)
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d samples, at least %d Ready pods in each, %d pods over the refresh", samples, minReady, len(seen))
+	if len(sampleErrs) > 0 {
+		t.Errorf("%d samples failed: %v", len(sampleErrs), sampleErrs[0])
+	}
+	if minReady < 5 {
+		t.Errorf("a sample saw %d Ready pods; the budget allows no fewer than 5", minReady)
+	}
+	ready := h.readyPods(t, ns, test)
+	for _, n := range old {
+		if len(ready[n]) != 0 {
+			t.Errorf("pods still on the old node %s: %v", n, ready[n])
+		}
+	}
+	// Every pod that went was evicted; nothing deleted a pod.
+	evicted := map[string]bool{}
+	for _, p := range h.podVerbs(t, mark, stack.LifecycleUser, ns)["evict"] {
+		evicted[p] = true
+	}
+	now := map[string]bool{}
+	for _, pods := range ready {
+		for _, p := range pods {
+			now[p] = true
+		}
+	}
+	for p := range seen {
+		if !now[p] && !evicted[p] {
+			t.Errorf("pod %s went without an eviction", p)
+		}
+	}
+	if v := h.podVerbs(t, mark, stack.LifecycleUser, ns); len(v["delete"]) != 0 {
+		t.Errorf("the function deleted pods: %v", v["delete"])
+	}
+}

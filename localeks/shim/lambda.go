@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,11 +20,15 @@ import (
 // functions call on themselves to continue a long task in a new invocation.
 // moto would run a function in Docker; the shim forwards the call to a
 // Lambda Invoke API on loopback registered with POST /__lambda
-// {"endpoint":"http://127.0.0.1:PORT"} (optionally "functions":[NAMES]: only
-// those; else every function without an endpoint of its own), e.g. the one
-// `localeks serve` runs. With none registered it answers
-// ResourceNotFoundException, as Lambda does for a function that does not
-// exist. DELETE /__lambda?endpoint=URL withdraws an endpoint. Each
+// {"endpoint":"http://127.0.0.1:PORT"}, optionally with "functions":[NAMES]
+// (only those) and "callers":[ACCESS KEY IDS] (only calls signed with
+// those: the credentials of the function the endpoint serves, so that a
+// function's Invoke of itself reaches its own sandbox while several run).
+// A call goes to the latest registration that names its caller, else to
+// the latest for any caller that names its function, else to the latest
+// for any function; with none it is answered ResourceNotFoundException,
+// as Lambda answers for a function that does not exist. DELETE
+// /__lambda?endpoint=URL withdraws an endpoint's registrations. Each
 // invocation is recorded: GET /__lambda, POST /__lambda/reset. Every other
 // Lambda request goes to moto.
 
@@ -42,60 +47,50 @@ type LambdaCall struct {
 	Time        time.Time `json:"time"`
 }
 
-// LambdaRecord is what GET /__lambda answers: the registered endpoints by
-// function name ("*" for any other) and the recorded invocations.
+// LambdaRecord is what GET /__lambda answers: the registrations, oldest
+// first, and the recorded invocations.
 type LambdaRecord struct {
-	Endpoints map[string]string `json:"endpoints"`
-	Calls     []LambdaCall      `json:"calls"`
+	Registrations []LambdaRegistration `json:"registrations"`
+	Calls         []LambdaCall         `json:"calls"`
 }
 
 // LambdaRegistration is the body of POST /__lambda.
 type LambdaRegistration struct {
 	Endpoint  string   `json:"endpoint"`
 	Functions []string `json:"functions,omitempty"`
+	// Callers are access key IDs; none: any caller.
+	Callers []string `json:"callers,omitempty"`
 }
 
 type lambdaBook struct {
-	mu        sync.Mutex
-	endpoints map[string]string
-	calls     []LambdaCall
+	mu    sync.Mutex
+	regs  []LambdaRegistration
+	calls []LambdaCall
 }
 
 var invokePath = regexp.MustCompile(`^/2015-03-31/functions/([^/]+)/invocations$`)
 
-// Lambda returns the registered endpoints and the recorded invocations.
+// Lambda returns the registrations and the recorded invocations.
 func (s *Server) Lambda() LambdaRecord {
 	b := &s.lambda
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	rec := LambdaRecord{Endpoints: map[string]string{}, Calls: append([]LambdaCall{}, b.calls...)}
-	for k, v := range b.endpoints {
-		rec.Endpoints[k] = v
-	}
-	return rec
+	return LambdaRecord{Registrations: append([]LambdaRegistration{}, b.regs...), Calls: append([]LambdaCall{}, b.calls...)}
 }
 
 // RegisterLambda routes the invocations of reg.Functions (none: of any
-// function without an endpoint of its own) to reg.Endpoint, an http URL on
-// loopback serving the Lambda Invoke API.
+// function) by reg.Callers (none: by anyone) to reg.Endpoint, an http URL
+// on loopback serving the Lambda Invoke API.
 func (s *Server) RegisterLambda(reg LambdaRegistration) error {
 	u, err := url.Parse(reg.Endpoint)
 	if err != nil || u.Scheme != "http" || !isLoopback(u.Hostname()) || u.Port() == "" || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("endpoint %q: want http://127.0.0.1:PORT", reg.Endpoint)
 	}
-	names := reg.Functions
-	if len(names) == 0 {
-		names = []string{"*"}
-	}
+	reg.Endpoint = strings.TrimSuffix(reg.Endpoint, "/")
 	b := &s.lambda
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.endpoints == nil {
-		b.endpoints = map[string]string{}
-	}
-	for _, n := range names {
-		b.endpoints[n] = strings.TrimSuffix(reg.Endpoint, "/")
-	}
+	b.regs = append(b.regs, reg)
 	return nil
 }
 
@@ -104,11 +99,30 @@ func (s *Server) UnregisterLambda(endpoint string) {
 	b := &s.lambda
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for k, v := range b.endpoints {
-		if v == strings.TrimSuffix(endpoint, "/") {
-			delete(b.endpoints, k)
+	b.regs = slices.DeleteFunc(b.regs, func(r LambdaRegistration) bool { return r.Endpoint == strings.TrimSuffix(endpoint, "/") })
+}
+
+// lambdaEndpoint is where an Invoke of function by caller goes, "" for
+// nowhere.
+func (s *Server) lambdaEndpoint(function, caller string) string {
+	b := &s.lambda
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	names := func(r LambdaRegistration) bool {
+		return len(r.Functions) == 0 || slices.Contains(r.Functions, function)
+	}
+	for _, match := range []func(LambdaRegistration) bool{
+		func(r LambdaRegistration) bool { return caller != "" && slices.Contains(r.Callers, caller) && names(r) },
+		func(r LambdaRegistration) bool { return len(r.Callers) == 0 && slices.Contains(r.Functions, function) },
+		func(r LambdaRegistration) bool { return len(r.Callers) == 0 && len(r.Functions) == 0 },
+	} {
+		for i := len(b.regs) - 1; i >= 0; i-- {
+			if match(b.regs[i]) {
+				return b.regs[i].Endpoint
+			}
 		}
 	}
+	return ""
 }
 
 // lambdaAPI serves the shim's /__lambda endpoints; it says whether r was
@@ -130,7 +144,7 @@ func (s *Server) lambdaAPI(w http.ResponseWriter, r *http.Request) bool {
 			http.Error(w, "localeks shim: lambda: "+err.Error(), http.StatusBadRequest)
 			return true
 		}
-		slog.Info("lambda endpoint registered", "endpoint", reg.Endpoint, "functions", reg.Functions)
+		slog.Info("lambda endpoint registered", "endpoint", reg.Endpoint, "functions", reg.Functions, "callers", reg.Callers)
 		w.WriteHeader(http.StatusNoContent)
 	case r.URL.Path == "/__lambda" && r.Method == http.MethodDelete:
 		s.UnregisterLambda(r.URL.Query().Get("endpoint"))
@@ -187,12 +201,7 @@ func (s *Server) lambdaInvoke(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	call.PayloadBytes = len(payload)
-	s.lambda.mu.Lock()
-	endpoint, ok := s.lambda.endpoints[name]
-	if !ok {
-		endpoint = s.lambda.endpoints["*"]
-	}
-	s.lambda.mu.Unlock()
+	endpoint := s.lambdaEndpoint(name, call.AccessKeyID)
 	if endpoint == "" {
 		call.Status, call.Error = http.StatusNotFound, "ResourceNotFoundException"
 		record()

@@ -104,8 +104,8 @@ func TestLambdaInvokeForwarded(t *testing.T) {
 
 	var rec LambdaRecord
 	getJSON(t, proxy+"/__lambda", &rec)
-	if diff := cmp.Diff(map[string]string{"*": def.URL}, rec.Endpoints); diff != "" {
-		t.Errorf("endpoints (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]LambdaRegistration{{Endpoint: def.URL}}, rec.Registrations); diff != "" {
+		t.Errorf("registrations (-want +got):\n%s", diff)
 	}
 	type brief struct {
 		Function, Type string
@@ -132,7 +132,7 @@ func TestLambdaInvokeForwarded(t *testing.T) {
 		t.Errorf("reset: %d", got)
 	}
 	getJSON(t, proxy+"/__lambda", &rec)
-	if len(rec.Calls) != 0 || len(rec.Endpoints) != 1 {
+	if len(rec.Calls) != 0 || len(rec.Registrations) != 1 {
 		t.Errorf("after reset: %+v", rec)
 	}
 }
@@ -148,5 +148,43 @@ func TestLambdaFunctionName(t *testing.T) {
 		if got := lambdaFunctionName(in); got != want {
 			t.Errorf("lambdaFunctionName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestLambdaRouting: a registration for a caller's access key wins for
+// that caller; among the rest the latest wins, and withdrawing it brings
+// the earlier one back, so that functions served side by side each get
+// their own invocations.
+func TestLambdaRouting(t *testing.T) {
+	t.Parallel()
+	s := &Server{} // the routing table alone
+	for _, r := range []LambdaRegistration{
+		{Endpoint: "http://127.0.0.1:1001"},
+		{Endpoint: "http://127.0.0.1:1002", Functions: []string{"f"}},
+		{Endpoint: "http://127.0.0.1:1003", Functions: []string{"f"}, Callers: []string{"ASIAONE"}},
+		{Endpoint: "http://127.0.0.1:1004", Functions: []string{"f"}},
+		{Endpoint: "http://127.0.0.1:1005", Callers: []string{"ASIATWO"}},
+	} {
+		if err := s.RegisterLambda(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	route := func() map[string]string {
+		got := map[string]string{}
+		for _, c := range []struct{ fn, caller string }{{"f", "ASIAONE"}, {"f", "ASIATWO"}, {"f", "ASIAOTHER"}, {"g", "ASIAONE"}, {"g", "ASIATWO"}, {"g", ""}} {
+			got[c.fn+" "+c.caller] = s.lambdaEndpoint(c.fn, c.caller)
+		}
+		return got
+	}
+	want := map[string]string{"f ASIAONE": "http://127.0.0.1:1003", "f ASIATWO": "http://127.0.0.1:1005", "f ASIAOTHER": "http://127.0.0.1:1004",
+		"g ASIAONE": "http://127.0.0.1:1001", "g ASIATWO": "http://127.0.0.1:1005", "g ": "http://127.0.0.1:1001"}
+	if diff := cmp.Diff(want, route()); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+	s.UnregisterLambda("http://127.0.0.1:1004")
+	s.UnregisterLambda("http://127.0.0.1:1003/")
+	want["f ASIAONE"], want["f ASIAOTHER"] = "http://127.0.0.1:1002", "http://127.0.0.1:1002"
+	if diff := cmp.Diff(want, route()); diff != "" {
+		t.Errorf("routes after withdrawals (-want +got):\n%s", diff)
 	}
 }

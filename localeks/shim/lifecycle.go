@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +24,8 @@ import (
 // so whoever plays the Auto Scaling group that sent the event registers
 // the action it waits on. Each call of the two operations is recorded;
 // GET /__lifecycle lists actions and calls, POST /__lifecycle/reset
-// empties both. Every other autoscaling request goes to moto.
+// empties both, POST /__lifecycle/reset?token=T forgets one action and
+// its calls. Every other autoscaling request goes to moto.
 
 // autoscalingNS is the namespace of Auto Scaling's XML answers.
 const autoscalingNS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
@@ -127,6 +129,21 @@ func (s *Server) RegisterLifecycleAction(d LifecycleDetail) (bool, error) {
 	return true, nil
 }
 
+// ForgetLifecycle forgets the action of token and the calls that named
+// it, so that it can be registered afresh; "" forgets every action and
+// call (on a shared replica, other runs' too).
+func (s *Server) ForgetLifecycle(token string) {
+	b := &s.lifecycle
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if token == "" {
+		b.actions, b.calls = nil, nil
+		return
+	}
+	b.actions = slices.DeleteFunc(b.actions, func(a *LifecycleAction) bool { return a.Token == token })
+	b.calls = slices.DeleteFunc(b.calls, func(c LifecycleCall) bool { return c.Token == token })
+}
+
 // lifecycleAPI serves the shim's /__lifecycle endpoints; it says whether r
 // was one.
 func (s *Server) lifecycleAPI(w http.ResponseWriter, r *http.Request) bool {
@@ -135,9 +152,7 @@ func (s *Server) lifecycleAPI(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Lifecycle())
 	case r.URL.Path == "/__lifecycle/reset" && r.Method == http.MethodPost:
-		s.lifecycle.mu.Lock()
-		s.lifecycle.actions, s.lifecycle.calls = nil, nil
-		s.lifecycle.mu.Unlock()
+		s.ForgetLifecycle(r.URL.Query().Get("token"))
 		w.WriteHeader(http.StatusNoContent)
 	case r.URL.Path == "/__lifecycle/actions" && r.Method == http.MethodPost:
 		var d LifecycleDetail

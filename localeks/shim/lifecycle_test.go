@@ -233,6 +233,16 @@ func TestLifecycleActions(t *testing.T) {
 	}
 	moto.mu.Unlock()
 
+	if got := postJSON(t, proxy+"/__lifecycle/reset?token=tok-a", ""); got != http.StatusNoContent {
+		t.Errorf("reset of one token: %d", got)
+	}
+	getJSON(t, proxy+"/__lifecycle", &rec)
+	if len(rec.Actions) != 2 || rec.Actions[0].Token != "tok-b" || len(rec.Calls) != len(steps)+1-4 {
+		t.Errorf("after forgetting tok-a: %d actions (first %s), %d calls", len(rec.Actions), rec.Actions[0].Token, len(rec.Calls))
+	}
+	if got := postJSON(t, proxy+"/__lifecycle/actions", detail("tok-a", "terminate", "i-a")); got != http.StatusCreated {
+		t.Errorf("tok-a registered again: %d, want 201", got)
+	}
 	if got := postJSON(t, proxy+"/__lifecycle/reset", ""); got != http.StatusNoContent {
 		t.Errorf("reset: %d", got)
 	}

@@ -45,6 +45,10 @@ import (
 	"time"
 )
 
+// Version names what this shim answers, at GET /__version: a stack whose
+// shim answers another is given one of this build (stack.Up).
+const Version = "lifecycle-forget-2"
+
 // Cluster is what DescribeCluster answers for one cluster name.
 type Cluster struct {
 	Endpoint string `json:"endpoint"`
@@ -232,6 +236,8 @@ func (s *Server) front(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "localeks shim: only HTTPS via CONNECT to *.amazonaws.com is proxied", http.StatusForbidden)
 	case r.URL.Path == "/__health":
 		_, _ = io.WriteString(w, "ok\n")
+	case r.URL.Path == "/__version":
+		_, _ = io.WriteString(w, Version+"\n")
 	case strings.HasPrefix(r.URL.Path, "/__codepipeline") && s.codepipelineAPI(w, r):
 	case strings.HasPrefix(r.URL.Path, "/__lifecycle") && s.lifecycleAPI(w, r):
 	case strings.HasPrefix(r.URL.Path, "/__lambda") && s.lambdaAPI(w, r):

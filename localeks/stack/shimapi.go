@@ -65,6 +65,25 @@ func (s *Stack) RegisterLifecycleAction(ctx context.Context, d shim.LifecycleDet
 	return false, fmt.Errorf("register lifecycle action: %d %s", status, bytes.TrimSpace(body))
 }
 
+// ForgetLifecycleAction forgets the shim's lifecycle action of token and
+// the calls that named it, so that an event with that token (a sample) can
+// be played afresh; other runs' actions are left alone.
+func (s *Stack) ForgetLifecycleAction(ctx context.Context, token string) error {
+	if token == "" {
+		return errors.New("forget lifecycle action: no token")
+	}
+	status, body, err := s.shimDo(ctx, http.MethodPost, "/__lifecycle/reset?token="+url.QueryEscape(token), nil)
+	switch {
+	case err != nil:
+		return fmt.Errorf("forget lifecycle action: %w", err)
+	case status == http.StatusNotFound:
+		return fmt.Errorf("forget lifecycle action: %w", ErrShimOutdated)
+	case status != http.StatusNoContent:
+		return fmt.Errorf("forget lifecycle action: %d %s", status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
 // Lifecycle returns the shim's lifecycle actions and the calls of
 // CompleteLifecycleAction and RecordLifecycleActionHeartbeat.
 func (s *Stack) Lifecycle(ctx context.Context) (shim.LifecycleRecord, error) {
@@ -83,8 +102,20 @@ func (s *Stack) LambdaRecord(ctx context.Context) (shim.LambdaRecord, error) {
 // named functions (none: for every function without an endpoint of its
 // own) to endpoint, e.g. an httptest server of lambdart.InvokeAPI, and
 // returns what withdraws it.
+//
+// The latest registration for a function wins, and withdrawing it brings
+// the previous one back; when several Invoke APIs serve the same function
+// at once (tests side by side), RegisterInvokeAPIFrom routes each
+// function's Invoke of itself to its own.
 func (s *Stack) RegisterInvokeAPI(ctx context.Context, endpoint string, functions ...string) (func(), error) {
-	b, err := json.Marshal(shim.LambdaRegistration{Endpoint: endpoint, Functions: functions})
+	return s.RegisterInvokeAPIFrom(ctx, endpoint, nil, functions...)
+}
+
+// RegisterInvokeAPIFrom is RegisterInvokeAPI for the calls signed with the
+// given access key IDs only (those of the credentials the served function
+// runs with): they reach endpoint whatever else is registered.
+func (s *Stack) RegisterInvokeAPIFrom(ctx context.Context, endpoint string, accessKeyIDs []string, functions ...string) (func(), error) {
+	b, err := json.Marshal(shim.LambdaRegistration{Endpoint: endpoint, Functions: functions, Callers: accessKeyIDs})
 	if err != nil {
 		return nil, err
 	}

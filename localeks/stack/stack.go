@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lambda-eks/lambda-eks/localeks/shim"
 )
 
 // Facts of the replica that the function, the tests and the docs share.
@@ -399,14 +401,16 @@ func (s *Stack) start(ctx context.Context) error {
 	return writeFile(s.Paths.File("ready"), []byte(time.Now().Format(time.RFC3339)+"\n"), 0o600)
 }
 
-// refreshShim replaces a shim that predates the lifecycle and Lambda
-// answers (GET /__lambda) with one of this build, with the same
-// configuration: the shim keeps nothing but its records.
+// refreshShim replaces a shim of another version (GET /__version, e.g. one
+// that predates the lifecycle and Lambda answers) with one of this build,
+// with the same configuration: the shim keeps nothing but its records and
+// registrations.
 func (s *Stack) refreshShim(ctx context.Context) error {
-	if _, err := s.get(ctx, nil, s.ShimURL()+"/__lambda"); err == nil || s.cfg.Self == "" {
+	v, err := s.get(ctx, nil, s.ShimURL()+"/__version")
+	if (err == nil && strings.TrimSpace(string(v)) == shim.Version) || s.cfg.Self == "" {
 		return nil
 	}
-	s.log.Info("replacing the shim: it predates the lifecycle and Lambda answers")
+	s.log.Info("replacing the shim: it answers another version", "version", strings.TrimSpace(string(v)), "want", shim.Version)
 	if pr, ok := readProc(s.Paths, shimName); ok && pr.alive() {
 		if err := pr.stop(1500 * time.Millisecond); err != nil {
 			return err

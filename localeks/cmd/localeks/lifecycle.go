@@ -59,7 +59,7 @@ func lifecycleInvoke(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	fn, err := c.startFunction(ctx, s, cfg, lifecycleFunction, c.bootstrap)
+	fn, key, err := c.startFunctionAs(ctx, s, cfg, lifecycleFunction, c.bootstrap)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -71,7 +71,8 @@ func lifecycleInvoke(ctx context.Context, args []string) int {
 	srv := &http.Server{Handler: lambdart.InvokeAPI(map[string]*lambdart.Function{lifecycleFunction.name: fn}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Close() }()
-	unregister, err := registerInvokeAPI(ctx, s, "http://"+ln.Addr().String(), lifecycleFunction.name)
+	// For this function's calls only: another run may serve the same name.
+	unregister, err := registerInvokeAPI(ctx, s, "http://"+ln.Addr().String(), []string{key}, lifecycleFunction.name)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -177,10 +178,11 @@ func logLifecycleAction(ctx context.Context, s *stack.Stack, token string) {
 }
 
 // registerInvokeAPI registers endpoint at the shim's /__lambda for the
-// named functions (none: for any), and returns what withdraws it. A shim
+// named functions (none: for any) called by callers (access key IDs; none:
+// by anyone), and returns what withdraws it. A shim
 // that predates it is warned about: the function's Invoke of itself fails.
-func registerInvokeAPI(ctx context.Context, s *stack.Stack, endpoint string, functions ...string) (func(), error) {
-	unregister, err := s.RegisterInvokeAPI(ctx, endpoint, functions...)
+func registerInvokeAPI(ctx context.Context, s *stack.Stack, endpoint string, callers []string, functions ...string) (func(), error) {
+	unregister, err := s.RegisterInvokeAPIFrom(ctx, endpoint, callers, functions...)
 	if errors.Is(err, stack.ErrShimOutdated) {
 		slog.Warn("the replica's shim predates Lambda Invoke forwarding: a function's Invoke of itself will fail (run `localeks up` with this build)")
 		return func() {}, nil

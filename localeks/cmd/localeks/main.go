@@ -92,7 +92,9 @@ var (
 	// events, as its own role, mapped to the username and group
 	// lambda-eks-lifecycle.
 	lifecycleFunction = fnSpec{name: "lambda-eks-lifecycle", role: stack.LifecycleRole, session: stack.LifecycleSessionName, memory: 128,
-		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME"}}
+		vars: []string{"CLUSTER_NAME", "CLUSTER_REGION", "ROLE_ARN", "EXTERNAL_ID", "ROLE_SESSION_NAME",
+			"DRAIN_TIMEOUT", "LAUNCH_TIMEOUT", "POLL_INTERVAL", "TERMINATE_TIMEOUT_RESULT", "LAUNCH_TIMEOUT_RESULT",
+			"EMPTYDIR_DATA", "REBALANCE_DRAIN", "MANAGED_NODES"}}
 )
 
 func main() {
@@ -253,6 +255,13 @@ func (ff *functionFlags) up(ctx context.Context, helm bool) (*stack.Stack, stack
 // startFunction starts bootstrap under aws-lambda-rie as a session of the
 // function's role (or --role), with the replica's environment.
 func (ff *functionFlags) startFunction(ctx context.Context, s *stack.Stack, cfg stack.Config, spec fnSpec, bootstrap string) (*lambdart.Function, error) {
+	fn, _, err := ff.startFunctionAs(ctx, s, cfg, spec, bootstrap)
+	return fn, err
+}
+
+// startFunctionAs is startFunction that also returns the access key ID the
+// function signs its AWS requests with.
+func (ff *functionFlags) startFunctionAs(ctx context.Context, s *stack.Stack, cfg stack.Config, spec fnSpec, bootstrap string) (*lambdart.Function, string, error) {
 	role, session := spec.role, spec.session
 	if ff.role != "" {
 		role = ff.role
@@ -262,7 +271,7 @@ func (ff *functionFlags) startFunction(ctx context.Context, s *stack.Stack, cfg 
 	}
 	creds, err := s.AssumeRole(ctx, role, session)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	fnEnv := append(s.FunctionEnv(creds), spec.env...)
 	for _, k := range spec.vars {
@@ -271,8 +280,9 @@ func (ff *functionFlags) startFunction(ctx context.Context, s *stack.Stack, cfg 
 		}
 	}
 	fnEnv = append(fnEnv, ff.extra...)
-	return lambdart.Start(ctx, bootstrap, fnEnv, ff.timeout, lambdart.WithName(spec.name), lambdart.WithMemory(spec.memory),
+	fn, err := lambdart.Start(ctx, bootstrap, fnEnv, ff.timeout, lambdart.WithName(spec.name), lambdart.WithMemory(spec.memory),
 		lambdart.WithLogOutput(os.Stderr), lambdart.WithRIE(filepath.Join(cfg.Parts, "aws-lambda-rie")))
+	return fn, creds.AccessKeyID, err
 }
 
 // start starts the stack unless it runs, and the one function of

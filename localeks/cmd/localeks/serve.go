@@ -82,7 +82,7 @@ func serve(ctx context.Context, args []string) error {
 		fns[lifecycleFunction.name] = lcFn
 	}
 	srv := &http.Server{Handler: lambdart.InvokeAPI(fns), ReadHeaderTimeout: 10 * time.Second}
-	unregister, err := registerInvokeAPI(ctx, s, "http://"+addr)
+	unregister, err := registerInvokeAPI(ctx, s, "http://"+addr, nil)
 	if err != nil {
 		return err
 	}

@@ -273,3 +273,32 @@ func TestAutoScalingForwarded(t *testing.T) {
 		t.Errorf("moto got %q", got)
 	}
 }
+
+// TestAutoScalingFaults: the faults apply to autoscaling as to the other
+// services: a closed connection fails the SDK's call, with no answer
+// recorded, and clearing the fault heals it.
+func TestAutoScalingFaults(t *testing.T) {
+	t.Parallel()
+	moto := &fakeAutoScaling{}
+	srv, client, proxy := startShim(t, moto.serve)
+	if got := postJSON(t, proxy+"/__lifecycle/actions", `{"LifecycleActionToken":"tok","AutoScalingGroupName":"nodes","LifecycleHookName":"terminate","EC2InstanceId":"i-a","LifecycleTransition":"autoscaling:EC2_INSTANCE_TERMINATING"}`); got != http.StatusCreated {
+		t.Fatalf("register: %d", got)
+	}
+	if got := postJSON(t, proxy+"/__faults", `{"autoscaling":"close"}`); got != http.StatusNoContent {
+		t.Fatalf("set faults: %d", got)
+	}
+	as := autoscaling.New(autoscaling.Options{Region: "us-east-1", HTTPClient: client, RetryMaxAttempts: 1,
+		Credentials: credentials.NewStaticCredentialsProvider("ASIALIFECYCLE", "secret", "token")})
+	in := &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("nodes"), LifecycleHookName: aws.String("terminate"),
+		LifecycleActionToken: aws.String("tok"), LifecycleActionResult: aws.String("CONTINUE")}
+	if _, err := as.CompleteLifecycleAction(context.Background(), in); err == nil {
+		t.Error("CompleteLifecycleAction succeeded with autoscaling closed")
+	}
+	if n := len(srv.Lifecycle().Calls); n != 0 {
+		t.Errorf("%d calls recorded while closed", n)
+	}
+	srv.SetFaults(Faults{})
+	if _, err := as.CompleteLifecycleAction(context.Background(), in); err != nil {
+		t.Errorf("after clearing the fault: %v", err)
+	}
+}

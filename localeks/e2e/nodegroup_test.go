@@ -43,8 +43,9 @@ func sampleDetail(tb testing.TB, h *harness, name string) map[string]any {
 // TestNodeGroupProviderIDs: the replica's nodes are the instances of its
 // Auto Scaling group in moto: each base node's spec.providerID names one
 // (its name is not the instance's private DNS name, as with custom node
-// names), one more instance is launching and no node yet, and the samples
-// name them; a node added later for an instance is matched too.
+// names), the samples name them and asg-launch.json an instance of the
+// group that is no node yet; a node added later for an instance is matched
+// too.
 func TestNodeGroupProviderIDs(t *testing.T) {
 	h := mustHarness(t)
 	ctx := context.Background()
@@ -71,19 +72,35 @@ func TestNodeGroupProviderIDs(t *testing.T) {
 			t.Errorf("instance %s private DNS name %q", in.ID, in.PrivateDNSName)
 		}
 	}
-	launching := insts[stack.NodeCount]
-	if launching.Node != "" {
-		t.Errorf("instance %s is node %s, want none (launching)", launching.ID, launching.Node)
-	}
 	if got := sampleDetail(t, h, "asg-terminate.json")["EC2InstanceId"]; got != insts[2].ID {
 		t.Errorf("events/asg-terminate.json names %v, want kwok-node-2's instance %s", got, insts[2].ID)
 	}
-	if got := sampleDetail(t, h, "asg-launch.json")["EC2InstanceId"]; got != launching.ID {
-		t.Errorf("events/asg-launch.json names %v, want the launching instance %s", got, launching.ID)
+	// The sample's launching instance is in the group and no node; other
+	// tests may have launched more.
+	sample, _ := sampleDetail(t, h, "asg-launch.json")["EC2InstanceId"].(string)
+	if i := slices.IndexFunc(insts, func(in stack.Instance) bool { return in.ID == sample }); i < 0 || insts[i].Node != "" {
+		t.Errorf("events/asg-launch.json names %s, want an instance of %s that is no node: %+v", sample, stack.NodeASG, insts)
 	}
 
-	// The launching instance becomes a node (kwok makes it Ready), named
-	// after its private DNS name as EKS names nodes.
+	// An instance that is no node yet becomes one (kwok makes it Ready),
+	// named after its private DNS name as EKS names nodes.
+	var launching stack.Instance
+	for _, in := range insts {
+		if in.Node == "" && in.ID != sample {
+			launching = in
+		}
+	}
+	if launching.ID == "" {
+		added, err := h.stack.ScaleNodeGroup(ctx, len(insts)+1)
+		if err != nil || len(added) != 1 {
+			t.Fatalf("scale out: %v %v", added, err)
+		}
+		all, err := h.stack.NodeInstances(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		launching = all[slices.IndexFunc(all, func(in stack.Instance) bool { return in.ID == added[0] })]
+	}
 	name := strings.TrimSuffix(launching.PrivateDNSName, ".ec2.internal") + ".e2e"
 	t.Cleanup(func() { _ = h.admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	if err := h.stack.AddNode(ctx, name, stack.ProviderID(launching.ID), map[string]string{"lambda-eks.io/e2e": "nodegroup"}); err != nil {

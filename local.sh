@@ -119,10 +119,12 @@ sam_invoke() {
 	fi
 	cd "$root"
 	log "sam build (the functions are arm64: on an x86 machine Docker needs QEMU emulation)"
-	sam build --parameter-overrides "HelmFunction=true" >&2
+	sam build --parameter-overrides "HelmFunction=true LifecycleFunction=true" >&2
 	local args=(local invoke LambdaEksFunction --parameter-overrides "ClusterName='$CLUSTER_NAME'")
 	if [[ "$function" == lambda-eks-helm ]]; then
 		args=(local invoke LambdaEksHelmFunction --parameter-overrides "ClusterName='$CLUSTER_NAME' HelmFunction=true")
+	elif [[ "$function" == lambda-eks-lifecycle ]]; then
+		args=(local invoke LambdaEksLifecycleFunction --parameter-overrides "ClusterName='$CLUSTER_NAME' LifecycleFunction=true")
 	fi
 	# Not exec: a temporary event file is removed on exit.
 	if [[ -n "$event" ]]; then

@@ -54,7 +54,10 @@ func newCluster(cfg *rest.Config) (*cluster, error) {
 
 func (c *cluster) node(ctx context.Context, name string) (*corev1.Node, error) {
 	var n corev1.Node
-	return &n, c.rest.Get().Resource("nodes").Name(name).Do(ctx).Into(&n)
+	if err := c.rest.Get().Resource("nodes").Name(name).Do(ctx).Into(&n); err != nil {
+		return nil, err
+	}
+	return &n, nil
 }
 
 func (c *cluster) nodes(ctx context.Context) ([]corev1.Node, error) {
@@ -67,7 +70,10 @@ func (c *cluster) nodes(ctx context.Context) ([]corev1.Node, error) {
 // was computed from, so that a concurrent writer makes it a Conflict.
 func (c *cluster) patchNode(ctx context.Context, name string, patch []byte) (*corev1.Node, error) {
 	var n corev1.Node
-	return &n, c.rest.Patch(types.MergePatchType).Resource("nodes").Name(name).Body(patch).Do(ctx).Into(&n)
+	if err := c.rest.Patch(types.MergePatchType).Resource("nodes").Name(name).Body(patch).Do(ctx).Into(&n); err != nil {
+		return nil, err
+	}
+	return &n, nil
 }
 
 // pods lists the pods bound to node.

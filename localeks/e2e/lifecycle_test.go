@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
@@ -575,5 +576,48 @@ func TestLifecycleRollingRefreshKeepsTheBudget(t *testing.T) {
 	}
 	if v := h.podVerbs(t, mark, stack.LifecycleUser, ns); len(v["delete"]) != 0 {
 		t.Errorf("the function deleted pods: %v", v["delete"])
+	}
+}
+
+// The same terminate event delivered twice at once, to two execution
+// environments: one drains, the other sees the drain held (or done), and
+// the action is answered once.
+func TestLifecycleDuplicateAtOnce(t *testing.T) {
+	h := mustHarness(t)
+	ns := h.lifecycleNamespace(t, "dup")
+	nodes, insts := h.testNodes(t, "dup", 2)
+	h.cordon(t, nodes[1], true)
+	h.testWorkload(t, ns, "dup", 4, -1)
+	h.cordon(t, nodes[1], false)
+	a, b := h.startLifecycle(t, 60*time.Second), h.startLifecycle(t, 60*time.Second)
+	ev, token := terminateEvent(t, h, insts[0])
+	states := make([]string, 2)
+	var wg sync.WaitGroup
+	for i, fn := range []*lambdart.Function{a, b} {
+		wg.Go(func() {
+			out, fnErr, err := fn.Invoke(context.Background(), ev)
+			if err != nil || fnErr != nil {
+				t.Errorf("invocation %d: %v %+v", i, err, fnErr)
+				return
+			}
+			var r lifecycleResult
+			if err := json.Unmarshal(out, &r); err != nil || len(r.Nodes) != 1 {
+				t.Errorf("invocation %d: %s", i, out)
+				return
+			}
+			states[i] = r.Nodes[0].State
+		})
+	}
+	wg.Wait()
+	drained := strings.Count(strings.Join(states, ","), "drained")
+	others := strings.Count(strings.Join(states, ","), "in-progress-elsewhere") + strings.Count(strings.Join(states, ","), "already-completed")
+	if drained != 1 || others != 1 {
+		t.Errorf("states %v: want one drained and one that left it to the other", states)
+	}
+	if act, calls := h.actionOf(t, token); act.Result != "CONTINUE" || len(completions(calls)) != 1 {
+		t.Errorf("action %+v, completions %v; want one CONTINUE", act, completions(calls))
+	}
+	if ready := h.waitReady(t, ns, "dup", 4); len(ready[nodes[1]]) != 4 {
+		t.Errorf("pods %v, want all on %s", ready, nodes[1])
 	}
 }

@@ -98,6 +98,9 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzProperties$$' -fuzztime 30s ./handler
 	go test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime 30s ./internal/cfnresource
 	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./helmrelease
+	go test -run '^$$' -fuzz '^FuzzPipelineParams$$' -fuzztime 30s ./helmrelease
+	@# Minimizing an artifact that Helm's loaders read is slow: none.
+	go test -run '^$$' -fuzz '^FuzzArtifact$$' -fuzztime 30s -fuzzminimizetime 0 ./helmrelease
 	go test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime 30s ./lifecycle
 	go test -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 30s ./kube
 	go test -run '^$$' -fuzz '^FuzzDecodeAsBefore$$' -fuzztime 30s ./kube

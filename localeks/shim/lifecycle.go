@@ -22,7 +22,9 @@ import (
 // POST /__lifecycle/actions: the body is exactly the detail of an
 // EventBridge "EC2 Instance-terminate Lifecycle Action" (or -launch) event,
 // so whoever plays the Auto Scaling group that sent the event registers
-// the action it waits on. Each call of the two operations is recorded;
+// the action it waits on, until a completion or, without a heartbeat
+// within the hook's heartbeat timeout, the hook's default result. Each
+// call of the two operations is recorded;
 // GET /__lifecycle lists actions and calls, POST /__lifecycle/reset
 // empties both, POST /__lifecycle/reset?token=T forgets one action and
 // its calls. Every other autoscaling request goes to moto.
@@ -34,6 +36,10 @@ const autoscalingNS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 const (
 	ActionPending   = "pending"
 	ActionCompleted = "completed"
+	// ActionTimedOut: no heartbeat nor completion within the hook's
+	// heartbeat timeout; Result is the hook's default result. The shim
+	// notices it when the next call names the hook.
+	ActionTimedOut = "timed-out"
 )
 
 // LifecycleAction is one instance's wait in a lifecycle hook.
@@ -44,12 +50,15 @@ type LifecycleAction struct {
 	InstanceID           string `json:"instanceId"`
 	LifecycleTransition  string `json:"lifecycleTransition"`
 	// State is ActionPending until a CompleteLifecycleAction, then
-	// ActionCompleted with its Result (CONTINUE or ABANDON).
+	// ActionCompleted with its Result (CONTINUE or ABANDON); or
+	// ActionTimedOut with the hook's default result.
 	State      string     `json:"state"`
 	Result     string     `json:"result,omitempty"`
 	Heartbeats int        `json:"heartbeats"`
 	Registered time.Time  `json:"registered"`
 	Completed  *time.Time `json:"completed,omitempty"`
+	// lastBeat is the registration's or the last heartbeat's time.
+	lastBeat time.Time
 }
 
 // LifecycleCall is one recorded CompleteLifecycleAction or
@@ -123,9 +132,10 @@ func (s *Server) RegisterLifecycleAction(d LifecycleDetail) (bool, error) {
 			return false, nil
 		}
 	}
+	now := time.Now().UTC()
 	b.actions = append(b.actions, &LifecycleAction{Token: d.LifecycleActionToken, AutoScalingGroupName: d.AutoScalingGroupName,
 		LifecycleHookName: d.LifecycleHookName, InstanceID: d.EC2InstanceID, LifecycleTransition: d.LifecycleTransition,
-		State: ActionPending, Registered: time.Now().UTC()})
+		State: ActionPending, Registered: now, lastBeat: now})
 	return true, nil
 }
 
@@ -203,11 +213,12 @@ func (s *Server) autoscaling(w http.ResponseWriter, r *http.Request) bool {
 		InstanceID: form.Get("InstanceId"), Token: form.Get("LifecycleActionToken"), Result: form.Get("LifecycleActionResult"),
 		AccessKeyID: accessKeyID(r.Header.Get("Authorization")), Time: time.Now().UTC()}
 	msg := checkLifecycleCall(call)
+	var hook hookSettings
 	if msg == "" {
-		msg = s.checkHook(r, call.AutoScalingGroupName, call.LifecycleHookName)
+		hook, msg = s.checkHook(r, call.AutoScalingGroupName, call.LifecycleHookName)
 	}
 	if msg == "" {
-		msg = s.actOnLifecycle(call)
+		msg = s.actOnLifecycle(call, hook)
 	}
 	call.Status = http.StatusOK
 	if msg != "" {
@@ -252,19 +263,27 @@ func checkLifecycleCall(c LifecycleCall) string {
 	return ""
 }
 
-// checkHook asks moto, as the caller, whether the group and its hook exist.
-func (s *Server) checkHook(r *http.Request, group, hook string) string {
+// hookSettings is what a lifecycle hook says about its actions' end.
+type hookSettings struct {
+	Name             string `xml:"LifecycleHookName"`
+	HeartbeatTimeout int    `xml:"HeartbeatTimeout"`
+	DefaultResult    string `xml:"DefaultResult"`
+}
+
+// checkHook asks moto, as the caller, whether the group and its hook exist,
+// and returns the hook's settings.
+func (s *Server) checkHook(r *http.Request, group, hook string) (hookSettings, string) {
 	form := url.Values{"Action": {"DescribeLifecycleHooks"}, "Version": {"2011-01-01"},
 		"AutoScalingGroupName": {group}, "LifecycleHookNames.member.1": {hook}}
 	var hooks struct {
-		Names []string `xml:"DescribeLifecycleHooksResult>LifecycleHooks>member>LifecycleHookName"`
+		Hooks []hookSettings `xml:"DescribeLifecycleHooksResult>LifecycleHooks>member"`
 	}
 	if err := s.askMoto(r, form, &hooks); err != nil {
-		return "localeks shim: ask moto for the lifecycle hook: " + err.Error()
+		return hookSettings{}, "localeks shim: ask moto for the lifecycle hook: " + err.Error()
 	}
-	for _, n := range hooks.Names {
-		if n == hook {
-			return ""
+	for _, h := range hooks.Hooks {
+		if h.Name == hook {
+			return h, ""
 		}
 	}
 	form = url.Values{"Action": {"DescribeAutoScalingGroups"}, "Version": {"2011-01-01"}, "AutoScalingGroupNames.member.1": {group}}
@@ -272,9 +291,9 @@ func (s *Server) checkHook(r *http.Request, group, hook string) string {
 		Names []string `xml:"DescribeAutoScalingGroupsResult>AutoScalingGroups>member>AutoScalingGroupName"`
 	}
 	if err := s.askMoto(r, form, &groups); err == nil && len(groups.Names) == 0 {
-		return "AutoScalingGroup name not found - AutoScalingGroup " + group + " not found"
+		return hookSettings{}, "AutoScalingGroup name not found - AutoScalingGroup " + group + " not found"
 	}
-	return "No Lifecycle Hook found with name: " + hook + " for AutoScalingGroup: " + group
+	return hookSettings{}, "No Lifecycle Hook found with name: " + hook + " for AutoScalingGroup: " + group
 }
 
 // askMoto sends an autoscaling query to moto signed as r (moto tells
@@ -307,11 +326,21 @@ func (s *Server) askMoto(r *http.Request, form url.Values, out any) error {
 }
 
 // actOnLifecycle completes or heartbeats the pending action c names, or
-// says why there is none, in Auto Scaling's words.
-func (s *Server) actOnLifecycle(c LifecycleCall) string {
+// says why there is none, in Auto Scaling's words. A pending action of the
+// hook whose last heartbeat (or registration) is older than the hook's
+// heartbeat timeout ends first, with the hook's default result, as Auto
+// Scaling ends it.
+func (s *Server) actOnLifecycle(c LifecycleCall, hook hookSettings) string {
 	b := &s.lifecycle
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := time.Now().UTC()
+	for _, a := range b.actions {
+		if a.State == ActionPending && a.AutoScalingGroupName == c.AutoScalingGroupName && a.LifecycleHookName == c.LifecycleHookName &&
+			hook.HeartbeatTimeout > 0 && now.Sub(a.lastBeat) > time.Duration(hook.HeartbeatTimeout)*time.Second {
+			a.State, a.Result, a.Completed = ActionTimedOut, hook.DefaultResult, &now
+		}
+	}
 	var found *LifecycleAction
 	for _, a := range b.actions {
 		if a.State != ActionPending || a.AutoScalingGroupName != c.AutoScalingGroupName || a.LifecycleHookName != c.LifecycleHookName {
@@ -330,9 +359,9 @@ func (s *Server) actOnLifecycle(c LifecycleCall) string {
 	}
 	if c.Op == "RecordLifecycleActionHeartbeat" {
 		found.Heartbeats++
+		found.lastBeat = now
 		return ""
 	}
-	now := time.Now().UTC()
 	found.State, found.Result, found.Completed = ActionCompleted, c.Result, &now
 	return ""
 }

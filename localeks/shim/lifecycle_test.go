@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -40,8 +41,12 @@ func (f *fakeAutoScaling) serve(w http.ResponseWriter, r *http.Request) {
 	switch form.Get("Action") {
 	case "DescribeLifecycleHooks":
 		var members string
-		if hook := form.Get("LifecycleHookNames.member.1"); group == "nodes" && (hook == "terminate" || hook == "launch") {
-			members = "<member><LifecycleHookName>" + hook + "</LifecycleHookName><AutoScalingGroupName>nodes</AutoScalingGroupName></member>"
+		hook := form.Get("LifecycleHookNames.member.1")
+		switch {
+		case group == "nodes" && (hook == "terminate" || hook == "launch"):
+			members = "<member><LifecycleHookName>" + hook + "</LifecycleHookName><AutoScalingGroupName>nodes</AutoScalingGroupName><HeartbeatTimeout>300</HeartbeatTimeout><DefaultResult>CONTINUE</DefaultResult></member>"
+		case group == "nodes" && hook == "short":
+			members = "<member><LifecycleHookName>short</LifecycleHookName><AutoScalingGroupName>nodes</AutoScalingGroupName><HeartbeatTimeout>1</HeartbeatTimeout><DefaultResult>ABANDON</DefaultResult></member>"
 		}
 		_, _ = fmt.Fprintf(w, `<DescribeLifecycleHooksResponse xmlns="%s"><DescribeLifecycleHooksResult><LifecycleHooks>%s</LifecycleHooks></DescribeLifecycleHooksResult></DescribeLifecycleHooksResponse>`, autoscalingNS, members)
 	case "DescribeAutoScalingGroups":
@@ -300,5 +305,42 @@ func TestAutoScalingFaults(t *testing.T) {
 	srv.SetFaults(Faults{})
 	if _, err := as.CompleteLifecycleAction(context.Background(), in); err != nil {
 		t.Errorf("after clearing the fault: %v", err)
+	}
+}
+
+// TestLifecycleActionTimesOut: an action without a heartbeat within its
+// hook's heartbeat timeout ends with the hook's default result, as Auto
+// Scaling ends it; a heartbeat keeps it waiting.
+func TestLifecycleActionTimesOut(t *testing.T) {
+	t.Parallel()
+	moto := &fakeAutoScaling{}
+	srv, client, proxy := startShim(t, moto.serve)
+	for _, tok := range []string{"beating", "silent"} {
+		if got := postJSON(t, proxy+"/__lifecycle/actions", `{"LifecycleActionToken":"`+tok+`","AutoScalingGroupName":"nodes","LifecycleHookName":"short","EC2InstanceId":"i-`+tok+`","LifecycleTransition":"autoscaling:EC2_INSTANCE_TERMINATING"}`); got != http.StatusCreated {
+			t.Fatalf("register %s: %d", tok, got)
+		}
+	}
+	as := autoscalingClient(client)
+	ctx := context.Background()
+	for range 3 {
+		time.Sleep(600 * time.Millisecond)
+		if _, err := as.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("nodes"),
+			LifecycleHookName: aws.String("short"), LifecycleActionToken: aws.String("beating")}); err != nil {
+			t.Fatalf("heartbeat: %v", err)
+		}
+	}
+	for tok, want := range map[string]string{"beating": "", "silent": "No active Lifecycle Action found with token silent"} {
+		_, err := as.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{AutoScalingGroupName: aws.String("nodes"),
+			LifecycleHookName: aws.String("short"), LifecycleActionToken: aws.String(tok), LifecycleActionResult: aws.String("CONTINUE")})
+		if _, msg := errorCode(err); msg != want {
+			t.Errorf("complete %s: %v, want %q", tok, err, want)
+		}
+	}
+	states := map[string]string{}
+	for _, a := range srv.Lifecycle().Actions {
+		states[a.Token] = a.State + " " + a.Result
+	}
+	if diff := cmp.Diff(map[string]string{"beating": "completed CONTINUE", "silent": "timed-out ABANDON"}, states); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
 	}
 }

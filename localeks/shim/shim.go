@@ -47,7 +47,7 @@ import (
 
 // Version names what this shim answers, at GET /__version: a stack whose
 // shim answers another is given one of this build (stack.Up).
-const Version = "lifecycle-forget-2"
+const Version = "lifecycle-timeout-3"
 
 // Cluster is what DescribeCluster answers for one cluster name.
 type Cluster struct {

@@ -411,6 +411,10 @@ func (s *Stack) refreshShim(ctx context.Context) error {
 		return nil
 	}
 	s.log.Info("replacing the shim: it answers another version", "version", strings.TrimSpace(string(v)), "want", shim.Version)
+	// What other runs registered carries over: their Invoke APIs and the
+	// lifecycle actions still pending.
+	lam, lamErr := s.LambdaRecord(ctx)
+	lc, lcErr := s.Lifecycle(ctx)
 	if pr, ok := readProc(s.Paths, shimName); ok && pr.alive() {
 		if err := pr.stop(1500 * time.Millisecond); err != nil {
 			return err
@@ -421,7 +425,28 @@ func (s *Stack) refreshShim(ctx context.Context) error {
 	}
 	deadline, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return s.waitHealthy(deadline, shimName)
+	if err := s.waitHealthy(deadline, shimName); err != nil {
+		return err
+	}
+	if lamErr == nil {
+		for _, r := range lam.Registrations {
+			if _, err := s.RegisterInvokeAPIFrom(ctx, r.Endpoint, r.Callers, r.Functions...); err != nil {
+				s.log.Warn("carry a Lambda registration over to the new shim", "endpoint", r.Endpoint, "err", err)
+			}
+		}
+	}
+	if lcErr == nil {
+		for _, a := range lc.Actions {
+			if a.State != shim.ActionPending {
+				continue
+			}
+			if _, err := s.RegisterLifecycleAction(ctx, shim.LifecycleDetail{LifecycleActionToken: a.Token, AutoScalingGroupName: a.AutoScalingGroupName,
+				LifecycleHookName: a.LifecycleHookName, EC2InstanceID: a.InstanceID, LifecycleTransition: a.LifecycleTransition}); err != nil {
+				s.log.Warn("carry a lifecycle action over to the new shim", "token", a.Token, "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 // binaries resolves the executables of every component.

@@ -76,7 +76,10 @@ func (h *harness) startLifecycle(tb testing.TB, timeout time.Duration, env ...st
 	if err != nil {
 		tb.Fatalf("assume role: %v", err)
 	}
-	all := append(h.stack.FunctionEnv(creds), "POLL_INTERVAL=200ms")
+	all := h.stack.FunctionEnv(creds)
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "POLL_INTERVAL=") }) {
+		all = append(all, "POLL_INTERVAL=200ms") // the tests' waits, shorter
+	}
 	all = append(all, env...)
 	fn, err := lambdart.Start(ctx, h.lifecycleBootstrap(tb), all, timeout, lambdart.WithName(lifecycleFunction))
 	if err != nil {

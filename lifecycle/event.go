@@ -3,6 +3,8 @@ package lifecycle
 import (
 	"encoding/json"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -231,12 +233,21 @@ func (ev *Event) health(cw events.CloudWatchEvent) error {
 		return invoke.Invalid("AWS Health event for service %q, category %q: only EC2 scheduledChange events name instances to drain",
 			d.Service, d.Category)
 	}
-	if len(d.Entities) > maxAffected {
-		return invoke.Invalid("AWS Health event names %d affected entities; at most %d", len(d.Entities), maxAffected)
+	if len(d.Entities)+len(cw.Resources) > maxAffected {
+		return invoke.Invalid("AWS Health event names %d affected entities and resources; at most %d", len(d.Entities)+len(cw.Resources), maxAffected)
 	}
+	// The instances are in affectedEntities, and in resources (ids or
+	// instance ARNs).
+	names := make([]string, 0, len(d.Entities)+len(cw.Resources))
 	for _, e := range d.Entities {
-		if instanceIDRE.MatchString(e.Value) {
-			ev.Instances = append(ev.Instances, e.Value)
+		names = append(names, e.Value)
+	}
+	for _, r := range cw.Resources {
+		names = append(names, r[strings.LastIndexByte(r, '/')+1:])
+	}
+	for _, n := range names {
+		if instanceIDRE.MatchString(n) && !slices.Contains(ev.Instances, n) {
+			ev.Instances = append(ev.Instances, n)
 		}
 	}
 	if len(ev.Instances) == 0 {

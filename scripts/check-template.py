@@ -252,6 +252,9 @@ helm_cases = [
                              ("ecr:GetDownloadUrlForLayer", REPO), ("ecr:ListImages", REPO)], "access_entry": True}),
     ("helm function: cross-account assumes only the target role", {"ClusterName": "demo", "HelmFunction": "true", "TargetRoleArn": TARGET},
      {"grants": HELM_LOGS + [("sts:AssumeRole", TARGET)], "access_entry": False}),
+    ("helm function: a codepipeline action answers jobs only (artifacts are read with the job's credentials)",
+     {"ClusterName": "demo", "HelmFunction": "true", "CodePipelineAction": "true"},
+     {"grants": HELM_LOGS + [DESCRIBE, ("codepipeline:PutJobSuccessResult", "*"), ("codepipeline:PutJobFailureResult", "*")], "access_entry": True}),
 ]
 
 ALARMS = {"Errors": "AWS/Lambda", "Throttles": "AWS/Lambda", "DestinationDeliveryFailures": "AWS/Lambda",

@@ -141,11 +141,15 @@ func (h *Handler) runPipelineJob(ctx context.Context, job codepipeline.Job) pipe
 	out := pipelineAnswer{}
 	vars := map[string]string{"release": req.Release, "namespace": req.Namespace, "cluster": req.Cluster, "owner": p.owner()}
 
+	art, err := codepipeline.PickArtifact(job.Data.InputArtifacts, p.Artifact)
+	if err != nil {
+		return fail(err)
+	}
+	if art.Revision != nil && *art.Revision != "" {
+		vars["artifactRevision"] = *art.Revision
+	}
+
 	if !continued {
-		art, err := codepipeline.PickArtifact(job.Data.InputArtifacts, p.Artifact)
-		if err != nil {
-			return fail(err)
-		}
 		if h.aws == nil {
 			return fail(errNoAWS)
 		}
@@ -172,9 +176,6 @@ func (h *Handler) runPipelineJob(ctx context.Context, job codepipeline.Job) pipe
 		}
 		loc := art.Location.S3Location
 		req.Ref = ChartRef{Repository: "s3://" + loc.BucketName + "/" + loc.ObjectKey, Name: ac.path, Version: ac.chart.Metadata.Version}
-		if art.Revision != nil && *art.Revision != "" {
-			vars["artifactRevision"] = *art.Revision
-		}
 		h.log.InfoContext(ctx, "codepipeline job", "job", job.ID, "owner", p.owner(), "artifact", art.Name, "chart", ac.path,
 			"chart_name", ac.chart.Metadata.Name, "chart_version", ac.chart.Metadata.Version, "release", req.Release, "namespace", req.Namespace)
 		res, err := h.upgradeOwned(ctx, req, owner, ac.chart)

@@ -261,7 +261,8 @@ func TestPipelineJob(t *testing.T) {
 	f.kube.set("ready")
 	delete(f.zips, "v2.zip")
 	a = f.job(t, "v2.zip", params, tok, time.Minute)
-	if vars, _ := a["outputVariables"].(map[string]any); a["op"] != "PutJobSuccessResult" || vars["revision"] != "2" || vars["chartVersion"] != "2.0.0" {
+	if vars, _ := a["outputVariables"].(map[string]any); a["op"] != "PutJobSuccessResult" || vars["revision"] != "2" || vars["chartVersion"] != "2.0.0" ||
+		vars["artifactRevision"] != "abc123" {
 		t.Fatalf("job 2 continued: %v", a)
 	}
 

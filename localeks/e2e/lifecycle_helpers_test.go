@@ -86,7 +86,9 @@ func (h *harness) startLifecycle(tb testing.TB, timeout time.Duration, env ...st
 		tb.Fatalf("start the lifecycle function: %v", err)
 	}
 	api := httptest.NewServer(lambdart.InvokeAPI(map[string]*lambdart.Function{lifecycleFunction: fn}))
-	withdraw, err := h.stack.RegisterInvokeAPI(ctx, api.URL, lifecycleFunction)
+	// Its own continuations (signed with its credentials) reach it, not
+	// another test's function of the same name.
+	withdraw, err := h.stack.RegisterInvokeAPIFrom(ctx, api.URL, []string{creds.AccessKeyID}, lifecycleFunction)
 	if err != nil {
 		api.Close()
 		fn.Stop()

@@ -30,7 +30,7 @@ func bootstrap(tb testing.TB, name string) string {
 		return p
 	}
 	// A given bootstrap instead of the checkout's (to measure another
-	// build): COLDSTART_MAIN, COLDSTART_HELM, COLDSTART_BARE.
+	// build): COLDSTART_MAIN, COLDSTART_HELM, COLDSTART_LIFECYCLE, COLDSTART_BARE.
 	if p := os.Getenv("COLDSTART_" + strings.ToUpper(name)); p != "" {
 		bootstraps.paths[name] = p
 		return p
@@ -53,6 +53,8 @@ func bootstrap(tb testing.TB, name string) string {
 		cmd = exec.Command(filepath.Join(root, "build-handler.sh"), out, ".") //nolint:gosec // G204: the checkout's build script
 	case "helm":
 		cmd = exec.Command(filepath.Join(root, "build-handler.sh"), out, "./cmd/helm") //nolint:gosec // G204: the checkout's build script
+	case "lifecycle":
+		cmd = exec.Command(filepath.Join(root, "build-handler.sh"), out, "./cmd/lifecycle") //nolint:gosec // G204: the checkout's build script
 	case "bare":
 		cmd = exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/bare") //nolint:gosec // G204: a temporary path
 		cmd.Dir = filepath.Join(root, "localeks")

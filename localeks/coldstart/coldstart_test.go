@@ -82,7 +82,7 @@ func median(ds []time.Duration) float64 {
 	return float64(s[len(s)/2]) / 1e6
 }
 
-// BenchmarkColdStart: each iteration starts the bare, main and Helm
+// BenchmarkColdStart: each iteration starts the bare, main, Helm and lifecycle
 // bootstraps once, interleaved, so that the machine's load falls on all
 // alike. It reports each one's median init (exec to the first request for
 // an event) and its ratio to the bare bootstrap's, and the median of init +
@@ -92,10 +92,10 @@ func median(ds []time.Duration) float64 {
 //
 //	cd localeks && GOWORK=off nice go test -run '^$' -bench ColdStart -benchtime 20x ./coldstart/
 func BenchmarkColdStart(b *testing.B) {
-	bare, main, helm := bootstrap(b, "bare"), bootstrap(b, "main"), bootstrap(b, "helm")
+	bare, main, helm, lc := bootstrap(b, "bare"), bootstrap(b, "main"), bootstrap(b, "helm"), bootstrap(b, "lifecycle")
 	cluster := newFakeCluster(b)
 	mainEnv := lambdaEnv(cluster.env()...)
-	var bareInit, mainInit, helmInit, bareFirst, mainFirst []time.Duration
+	var bareInit, mainInit, helmInit, lcInit, bareFirst, mainFirst []time.Duration
 	for b.Loop() {
 		r := coldStart(b, bare, lambdaEnv(), "{}")
 		bareInit, bareFirst = append(bareInit, r.init), append(bareFirst, r.first)
@@ -103,6 +103,8 @@ func BenchmarkColdStart(b *testing.B) {
 		mainInit, mainFirst = append(mainInit, r.init), append(mainFirst, r.first)
 		r = coldStart(b, helm, lambdaEnv(), "")
 		helmInit = append(helmInit, r.init)
+		r = coldStart(b, lc, lambdaEnv(), "")
+		lcInit = append(lcInit, r.init)
 	}
 	floor := median(bareInit)
 	b.ReportMetric(floor, "bare-init-ms")
@@ -110,6 +112,8 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(median(helmInit), "helm-init-ms")
 	b.ReportMetric(median(mainInit)/floor, "main/bare")
 	b.ReportMetric(median(helmInit)/floor, "helm/bare")
+	b.ReportMetric(median(lcInit), "lifecycle-init-ms")
+	b.ReportMetric(median(lcInit)/floor, "lifecycle/bare")
 	b.ReportMetric(median(bareFirst), "bare-first-ms")
 	b.ReportMetric(median(mainFirst), "main-first-ms")
 	b.ReportMetric(median(mainFirst)/median(bareFirst), "main-first/bare-first")

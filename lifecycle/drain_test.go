@@ -163,3 +163,12 @@ func TestProviderIDInstance(t *testing.T) {
 		}
 	}
 }
+
+func TestResultCountsNodesAndEvictions(t *testing.T) {
+	t.Parallel()
+	r := &Result{Nodes: []NodeResult{{State: StateDrained, Evicted: 3}, {State: StateDrained, Evicted: 2}, {State: StateNoNode}}}
+	got := r.CountResults()
+	if got[StateDrained] != 2 || got[StateNoNode] != 1 || got["evicted"] != 5 || len(got) != 3 {
+		t.Errorf("CountResults = %v", got)
+	}
+}

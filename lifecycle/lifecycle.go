@@ -57,6 +57,19 @@ func (r *Result) logAttrs() []any {
 	return attrs
 }
 
+// CountResults counts the nodes by state, and the pods evicted, for the
+// invocation's Objects.<result> metrics (internal/invoke).
+func (r *Result) CountResults() map[string]int {
+	out := map[string]int{}
+	for _, n := range r.Nodes {
+		out[n.State]++
+		if n.Evicted > 0 {
+			out["evicted"] += n.Evicted
+		}
+	}
+	return out
+}
+
 // Handler serves the lifecycle function's invocations. Build it once per
 // process.
 type Handler struct {

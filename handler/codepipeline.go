@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +33,7 @@ import (
 )
 
 // ActionCodePipeline is the Response's action of a CodePipeline job.
-const ActionCodePipeline = "codepipeline"
+const ActionCodePipeline = codepipeline.Action
 
 // PipelineParams are the action's UserParameters (JSON).
 type PipelineParams struct {
@@ -67,9 +66,6 @@ const (
 	// maxPipelineWait bounds a wait across continuations: CodePipeline's
 	// own timeout of a Lambda action is an hour.
 	maxPipelineWait = 55 * time.Minute
-	// answerBudget is kept between the work's end and the invocation's,
-	// for the answer to CodePipeline (retried).
-	answerBudget = 4 * time.Second
 	// inventoryPrefix names the ConfigMap that lists what an owner applied.
 	inventoryPrefix = "lambda-eks-pipeline-"
 )
@@ -107,76 +103,33 @@ func WithAWS(cfg aws.Config) Option { return func(h *Handler) { h.aws = &cfg } }
 // invocation's response.
 type pipelineAnswer struct {
 	codepipeline.Answer
-	// Code is the failure's error code, for the metrics.
-	Code    invoke.Code         `json:"code,omitempty"`
-	Objects []kube.ObjectResult `json:"objects"`
+	Objects objectList `json:"objects"`
 }
 
-// FailureCode is the code of a failure the job answered (invoke.Outcome):
-// the invocation succeeds, its metrics count the failure.
-func (a *pipelineAnswer) FailureCode() invoke.Code { return a.Code }
+// objectList is the job's objects: [] when there are none, as in every
+// response of the function.
+type objectList []kube.ObjectResult
+
+func (l objectList) MarshalJSON() ([]byte, error) {
+	if l == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal([]kube.ObjectResult(l))
+}
 
 // CountResults counts the job's objects by result, for the metrics.
 func (a *pipelineAnswer) CountResults() map[string]int {
 	return (&Response{Objects: a.Objects}).CountResults()
 }
 
-// pipelineJob serves a CodePipeline job: the answer to CodePipeline is
-// always sent (a failure too) before the invocation returns; only an
-// event without a job id, or an answer that could not be delivered, is the
-// invocation's error (Lambda then retries it, and the job runs again:
-// applying is idempotent).
+// pipelineJob serves a CodePipeline job on the framework's engine
+// (codepipeline.Serve): the answer is always sent, a failure too, before
+// the invocation returns.
 func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, error) {
-	start := time.Now()
-	invoke.NoteAction(ctx, ActionCodePipeline)
-	var ans pipelineAnswer
-	ev, err := codepipeline.Decode(payload)
-	switch {
-	case err != nil && codepipeline.JobID(payload) == "":
-		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, func(*pipelineAnswer) []any { return nil })
-	case err != nil:
-		// A job that does not decode is answered as failed, not left to
-		// hang its pipeline until the action's timeout.
-		e := invoke.AsError(err)
-		ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
-		ans.JobID = codepipeline.JobID(payload)
-	default:
-		work, cancel := context.WithCancel(ctx)
-		if deadline, ok := ctx.Deadline(); ok {
-			work, cancel = context.WithDeadline(ctx, deadline.Add(-answerBudget))
-		}
-		ans = h.runPipelineJobSafely(work, ev.Job)
-		cancel()
-		ans.JobID = ev.Job.ID
-	}
-	if ans.Objects == nil {
-		ans.Objects = []kube.ObjectResult{}
-	}
-	if h.aws == nil {
-		err = errNoAWS
-	} else {
-		err = codepipeline.Send(ctx, *h.aws, h.log, ans.Answer)
-	}
-	if err != nil {
-		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, func(*pipelineAnswer) []any { return nil })
-	}
-	return invoke.Finish(ctx, h.log, start, &ans, nil, func(a *pipelineAnswer) []any {
-		return []any{"action", ActionCodePipeline, "job", a.JobID, "result", a.Result, "objects", len(a.Objects)}
-	})
-}
-
-// runPipelineJobSafely is runPipelineJob with a panic answered as the
-// job's failure: the job is answered whatever happens, as a custom resource
-// is.
-func (h *Handler) runPipelineJobSafely(ctx context.Context, job codepipeline.Job) (ans pipelineAnswer) {
-	defer func() {
-		if v := recover(); v != nil {
-			h.log.ErrorContext(ctx, "codepipeline job panicked", "job", job.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			e := &invoke.Error{Code: invoke.Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", v)}
-			ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
-		}
-	}()
-	return h.runPipelineJob(ctx, job)
+	return codepipeline.Serve(ctx, h.aws, h.log, payload, func(ctx context.Context, job codepipeline.Job) *pipelineAnswer {
+		a := h.runPipelineJob(ctx, job)
+		return &a
+	}, func(a *pipelineAnswer) []any { return []any{"objects", len(a.Objects)} })
 }
 
 // runPipelineJob does the job and says what to answer.
@@ -184,7 +137,7 @@ func (h *Handler) runPipelineJob(ctx context.Context, job codepipeline.Job) pipe
 	fail := func(err error) pipelineAnswer {
 		e := invoke.AsError(err)
 		h.log.ErrorContext(ctx, "codepipeline job failed", "job", job.ID, "code", string(e.Code), "error", e.Message)
-		return pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
+		return pipelineAnswer{Answer: codepipeline.Failed(e)}
 	}
 	p, err := DecodePipelineParams(job.Data.ActionConfiguration.Configuration.UserParameters)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -23,27 +22,16 @@ import (
 )
 
 // ActionCodePipeline is the metrics' action of a CodePipeline job.
-const ActionCodePipeline = "codepipeline"
-
-// answerBudget is kept between the job's work and the invocation's end,
-// for the answer to CodePipeline (retried; Send itself stops
-// invoke.DeadlineMargin before the end).
-const answerBudget = 4 * time.Second
+const ActionCodePipeline = codepipeline.Action
 
 // pipelineAnswer is what the function answered CodePipeline, and the
 // invocation's response.
 type pipelineAnswer struct {
 	codepipeline.Answer
-	// Code is the failure's error code, for the metrics.
-	Code invoke.Code `json:"code,omitempty"`
 	// Status is the release's status (deployed, failed, ...), when the job
 	// got as far as a revision.
 	Status string `json:"status,omitempty"`
 }
-
-// FailureCode is the code of a failure the job answered (invoke.Outcome):
-// the invocation succeeds, its metrics count the failure.
-func (a *pipelineAnswer) FailureCode() invoke.Code { return a.Code }
 
 // CountResults counts the release by its status, for the metrics.
 func (a *pipelineAnswer) CountResults() map[string]int {
@@ -56,59 +44,14 @@ func (a *pipelineAnswer) CountResults() map[string]int {
 // errNoAWS: a CodePipeline job needs the function's AWS configuration.
 var errNoAWS = errors.New("this handler has no AWS configuration (helmrelease.New gives it)")
 
-// pipelineJob serves a CodePipeline job: the answer is always sent (a
-// failure too) before the invocation returns; only an event without a job
-// id, or an answer that could not be delivered, is the invocation's error
-// (Lambda then retries it, and the job runs again: an upgrade to the same
-// chart and values).
+// pipelineJob serves a CodePipeline job on the framework's engine
+// (codepipeline.Serve): the answer is always sent, a failure too, before
+// the invocation returns.
 func (h *Handler) pipelineJob(ctx context.Context, payload []byte) ([]byte, error) {
-	start := time.Now()
-	invoke.NoteAction(ctx, ActionCodePipeline)
-	none := func(*pipelineAnswer) []any { return nil }
-	var ans pipelineAnswer
-	ev, err := codepipeline.Decode(payload)
-	switch {
-	case err != nil && codepipeline.JobID(payload) == "":
-		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, none)
-	case err != nil:
-		// A job that does not decode is answered as failed, not left to
-		// hang its pipeline until the action's timeout.
-		e := invoke.AsError(err)
-		ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
-		ans.JobID = codepipeline.JobID(payload)
-	default:
-		work, cancel := context.WithCancel(ctx)
-		if deadline, ok := ctx.Deadline(); ok {
-			work, cancel = context.WithDeadline(ctx, deadline.Add(-answerBudget))
-		}
-		ans = h.runPipelineJobSafely(work, ev.Job)
-		cancel()
-		ans.JobID = ev.Job.ID
-	}
-	if h.aws == nil {
-		err = errNoAWS
-	} else {
-		err = codepipeline.Send(ctx, *h.aws, h.log, ans.Answer)
-	}
-	if err != nil {
-		return invoke.Finish(ctx, h.log, start, (*pipelineAnswer)(nil), err, none)
-	}
-	return invoke.Finish(ctx, h.log, start, &ans, nil, func(a *pipelineAnswer) []any {
-		return []any{"action", ActionCodePipeline, "job", a.JobID, "result", a.Result, "status", a.Status}
-	})
-}
-
-// runPipelineJobSafely is runPipelineJob with a panic answered as the
-// job's failure: the job is answered whatever happens.
-func (h *Handler) runPipelineJobSafely(ctx context.Context, job codepipeline.Job) (ans pipelineAnswer) {
-	defer func() {
-		if v := recover(); v != nil {
-			h.log.ErrorContext(ctx, "codepipeline job panicked", "job", job.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			e := &invoke.Error{Code: invoke.Internal, Message: fmt.Sprintf("the function panicked: %v; see its logs", v)}
-			ans = pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
-		}
-	}()
-	return h.runPipelineJob(ctx, job)
+	return codepipeline.Serve(ctx, h.aws, h.log, payload, func(ctx context.Context, job codepipeline.Job) *pipelineAnswer {
+		a := h.runPipelineJob(ctx, job)
+		return &a
+	}, func(a *pipelineAnswer) []any { return []any{"status", a.Status} })
 }
 
 // runPipelineJob does the job and says what to answer.
@@ -116,7 +59,7 @@ func (h *Handler) runPipelineJob(ctx context.Context, job codepipeline.Job) pipe
 	fail := func(err error) pipelineAnswer {
 		e := invoke.AsError(err)
 		h.log.ErrorContext(ctx, "codepipeline job failed", "job", job.ID, "code", string(e.Code), "error", e.Message)
-		return pipelineAnswer{Answer: codepipeline.Failed(e), Code: e.Code}
+		return pipelineAnswer{Answer: codepipeline.Failed(e)}
 	}
 	p, err := DecodePipelineParams(job.Data.ActionConfiguration.Configuration.UserParameters)
 	if err != nil {

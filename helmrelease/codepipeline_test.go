@@ -251,7 +251,7 @@ func TestPipelineJob(t *testing.T) {
 
 	// 2: an upgrade whose rollout outlasts the invocation: continued.
 	f.kube.set("slow")
-	a = f.job(t, "v2.zip", params, "", answerBudget+helmMargin+invoke.DeadlineMargin+minBudget+500*time.Millisecond)
+	a = f.job(t, "v2.zip", params, "", codepipeline.AnswerBudget+helmMargin+invoke.DeadlineMargin+minBudget+500*time.Millisecond)
 	tok, _ := a["continuationToken"].(string)
 	cont, err := codepipeline.ParseContinuation(tok)
 	if a["op"] != "PutJobSuccessResult" || err != nil || cont.Revision != 2 || a["outputVariables"] != nil {
@@ -277,7 +277,7 @@ func TestPipelineJob(t *testing.T) {
 
 	// 4: a continuation past the job's wait: Timeout, the revision failed.
 	f.kube.set("slow")
-	a = f.job(t, "v1.zip", params, "", answerBudget+helmMargin+invoke.DeadlineMargin+minBudget+500*time.Millisecond)
+	a = f.job(t, "v1.zip", params, "", codepipeline.AnswerBudget+helmMargin+invoke.DeadlineMargin+minBudget+500*time.Millisecond)
 	tok, _ = a["continuationToken"].(string)
 	cont, _ = codepipeline.ParseContinuation(tok)
 	cont.Start = time.Now().Add(-10 * time.Minute).Unix()

@@ -35,13 +35,15 @@ type Answer struct {
 	OutputVariables   map[string]string `json:"outputVariables,omitempty"`
 	FailureType       string            `json:"failureType,omitempty"`
 	Message           string            `json:"message,omitempty"`
+	// Code is a failure's error code, for the metrics (FailureCode).
+	Code invoke.Code `json:"code,omitempty"`
 }
 
 // Failed is the answer of a job that failed with err: its failureType
 // follows the error's code, its message names the code.
 func Failed(err error) Answer {
 	e := invoke.AsError(err)
-	return Answer{Result: Failure, FailureType: failureType(e.Code), Message: Message(string(e.Code) + ": " + e.Message)}
+	return Answer{Result: Failure, FailureType: failureType(e.Code), Message: Message(string(e.Code) + ": " + e.Message), Code: e.Code}
 }
 
 // failureType is CodePipeline's failureDetails.type for an error code.

@@ -76,7 +76,7 @@ func TestFailureType(t *testing.T) {
 func TestFailed(t *testing.T) {
 	t.Parallel()
 	got := Failed(&invoke.Error{Code: invoke.Forbidden, Message: "no k8s-aws-v1.abc here"})
-	want := Answer{Result: Failure, FailureType: "PermissionError", Message: "Forbidden: no k8s-aws-v1.REDACTED here"}
+	want := Answer{Result: Failure, FailureType: "PermissionError", Message: "Forbidden: no k8s-aws-v1.REDACTED here", Code: invoke.Forbidden}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

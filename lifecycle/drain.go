@@ -193,6 +193,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		}
 		if due := w.heartbeatDue(rec, beat, now); due {
 			beat = now
+			w.refresh(ctx, node.Name, rec)
 			n, err := w.heartbeat(ctx, rec)
 			res.Heartbeats += n
 			return false, err
@@ -213,6 +214,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		res.Reason = fmt.Sprintf("the drain's deadline %s passed with %d pods left", rec.Deadline.UTC().Format(time.RFC3339), res.Remaining)
 		return res, false, w.release(ctx, node.Name, &res, w.h.cfg.TerminateTimeoutResult)
 	default:
+		w.refresh(ctx, node.Name, rec)
 		n, err := w.heartbeat(ctx, rec)
 		res.Heartbeats += n
 		if err != nil {
@@ -333,6 +335,23 @@ func (w *work) heartbeatDue(rec *record, last, now time.Time) bool {
 		}
 	}
 	return shortest > 0 && now.Sub(last) >= shortest/2
+}
+
+// refresh reads the node's record again into rec: the actions other
+// invocations recorded on it since the claim (they are this holder's to
+// heartbeat and answer), and an earlier deadline one of them set (a Spot
+// warning). A failed read keeps rec as it is: the next one will do.
+func (w *work) refresh(ctx context.Context, name string, rec *record) {
+	n, err := w.cluster.node(ctx, name)
+	if err != nil {
+		return
+	}
+	if cur, err := readRecord(n); err == nil && cur != nil {
+		rec.Actions = cur.Actions
+		if cur.Deadline.Before(rec.Deadline) {
+			rec.Deadline = cur.Deadline
+		}
+	}
 }
 
 // heartbeat records a heartbeat for each of rec's pending actions.

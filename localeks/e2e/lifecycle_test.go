@@ -620,3 +620,48 @@ func TestLifecycleDuplicateAtOnce(t *testing.T) {
 		t.Errorf("pods %v, want all on %s", ready, nodes[1])
 	}
 }
+
+// A rebalance recommendation cordons and taints the node and leaves its
+// pods (REBALANCE_DRAIN unset); an AWS Health scheduled change drains the
+// node of every instance it names.
+func TestLifecycleRebalanceCordonsHealthDrains(t *testing.T) {
+	h := mustHarness(t)
+	ns := h.lifecycleNamespace(t, "health")
+	nodes, insts := h.testNodes(t, "health", 2)
+	h.cordon(t, nodes[1], true)
+	h.testWorkload(t, ns, "health", 2, -1)
+	h.cordon(t, nodes[1], false)
+	fn := h.startLifecycle(t, 60*time.Second)
+
+	rebalance := fmt.Sprintf(`{"version":"0","id":"%s","detail-type":"EC2 Instance Rebalance Recommendation","source":"aws.ec2",
+"account":"%s","time":"%s","region":"%s","resources":[],"detail":{"instance-id":"%s"}}`,
+		randomHex(8), stack.Account, time.Now().UTC().Format(time.RFC3339), stack.Region, insts[0])
+	r := lifecycleOK(t, fn, []byte(rebalance))
+	if r.Nodes[0].State != "cordoned" || r.Nodes[0].Evicted != 0 {
+		t.Errorf("rebalance: %+v, want cordoned, nothing evicted", r)
+	}
+	cordoned, taints, _ := h.nodeState(t, nodes[0])
+	if !cordoned || !hasTaint(taints, "lambda-eks.io/rebalance-recommendation") {
+		t.Errorf("after the rebalance recommendation: cordoned %v, taints %v", cordoned, taints)
+	}
+	if on := h.readyPods(t, ns, "health")[nodes[0]]; len(on) != 2 {
+		t.Errorf("pods on %s after a rebalance recommendation: %v, want both left", nodes[0], on)
+	}
+
+	health := fmt.Sprintf(`{"version":"0","id":"%s","detail-type":"AWS Health Event","source":"aws.health","account":"%s",
+"time":"%s","region":"%s","resources":["%s"],"detail":{"eventArn":"arn:aws:health:%s::event/EC2/AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED/x",
+"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange",
+"affectedEntities":[{"entityValue":"%s"}]}}`,
+		randomHex(8), stack.Account, time.Now().UTC().Format(time.RFC3339), stack.Region, insts[0], stack.Region, insts[0])
+	r = lifecycleOK(t, fn, []byte(health))
+	if len(r.Nodes) != 1 || r.Nodes[0].State != "drained" || r.Nodes[0].Evicted != 2 {
+		t.Errorf("health: %+v, want the one node drained, 2 evicted", r)
+	}
+	_, taints, record := h.nodeState(t, nodes[0])
+	if !hasTaint(taints, "lambda-eks.io/scheduled-maintenance") || !strings.Contains(record, "scheduled-change") {
+		t.Errorf("after the scheduled change: taints %v, record %s", taints, record)
+	}
+	if ready := h.waitReady(t, ns, "health", 2); len(ready[nodes[1]]) != 2 {
+		t.Errorf("pods %v, want both on %s", ready, nodes[1])
+	}
+}

@@ -48,8 +48,11 @@ type Result struct {
 func (r *Result) logAttrs() []any {
 	attrs := []any{"event", string(r.Event)}
 	for _, n := range r.Nodes {
-		attrs = append(attrs, slog.Group("node_"+n.Instance, "node", n.Node, "state", n.State, "evicted", n.Evicted,
-			"remaining", n.Remaining, "lifecycle_action", n.LifecycleAction))
+		g := []any{"node", n.Node, "state", n.State, "evicted", n.Evicted, "remaining", n.Remaining, "lifecycle_action", n.LifecycleAction}
+		if n.Reason != "" {
+			g = append(g, "reason", n.Reason) // why it was skipped, left, or timed out
+		}
+		attrs = append(attrs, slog.Group("node_"+n.Instance, g...))
 	}
 	if r.Continued {
 		attrs = append(attrs, "continued", true, "attempt", r.Attempt)

@@ -135,7 +135,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		"deadline", rec.Deadline.UTC().Format(time.RFC3339))
 	if w.ev.Kind == Rebalance && !w.h.cfg.RebalanceDrain {
 		res.State = StateCordoned
-		return res, false, w.release(ctx, node.Name, &res, "")
+		return res, false, w.release(ctx, node.Name, rec, &res, "")
 	}
 
 	// The pods, every Poll, until none is left to evict, the drain's
@@ -209,10 +209,10 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 	switch outcome {
 	case StateDrained:
 		res.Blocked = ""
-		return res, false, w.release(ctx, node.Name, &res, resultContinue)
+		return res, false, w.release(ctx, node.Name, rec, &res, resultContinue)
 	case StateTimedOut:
 		res.Reason = fmt.Sprintf("the drain's deadline %s passed with %d pods left", rec.Deadline.UTC().Format(time.RFC3339), res.Remaining)
-		return res, false, w.release(ctx, node.Name, &res, w.h.cfg.TerminateTimeoutResult)
+		return res, false, w.release(ctx, node.Name, rec, &res, w.h.cfg.TerminateTimeoutResult)
 	default:
 		w.refresh(ctx, node.Name, rec)
 		n, err := w.heartbeat(ctx, rec)
@@ -220,7 +220,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		if err != nil {
 			return res, false, err
 		}
-		return res, true, w.release(ctx, node.Name, &res, "")
+		return res, true, w.release(ctx, node.Name, rec, &res, "")
 	}
 }
 
@@ -371,8 +371,9 @@ func (w *work) heartbeat(ctx context.Context, rec *record) (int, error) {
 
 // release ends this invocation's hold on the node: the actions pending on
 // it answered with result (none when ""), the record written back, the
-// lease let go.
-func (w *work) release(ctx context.Context, nodeName string, res *NodeResult, result string) error {
+// lease let go. A record someone removed meanwhile is written again from
+// held, this invocation's copy, so that no action goes unanswered.
+func (w *work) release(ctx context.Context, nodeName string, held *record, res *NodeResult, result string) error {
 	answered := map[string]string{}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		n, err := w.cluster.node(ctx, nodeName)
@@ -380,8 +381,13 @@ func (w *work) release(ctx context.Context, nodeName string, res *NodeResult, re
 			return err
 		}
 		r, err := readRecord(n)
-		if err != nil || r == nil {
+		if err != nil {
 			return err
+		}
+		if r == nil {
+			cp := *held
+			cp.Actions = append([]action(nil), held.Actions...)
+			r = &cp
 		}
 		for _, a := range r.pending() {
 			if result == "" {

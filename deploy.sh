@@ -20,6 +20,12 @@
 #   --timeout SECONDS         function timeout (default 30)
 #   --helm                    also deploy the Helm function                [HELM_FUNCTION=true]
 #                             (HelmFunction=true: helm-* events, Custom::HelmRelease)
+#   --lifecycle ASG[,ASG...]  also deploy the node lifecycle function     [LIFECYCLE_ASGS]
+#                             (LifecycleFunction=true) for up to 3 Auto Scaling
+#                             groups (LifecycleAsgNames); "--lifecycle -" for no
+#                             group: Spot and Health events only
+#   --lifecycle-hooks         create the groups' lifecycle hooks too     [LIFECYCLE_HOOKS=true]
+#                             (LifecycleHooks=true; not with "-")
 #   --kube-context CTX        kubectl context for aws-auth and RBAC (default: current)
 #   --cluster-wide            apply permissions-cluster.yml (a ClusterRole: every
 #                             namespace, and cluster-scoped kinds such as CRDs)
@@ -28,9 +34,10 @@
 #
 # With access-entry, the template creates an EKS access entry mapping the
 # function's role to the Kubernetes group lambda-eks (and, with --helm, the
-# Helm function's role to lambda-eks-helm). With aws-auth, this script merges
+# Helm function's role to lambda-eks-helm; with --lifecycle, the lifecycle
+# function's role to lambda-eks-lifecycle). With aws-auth, this script merges
 # that mapping (each mapping) into kube-system/aws-auth, keeping every other
-# entry. Either way it applies permissions.yml (RBAC for both groups) into
+# entry. Either way it applies permissions.yml (RBAC for every group) into
 # the namespace with kubectl, which must already reach the cluster as an
 # admin (aws eks update-kubeconfig --name CLUSTER).
 set -euo pipefail
@@ -47,6 +54,8 @@ schedule="${SCHEDULE:-}"
 schedule_input="${SCHEDULE_INPUT:-}"
 manifest_bucket="${MANIFEST_BUCKET:-}"
 helm="${HELM_FUNCTION:-false}"
+lifecycle_asgs="${LIFECYCLE_ASGS:-}"
+lifecycle_hooks="${LIFECYCLE_HOOKS:-false}"
 subnets=""
 security_groups=""
 timeout=30
@@ -75,6 +84,10 @@ while (($#)); do
 	--kube-context) kube_context="$2"; shift 2 ;;
 	--cluster-wide) cluster_wide=true; shift ;;
 	--helm) helm=true; shift ;;
+	--lifecycle)
+		[[ -n "${2:-}" ]] || die "--lifecycle needs ASG[,ASG...] (up to 3 Auto Scaling groups), or - for none (Spot and Health events only)"
+		lifecycle_asgs="$2"; shift 2 ;;
+	--lifecycle-hooks) lifecycle_hooks=true; shift ;;
 	--dry-run) dry_run=true; shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -85,6 +98,37 @@ done
 [[ -n "$region" ]] || die "--region (or AWS_REGION) is required"
 case "$access_mode" in access-entry | aws-auth | none) ;; *) die "--access-mode must be access-entry, aws-auth or none" ;; esac
 case "$helm" in true | false) ;; *) die "HELM_FUNCTION must be true or false" ;; esac
+case "$lifecycle_hooks" in true | false) ;; *) die "LIFECYCLE_HOOKS must be true or false" ;; esac
+
+# check_asgs refuses a LifecycleAsgNames the stack could not use: more than
+# the template's 3 groups, an empty item, or a name Auto Scaling would not
+# have (1 to 255 ASCII characters 33 to 126, no colon). It also refuses *
+# and ? (legal in a name, but wildcards in the ARNs the role's IAM policy
+# names the groups by) and a single quote (sam's quoting).
+check_asgs() {
+	local LC_ALL=C name
+	local -a names
+	[[ "$1" != ,* && "$1" != *, && "$1" != *,,* ]] || die "--lifecycle $1: an empty group name (a comma too many)"
+	IFS=, read -r -a names <<<"$1"
+	((${#names[@]} <= 3)) || die "--lifecycle $1: ${#names[@]} groups, the template takes at most 3"
+	for name in "${names[@]}"; do
+		[[ "$name" =~ ^[!-~]{1,255}$ && "$name" != *:* ]] ||
+			die "--lifecycle: $(printf '%q' "$name") is not an Auto Scaling group name (1 to 255 ASCII characters, no space, no colon)"
+		[[ "$name" != *[\'*?]* ]] ||
+			die "--lifecycle: $name: deploy.sh refuses * and ? (wildcards in the role's IAM policy) and ' in a group name"
+	done
+}
+lifecycle=false
+if [[ -n "$lifecycle_asgs" ]]; then
+	lifecycle=true
+	[[ "$lifecycle_asgs" == - ]] || check_asgs "$lifecycle_asgs"
+fi
+if $lifecycle_hooks && ! $lifecycle; then
+	die "--lifecycle-hooks needs --lifecycle ASG[,ASG...] (the groups to hook)"
+fi
+if $lifecycle_hooks && [[ "$lifecycle_asgs" == - ]]; then
+	die "--lifecycle-hooks needs groups to hook: --lifecycle ASG[,ASG...], not -"
+fi
 [[ "$namespace" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--namespace $namespace is not a DNS-1123 label"
 if [[ -n "$role_arn" && "$access_mode" == access-entry ]]; then
 	log "with --role-arn the cluster is in another account: map $role_arn there (access entry or aws-auth) yourself"
@@ -120,6 +164,11 @@ param SubnetIds "$subnets"
 param SecurityGroupIds "$security_groups"
 param ManifestBucket "$manifest_bucket"
 $helm && param HelmFunction true
+if $lifecycle; then
+	param LifecycleFunction true
+	[[ "$lifecycle_asgs" == - ]] || param LifecycleAsgNames "$lifecycle_asgs"
+	$lifecycle_hooks && param LifecycleHooks true
+fi
 if [[ -n "$schedule" ]]; then
 	param ScheduleExpression "$schedule"
 	param ScheduleEnabled true
@@ -127,7 +176,14 @@ if [[ -n "$schedule" ]]; then
 fi
 
 functions="the function"
-$helm && functions="the function and the Helm function"
+$helm && functions+=", the Helm function"
+if $lifecycle && [[ "$lifecycle_asgs" == - ]]; then
+	functions+=", the lifecycle function (no group: Spot and Health events)"
+elif $lifecycle && $lifecycle_hooks; then
+	functions+=", the lifecycle function (groups $lifecycle_asgs, their hooks made here)"
+elif $lifecycle; then
+	functions+=", the lifecycle function (groups $lifecycle_asgs)"
+fi
 log "plan: stack $stack in $region for cluster $cluster ($functions), access mode $access_mode, namespace $namespace$($dry_run && echo ' (dry run: nothing is changed)')"
 
 run sam build
@@ -150,6 +206,7 @@ else
 		--query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text)"
 	log "function role: $(output FunctionRoleArn)"
 	$helm && log "Helm function role: $(output HelmFunctionRoleArn)"
+	$lifecycle && log "lifecycle function role: $(output LifecycleFunctionRoleArn)"
 fi
 
 if [[ "$access_mode" == aws-auth && -z "$role_arn" ]]; then
@@ -158,6 +215,9 @@ if [[ "$access_mode" == aws-auth && -z "$role_arn" ]]; then
 	run go run ./cmd/awsauth -role-arn "$(output FunctionRoleArn)" -group lambda-eks ${kube_context:+-context "$kube_context"}
 	if $helm; then
 		run go run ./cmd/awsauth -role-arn "$(output HelmFunctionRoleArn)" -group lambda-eks-helm ${kube_context:+-context "$kube_context"}
+	fi
+	if $lifecycle; then
+		run go run ./cmd/awsauth -role-arn "$(output LifecycleFunctionRoleArn)" -group lambda-eks-lifecycle ${kube_context:+-context "$kube_context"}
 	fi
 fi
 if [[ -z "$role_arn" ]] && $cluster_wide; then
@@ -174,4 +234,9 @@ printf 'aws lambda invoke --region %s --function-name %s --payload fileb://event
 if $helm; then
 	printf 'aws lambda invoke --region %s --function-name %s --payload fileb://events/helm-status.json out.json && cat out.json\n' \
 		"$region" "$(output HelmFunctionArn)"
+fi
+if $lifecycle; then
+	# A test notification: acknowledged, nothing drained.
+	printf 'aws lambda invoke --region %s --function-name %s --payload fileb://events/asg-test-notification.json out.json && cat out.json\n' \
+		"$region" "$(output LifecycleFunctionArn)"
 fi

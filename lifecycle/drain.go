@@ -89,6 +89,10 @@ func gracePeriod(p *corev1.Pod, now, deadline time.Time) *int64 {
 	return nil
 }
 
+// evictRetry is how long a pod whose eviction a budget refused (429) waits
+// before it is tried again: kubectl drain's 5 s.
+const evictRetry = 5 * time.Second
+
 // handoff is kept at the end of an invocation to hand a drain to the next
 // one: a heartbeat, the record and the asynchronous invoke.
 const handoff = 10 * time.Second
@@ -144,6 +148,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 	beat := w.h.now()
 	var outcome string
 	evicted := map[string]bool{}
+	refusedUntil := map[string]time.Time{} // a pod a budget refused, tried again after evictRetry
 	lastLog := w.h.now()
 	err = wait.PollUntilContextCancel(ctx, w.h.cfg.Poll, true, func(ctx context.Context) (bool, error) {
 		now := w.h.now()
@@ -158,8 +163,8 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 				continue
 			}
 			res.Remaining++
-			if p.DeletionTimestamp != nil {
-				continue // evicted; its grace period runs
+			if p.DeletionTimestamp != nil || now.Before(refusedUntil[string(p.UID)]) {
+				continue // evicted, its grace period running; or refused a moment ago
 			}
 			err := w.cluster.evict(ctx, p, gracePeriod(p, now, rec.Deadline))
 			switch {
@@ -170,6 +175,7 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 				}
 			case apierrors.IsTooManyRequests(err):
 				res.Blocked = fmt.Sprintf("pod %s/%s: %s", p.Namespace, p.Name, apiStatusMessage(err))
+				refusedUntil[string(p.UID)] = now.Add(evictRetry)
 			case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 				// Gone, or replaced by a pod of the same name: not this one.
 			default:

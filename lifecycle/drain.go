@@ -149,6 +149,11 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 	var outcome string
 	evicted := map[string]bool{}
 	refusedUntil := map[string]time.Time{} // a pod a budget refused, tried again after evictRetry
+	// A pod the Eviction API says does not exist though the list has it (an
+	// object its deleted namespace left behind) cannot be evicted nor waited
+	// for: it is not counted.
+	unreachable, notFound := map[string]bool{}, map[string]int{}
+	var waiting []string
 	lastLog := w.h.now()
 	err = wait.PollUntilContextCancel(ctx, w.h.cfg.Poll, true, func(ctx context.Context) (bool, error) {
 		now := w.h.now()
@@ -156,13 +161,16 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		if err != nil {
 			return false, fmt.Errorf("list pods of node %s: %w", node.Name, err)
 		}
-		res.Remaining = 0
+		res.Remaining, waiting = 0, waiting[:0]
 		for i := range pods {
 			p := &pods[i]
-			if ok, _ := evictable(p, w.h.cfg.EvictEmptyDir); !ok {
+			if ok, _ := evictable(p, w.h.cfg.EvictEmptyDir); !ok || unreachable[string(p.UID)] {
 				continue
 			}
 			res.Remaining++
+			if len(waiting) < 5 {
+				waiting = append(waiting, p.Namespace+"/"+p.Name)
+			}
 			if p.DeletionTimestamp != nil || now.Before(refusedUntil[string(p.UID)]) {
 				continue // evicted, its grace period running; or refused a moment ago
 			}
@@ -176,8 +184,14 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 			case apierrors.IsTooManyRequests(err):
 				res.Blocked = fmt.Sprintf("pod %s/%s: %s", p.Namespace, p.Name, apiStatusMessage(err))
 				refusedUntil[string(p.UID)] = now.Add(evictRetry)
-			case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-				// Gone, or replaced by a pod of the same name: not this one.
+			case apierrors.IsNotFound(err):
+				// Gone; or, if the next list still has it, unreachable.
+				if notFound[string(p.UID)]++; notFound[string(p.UID)] == 2 {
+					unreachable[string(p.UID)] = true
+					w.h.log.WarnContext(ctx, "pod not counted: the Eviction API says it does not exist", "pod", p.Namespace+"/"+p.Name, "error", err.Error())
+				}
+			case apierrors.IsConflict(err):
+				// Replaced by a pod of the same name: not this one.
 			default:
 				return false, fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err)
 			}
@@ -195,7 +209,8 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		}
 		if now.Sub(lastLog) >= 10*time.Second {
 			lastLog = now
-			w.h.log.InfoContext(ctx, "drain progress", "node", node.Name, "remaining", res.Remaining, "evicted", res.Evicted, "blocked", res.Blocked)
+			w.h.log.InfoContext(ctx, "drain progress", "node", node.Name, "remaining", res.Remaining, "evicted", res.Evicted, "blocked", res.Blocked,
+				"waiting_for", waiting)
 		}
 		if due := w.heartbeatDue(rec, beat, now); due {
 			beat = now

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
 
 	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 )
@@ -176,7 +177,9 @@ func (h *harness) grantCluster(tb testing.TB, extra string) {
 
 // dropNamespace deletes a namespace as admin and finalizes it, so that it
 // goes at once instead of when kube-controller-manager's namespace
-// controller has emptied it; objects left in it outlive it (runID).
+// controller has emptied it; objects left in it outlive it (runID), but its
+// pods are deleted first (at once, grace period 0): a pod left behind stays
+// bound to its node, where a drain could neither evict it nor see it go.
 func (h *harness) dropNamespace(tb testing.TB, name string) {
 	tb.Helper()
 	ctx := context.Background()
@@ -187,6 +190,11 @@ func (h *harness) dropNamespace(tb testing.TB, name string) {
 	if err != nil {
 		tb.Errorf("delete namespace %s: %v", name, err)
 		return
+	}
+	// The namespace is terminating: its controllers can no longer make pods.
+	if err := h.admin.CoreV1().Pods(name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)},
+		metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		tb.Errorf("delete the pods of namespace %s: %v", name, err)
 	}
 	ns, err := h.admin.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {

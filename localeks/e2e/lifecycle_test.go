@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -387,6 +388,9 @@ func TestLifecycleLocalShSample(t *testing.T) {
 	run := func() lifecycleResult {
 		cmd := exec.Command(filepath.Join(h.root, "local.sh"), "events/asg-terminate.json")
 		cmd.Dir = h.root
+		// A drain that cannot finish ends in 90 s (timed-out), not in
+		// local.sh's 15 minutes of continuations.
+		cmd.Env = append(os.Environ(), "DRAIN_TIMEOUT=90s")
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

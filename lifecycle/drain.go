@@ -295,7 +295,8 @@ func (w *work) claim(ctx context.Context, node *corev1.Node) (*record, *corev1.N
 		} else {
 			r.Holder, r.Until = w.me, w.deadline.Add(leaseSlack)
 		}
-		patch, err := nodePatch(n, r, w.ev.Kind, state == "", now)
+		// Held elsewhere or not, the node says this event's reason too.
+		patch, err := nodePatch(n, r, w.ev.Kind, true, now)
 		if err != nil {
 			return err
 		}

@@ -98,8 +98,10 @@ func (c *cluster) evict(ctx context.Context, pod *corev1.Pod, gracePeriod *int64
 	if err != nil {
 		return err
 	}
+	// No retry here: a 429 (a budget, with or without Retry-After) goes back
+	// to the drain, which tries the pod again later (one layer of retries).
 	return c.rest.Post().Namespace(pod.Namespace).Resource("pods").Name(pod.Name).SubResource("eviction").
-		SetHeader("Content-Type", runtime.ContentTypeJSON).Body(body).Do(ctx).Error()
+		SetHeader("Content-Type", runtime.ContentTypeJSON).MaxRetries(0).Body(body).Do(ctx).Error()
 }
 
 // providerIDInstance is the instance id of an AWS providerID,

@@ -155,7 +155,11 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 	unreachable, notFound := map[string]bool{}, map[string]int{}
 	var waiting []string
 	lastLog := w.h.now()
-	err = wait.PollUntilContextCancel(ctx, w.h.cfg.Poll, true, func(ctx context.Context) (bool, error) {
+	// The polls' requests end by the hand-off too: a slow one must not eat
+	// the time the hand-off needs.
+	polls, cancel := context.WithDeadline(ctx, stopBy.Add(w.deadline.Sub(stopBy)/2))
+	defer cancel()
+	err = wait.PollUntilContextCancel(polls, w.h.cfg.Poll, true, func(ctx context.Context) (bool, error) {
 		now := w.h.now()
 		pods, err := w.cluster.pods(ctx, node.Name)
 		if err != nil {
@@ -221,6 +225,9 @@ func (w *work) drain(ctx context.Context, instance string) (NodeResult, bool, er
 		}
 		return false, nil
 	})
+	if err != nil && ctx.Err() == nil && polls.Err() != nil {
+		outcome, err = StateContinuing, nil // a request outlasted the hand-off time
+	}
 	if err != nil {
 		// The record keeps the lease until it lapses: the next event or
 		// retry takes over.

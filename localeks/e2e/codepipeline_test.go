@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -295,20 +294,7 @@ func TestCodePipelineJob(t *testing.T) {
 	key = "jobs/" + p.name + "/2.zip"
 	second := h.startFunction(t, fnOptions{timeout: 60 * time.Second, env: viaShim})
 	ev, _ := p.jobEvent(t, dupID, key, params, "")
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, fn := range []*lambdart.Function{p.fn, second} {
-		wg.Go(func() {
-			_, fnErr, err := fn.Invoke(context.Background(), ev)
-			switch {
-			case err != nil:
-				errs[i] = err
-			case fnErr != nil:
-				errs[i] = fnErr
-			}
-		})
-	}
-	wg.Wait()
+	_, errs := invokeAtOnce(ev, p.fn, second)
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("job 2, concurrent delivery %d: %v", i, err)

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +25,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 	"github.com/lambda-eks/lambda-eks/localeks/shim"
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
@@ -131,20 +129,7 @@ func TestHelmCodePipelineJob(t *testing.T) {
 	dupID := jobID()
 	second := h.startHelm(t, f, 60*time.Second, viaShim...)
 	ev, _ := p.jobEvent(t, dupID, key, params("web", "60s"), "")
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, fn := range []*lambdart.Function{p.fn, second} {
-		wg.Go(func() {
-			_, fnErr, err := fn.Invoke(context.Background(), ev)
-			switch {
-			case err != nil:
-				errs[i] = err
-			case fnErr != nil:
-				errs[i] = fnErr
-			}
-		})
-	}
-	wg.Wait()
+	_, errs := invokeAtOnce(ev, p.fn, second)
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("job 2, concurrent delivery %d: %v", i, err)

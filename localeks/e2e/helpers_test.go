@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,4 +262,27 @@ func describe(events []auditEvent) string {
 		b.WriteString("\n  " + e.Verb + " " + e.URI + " -> " + strconv.Itoa(code))
 	}
 	return b.String()
+}
+
+// invokeAtOnce delivers event to every fn at the same time, as Lambda does
+// with a duplicate delivery to two execution environments, and returns each
+// one's response and its error (an emulator failure or a function error).
+func invokeAtOnce(event []byte, fns ...*lambdart.Function) ([][]byte, []error) {
+	outs, errs := make([][]byte, len(fns)), make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(func() {
+			out, fnErr, err := fn.Invoke(context.Background(), event)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case fnErr != nil:
+				errs[i] = fnErr
+			default:
+				outs[i] = out
+			}
+		})
+	}
+	wg.Wait()
+	return outs, errs
 }

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/lambda-eks/lambda-eks/localeks/lambdart"
 	"github.com/lambda-eks/lambda-eks/localeks/stack"
 )
 
@@ -595,23 +594,18 @@ func TestLifecycleDuplicateAtOnce(t *testing.T) {
 	a, b := h.startLifecycle(t, 60*time.Second), h.startLifecycle(t, 60*time.Second)
 	ev, token := terminateEvent(t, h, insts[0])
 	states := make([]string, 2)
-	var wg sync.WaitGroup
-	for i, fn := range []*lambdart.Function{a, b} {
-		wg.Go(func() {
-			out, fnErr, err := fn.Invoke(context.Background(), ev)
-			if err != nil || fnErr != nil {
-				t.Errorf("invocation %d: %v %+v", i, err, fnErr)
-				return
-			}
-			var r lifecycleResult
-			if err := json.Unmarshal(out, &r); err != nil || len(r.Nodes) != 1 {
-				t.Errorf("invocation %d: %s", i, out)
-				return
-			}
+	outs, errs := invokeAtOnce(ev, a, b)
+	for i := range outs {
+		var r lifecycleResult
+		switch {
+		case errs[i] != nil:
+			t.Errorf("invocation %d: %v", i, errs[i])
+		case json.Unmarshal(outs[i], &r) != nil || len(r.Nodes) != 1:
+			t.Errorf("invocation %d: %s", i, outs[i])
+		default:
 			states[i] = r.Nodes[0].State
-		})
+		}
 	}
-	wg.Wait()
 	drained := strings.Count(strings.Join(states, ","), "drained")
 	others := strings.Count(strings.Join(states, ","), "in-progress-elsewhere") + strings.Count(strings.Join(states, ","), "already-completed")
 	if drained != 1 || others != 1 {
